@@ -1,0 +1,37 @@
+# EMCO operator: developer commands. `just --list` shows them all.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# The test bed: a hub and member clusters from upstream Kubernetes on 127.0.0.1.
+bed := "tests/e2e/bed"
+
+default:
+    @just --list
+
+# Bring the demo up: test bed, operator, SmartCity sample, status.
+demo:
+    bash tests/e2e/demo.sh
+
+# Run every test: unit, CRD drift and end to end (brings the bed up, and down again if it started it).
+test:
+    bash tests/e2e/run.sh
+
+# Build the pinned upstream binaries into the cache (about 10 minutes cold, instant when cached).
+build-bed:
+    bash {{bed}}/build.sh
+
+# Start the test bed (idempotent).
+up:
+    bash {{bed}}/up.sh
+
+# Stop and remove the test bed (idempotent).
+down:
+    bash {{bed}}/down.sh
+
+# Memory of the running bed.
+bed-stats:
+    bash {{bed}}/stats.sh
+
+# Regenerate crds/ from the Rust types.
+crds:
+    cargo run -q -p emco-operator --bin crdgen > crds/emco-crds.yaml

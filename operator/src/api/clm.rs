@@ -1,0 +1,114 @@
+//! `clm.emco.io`: cluster registration. ClusterProvider groups clusters; a Cluster points at the
+//! kubeconfig Secret of one member and carries EMCO's labels (as metadata labels) and kv-pairs.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A cluster provider: the owner of a set of member clusters (EMCO cluster-provider).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "clm.emco.io",
+    version = "v1alpha1",
+    kind = "ClusterProvider",
+    category = "emco",
+    shortname = "cp",
+    printcolumn(name = "Description", type_ = "string", json_path = ".spec.description"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterProviderSpec {
+    /// Free text for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A member cluster registered with the hub (EMCO cluster). EMCO cluster labels are the object's
+/// metadata labels: placement matches on their keys (`clusterLabel`) or with a label selector.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "clm.emco.io",
+    version = "v1alpha1",
+    kind = "Cluster",
+    category = "emco",
+    shortname = "emcocluster",
+    status = "ClusterStatus",
+    printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".status.kubernetesVersion"),
+    printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.nodeCount"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = "1"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSpec {
+    /// The ClusterProvider this cluster belongs to.
+    #[x_kube(validation = kube::core::Rule::new("self != ''").message("provider must name a ClusterProvider"))]
+    pub provider: String,
+    /// How the hub reaches the member.
+    pub kubeconfig: KubeconfigSource,
+    /// EMCO kv-pairs: free key/value facts about the cluster, readable by intents.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kv: BTreeMap<String, String>,
+    /// Free text for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Where the member's kubeconfig lives.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeconfigSource {
+    /// A key of a Secret on the hub, normally in the operator's namespace.
+    pub secret_ref: SecretKeyRef,
+}
+
+/// A key of a Secret in a given namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    pub namespace: String,
+    pub name: String,
+    /// Key in the Secret's data; defaults to `kubeconfig`.
+    #[serde(default = "default_kubeconfig_key")]
+    pub key: String,
+}
+
+fn default_kubeconfig_key() -> String {
+    "kubeconfig".into()
+}
+
+/// What the cluster controller last saw of the member.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// `Reachable` (the API server answered) and `Ready` (reachable with at least one Ready node).
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The member's Kubernetes version, e.g. `v1.35.4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_count: Option<u32>,
+    /// Node inventory, used by hardware-aware placement.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeInventory>,
+}
+
+/// One node of a member cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeInventory {
+    pub name: String,
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Allocatable resources as quantities (`cpu`, `memory`, `pods`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub allocatable: BTreeMap<String, String>,
+}

@@ -1,0 +1,40 @@
+//! Conditions: the `Ready`-and-friends entries on every status, set so that
+//! `lastTransitionTime` only moves when the status flips.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+/// Builds a condition of `type_`; `reason` is CamelCase, `message` is for people.
+pub fn new(type_: &str, ok: bool, reason: &str, message: impl Into<String>, generation: Option<i64>) -> Condition {
+    Condition {
+        type_: type_.to_string(),
+        status: if ok { "True" } else { "False" }.to_string(),
+        reason: reason.to_string(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: Time(Timestamp::now()),
+    }
+}
+
+/// Sets `cond` in `conditions`, keeping the old transition time when the status did not change.
+pub fn set(conditions: &mut Vec<Condition>, mut cond: Condition) {
+    match conditions.iter_mut().find(|c| c.type_ == cond.type_) {
+        Some(old) => {
+            if old.status == cond.status {
+                cond.last_transition_time = old.last_transition_time.clone();
+            }
+            *old = cond;
+        }
+        None => conditions.push(cond),
+    }
+}
+
+/// The condition of `type_`, if present.
+pub fn get<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether the condition of `type_` is present and True.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    get(conditions, type_).is_some_and(|c| c.status == "True")
+}

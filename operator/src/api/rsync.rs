@@ -1,0 +1,159 @@
+//! `rsync.emco.io`: the AppContext, one per DIG revision: what goes to which member cluster, and
+//! how far it got. Rendered manifests live in bundle Secrets, never in this object.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::orchestrator::OpStatus;
+
+/// A plan for rsync and its progress (EMCO's AppContext, kept in the hub API instead of etcd).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "rsync.emco.io",
+    version = "v1alpha1",
+    kind = "AppContext",
+    namespaced,
+    category = "emco",
+    shortname = "actx",
+    status = "AppContextStatus",
+    printcolumn(name = "Owner", type_ = "string", json_path = ".spec.owner.name"),
+    printcolumn(name = "Revision", type_ = "integer", json_path = ".spec.revision"),
+    printcolumn(name = "Operation", type_ = "string", json_path = ".spec.operation"),
+    printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
+    printcolumn(name = "Deployed", type_ = "string", json_path = ".status.deployed"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AppContextSpec {
+    pub owner: Owner,
+    pub revision: u32,
+    pub operation: Operation,
+    /// EMCO stop: give up retrying.
+    #[serde(default)]
+    pub stop: bool,
+    /// The AppContext this one replaces (an update): what it applied and this one does not is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+    pub apps: Vec<ContextApp>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    pub kind: String,
+    pub name: String,
+}
+
+/// EMCO rsync events.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Instantiate,
+    Update,
+    Terminate,
+}
+
+/// One app and the clusters it goes to.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContextApp {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<ContextDependency>,
+    pub clusters: Vec<ContextCluster>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContextDependency {
+    pub app: String,
+    pub op_status: OpStatus,
+    #[serde(default)]
+    pub wait_seconds: u32,
+}
+
+/// One app on one cluster: which bundle of rendered resources to apply there.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ContextCluster {
+    pub cluster: String,
+    pub bundle: BundleRef,
+}
+
+/// Rendered resources, stored gzipped in `parts` hub Secrets named `<name>-<i>` (each under 1 MiB),
+/// content-addressed: clusters that get identical resources share one bundle.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleRef {
+    pub name: String,
+    pub parts: u32,
+    /// How many resources the bundle holds.
+    pub resources: u32,
+}
+
+/// rsync's state machine (seed 003): Created, Instantiating, Instantiated, InstantiateFailed,
+/// Updating, Updated, UpdateFailed, Terminating, Terminated, TerminateFailed.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ContextState {
+    #[default]
+    Created,
+    Instantiating,
+    Instantiated,
+    InstantiateFailed,
+    Updating,
+    Updated,
+    UpdateFailed,
+    Terminating,
+    Terminated,
+    TerminateFailed,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppContextStatus {
+    #[serde(default)]
+    pub state: ContextState,
+    /// Applied / total, e.g. `24/24`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed: Option<String>,
+    /// Ready / total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<AppStatus>,
+    /// EMCO deployedCounts: `Applied`, `Pending`, `Failed`, `Deleted`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deployed_counts: BTreeMap<String, u32>,
+    /// EMCO readyCounts: `Ready`, `NotReady`, `NotPresent`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ready_counts: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppStatus {
+    pub name: String,
+    pub clusters: Vec<ClusterStatus>,
+}
+
+/// Progress of one app on one cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    pub cluster: String,
+    /// `Available`, `Retrying` or `Unknown` (EMCO cluster connectivity).
+    pub connectivity: String,
+    pub resources: u32,
+    pub deployed: u32,
+    pub ready: u32,
+    /// The first few failures, `Kind/namespace/name: message`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
+}

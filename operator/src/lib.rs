@@ -1,0 +1,11 @@
+//! EMCO operator: EMCO's resources as CRDs on a hub cluster, reconciled by controllers that act as
+//! EMCO's microservices: `clm` (cluster registration), `dcm` (logical clouds), `orchestrator` (the
+//! distributed application scheduler with its placement and action stages) and `rsync` (applies
+//! AppContexts to member clusters and reports status back).
+
+pub mod api;
+
+/// Installs rustls' ring provider as the process default (kube and the chart fetcher share it).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
