@@ -19,7 +19,7 @@ cd "$mod"
 
 fetch() { # fetch MODULE@VERSION: download or explain why not
   go mod download -json "$1" >"$mod/download.json" 2>&1 ||
-    die "could not download Go module $1 (is the Go module proxy reachable? see $mod/download.json): $(grep -m1 -o '"Error": *"[^"]*"' "$mod/download.json" || tail -n1 "$mod/download.json")"
+    die "could not download Go module $1 (is the Go module proxy reachable? see $mod/download.json): $(sed -n 's/.*"Error": *"\(.*\)",\{0,1\}$/\1/p' "$mod/download.json" | sed 's/\\"/"/g' | head -n1)"
 }
 
 if [ ! -f go.sum ] || [ ! -f .tidy-ok ]; then
