@@ -4,6 +4,13 @@
 //! AppContexts to member clusters and reports status back).
 
 pub mod api;
+pub mod clm;
+pub mod controller;
+pub mod dcm;
+pub mod members;
+pub mod orchestrator;
+pub mod render;
+pub mod rsync;
 
 /// Installs rustls' ring provider as the process default (kube and the chart fetcher share it).
 pub fn install_crypto_provider() {

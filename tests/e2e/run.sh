@@ -8,8 +8,12 @@ cd "$root"
 
 was_up=0
 [ -f "$BED_DIR/bed.env" ] && "$BIN_DIR/kubectl" --kubeconfig "$BED_DIR/$HUB.kubeconfig" get --raw /readyz >/dev/null 2>&1 && was_up=1
-cleanup() { [ "$was_up" = 1 ] || bash tests/e2e/bed/down.sh; }
+cleanup() {
+  bash tests/e2e/hub.sh stop
+  [ "$was_up" = 1 ] || bash tests/e2e/bed/down.sh
+}
 trap cleanup EXIT
 
 bash tests/e2e/bed/up.sh
+bash tests/e2e/hub.sh start
 cargo test --workspace --no-fail-fast

@@ -39,13 +39,18 @@ pub struct ClusterProviderSpec {
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Version", type_ = "string", json_path = ".status.kubernetesVersion"),
     printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.nodeCount"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = "1"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = "1"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterSpec {
     /// The ClusterProvider this cluster belongs to.
-    #[x_kube(validation = kube::core::Rule::new("self != ''").message("provider must name a ClusterProvider"))]
+    #[schemars(length(min = 1, max = 253))]
     pub provider: String,
     /// How the hub reaches the member.
     pub kubeconfig: KubeconfigSource,

@@ -7,8 +7,8 @@ pub mod dcm;
 pub mod orchestrator;
 pub mod rsync;
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 /// Labels and annotations the operator puts on what it creates.
 pub mod labels {
@@ -39,8 +39,5 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
 
 /// `crds()` as one YAML stream, each document preceded by `---`.
 pub fn crds_yaml() -> String {
-    crds()
-        .iter()
-        .map(|crd| format!("---\n{}", serde_saphyr::to_string(crd).expect("CRDs serialize")))
-        .collect()
+    crds().iter().map(|crd| format!("---\n{}", serde_saphyr::to_string(crd).expect("CRDs serialize"))).collect()
 }

@@ -11,6 +11,11 @@ use serde_json::Value;
 /// Helm values: always a map at the top.
 pub type Values = BTreeMap<String, Value>;
 
+/// Schema of a values map: any nested content is kept as written.
+fn values_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}
+
 // ---------------------------------------------------------------- Project
 
 /// A tenant (EMCO project). It owns one hub namespace where its composite apps, profiles, intents,
@@ -44,7 +49,7 @@ pub struct ProjectSpec {
 #[serde(rename_all = "camelCase")]
 pub struct Subject {
     /// `User`, `Group` or `ServiceAccount`.
-    #[x_kube(validation = kube::core::Rule::new("self in ['User', 'Group', 'ServiceAccount']").message("kind must be User, Group or ServiceAccount"))]
+    #[schemars(regex(pattern = r"^(User|Group|ServiceAccount)$"))]
     pub kind: String,
     pub name: String,
     /// Namespace of a ServiceAccount.
@@ -145,7 +150,7 @@ pub struct ConfigMapKey {
 #[serde(rename_all = "camelCase")]
 pub struct RepositoryChart {
     /// Base URL of the repository; `index.yaml` is read from under it.
-    #[x_kube(validation = kube::core::Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("url must be http:// or https://"))]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://"))]
     pub url: String,
     pub chart: String,
     /// Exact chart version; the newest in the index when unset.
@@ -197,6 +202,7 @@ pub struct CompositeProfileSpec {
 pub struct Profile {
     pub app: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "values_schema")]
     pub values: Option<Values>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values_from: Vec<ValuesSource>,
@@ -225,6 +231,7 @@ pub struct ValuesSource {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct GenericPlacementIntentSpec {
+    #[schemars(length(max = 100))]
     pub app_intents: Vec<AppIntent>,
 }
 
@@ -233,10 +240,13 @@ pub struct GenericPlacementIntentSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new("(has(self.allOf) ? size(self.allOf) : 0) + (has(self.anyOf) ? size(self.anyOf) : 0) > 0").message("an app intent needs allOf or anyOf"))]
 pub struct AppIntent {
+    #[schemars(length(max = 63))]
     pub app: String,
     #[serde(default)]
+    #[schemars(length(max = 16))]
     pub all_of: Vec<AllOfEntry>,
     #[serde(default)]
+    #[schemars(length(max = 16))]
     pub any_of: Vec<ClusterMatch>,
 }
 
@@ -248,6 +258,7 @@ pub struct AllOfEntry {
     #[serde(flatten)]
     pub matcher: ClusterMatchFields,
     #[serde(default)]
+    #[schemars(length(max = 16))]
     pub any_of: Vec<ClusterMatch>,
 }
 
@@ -266,12 +277,15 @@ pub struct ClusterMatch {
 pub struct ClusterMatchFields {
     /// Only clusters of this provider match, when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub cluster_provider: Option<String>,
     /// A cluster by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub cluster: Option<String>,
     /// Clusters carrying this label key (EMCO cluster label).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 317))]
     pub cluster_label: Option<String>,
     /// Clusters whose labels match this selector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -338,6 +352,7 @@ pub struct DeploymentIntentGroupSpec {
 pub struct OverrideValues {
     pub app: String,
     #[serde(default)]
+    #[schemars(schema_with = "values_schema")]
     pub values: Values,
 }
 

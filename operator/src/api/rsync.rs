@@ -38,6 +38,8 @@ pub struct AppContextSpec {
     /// The AppContext this one replaces (an update): what it applied and this one does not is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
+    /// Namespace on the members for namespaced resources that name none; created when missing.
+    pub namespace: String,
     pub apps: Vec<ContextApp>,
 }
 

@@ -22,17 +22,14 @@ pub struct Bed {
 impl Bed {
     /// Finds the bed started by `just up` (`EMCO_BED_DIR`, or `target/bed` of this workspace).
     pub fn get() -> Bed {
-        let dir = std::env::var_os("EMCO_BED_DIR").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bed")
-        });
+        let dir = std::env::var_os("EMCO_BED_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bed"));
         let env = std::fs::read_to_string(dir.join("bed.env")).unwrap_or_else(|_| {
             panic!("the test bed is not running ({} has no bed.env): run `just up` first", dir.display())
         });
-        let vars: BTreeMap<&str, &str> = env
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k, v.trim_matches('"')))
-            .collect();
+        let vars: BTreeMap<&str, &str> =
+            env.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k, v.trim_matches('"'))).collect();
         Bed {
             hub: vars.get("HUB").unwrap_or(&"hub").to_string(),
             members: vars.get("MEMBERS").unwrap_or(&"").split_whitespace().map(String::from).collect(),
@@ -150,4 +147,131 @@ where
         }
     })
     .await
+}
+
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The YAML documents of a file (relative to the workspace root), as JSON values.
+pub fn yaml_docs(path: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(repo_root().join(path)).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    text.split("\n---")
+        .filter_map(|doc| serde_saphyr::from_str::<serde_json::Value>(doc).ok())
+        .filter(|v| v.is_object())
+        .collect()
+}
+
+/// Server-side applies `obj` (any kind the cluster serves) as field manager `e2e`.
+pub async fn apply(client: &Client, obj: &serde_json::Value) -> Result<kube::api::DynamicObject> {
+    use kube::api::{Patch, PatchParams};
+    use kube::core::GroupVersionKind;
+    let api_version = obj["apiVersion"].as_str().context("apiVersion")?;
+    let kind = obj["kind"].as_str().context("kind")?;
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let (ar, caps) = kube::discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, kind)).await?;
+    let name = obj["metadata"]["name"].as_str().context("metadata.name")?;
+    let api: Api<kube::api::DynamicObject> = match obj["metadata"]["namespace"].as_str() {
+        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => Api::namespaced_with(client.clone(), ns, &ar),
+        _ => Api::all_with(client.clone(), &ar),
+    };
+    Ok(api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(obj)).await.with_context(|| format!("applying {kind} {name}"))?)
+}
+
+/// A packaged chart (`.tgz`, one top-level folder named after the chart) from files in memory.
+pub fn chart_tgz(chart: &str, files: &[(&str, &str)]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+    for (path, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, format!("{chart}/{path}"), content.as_bytes()).expect("tar in memory");
+    }
+    tar.into_inner().expect("tar in memory").finish().expect("gzip in memory")
+}
+
+/// A packaged chart from a chart folder (relative to the workspace root).
+pub fn chart_dir_tgz(dir: &str) -> Vec<u8> {
+    let root = repo_root().join(dir);
+    let name = root.file_name().unwrap().to_string_lossy().to_string();
+    let mut files = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(&root).unwrap().to_string_lossy().to_string();
+                files.push((rel, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+    chart_tgz(&name, &refs)
+}
+
+/// A ConfigMap holding a packaged chart under `chart.tgz`.
+pub fn chart_configmap(ns: &str, name: &str, tgz: &[u8]) -> serde_json::Value {
+    use base64::Engine;
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns},
+        "binaryData": {"chart.tgz": base64::engine::general_purpose::STANDARD.encode(tgz)}
+    })
+}
+
+/// Creates a Project whose namespace is `name` and waits until the operator made it.
+pub async fn project(hub: &Client, name: &str) -> Result<()> {
+    apply(hub, &serde_json::json!({
+        "apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "Project",
+        "metadata": {"name": name}, "spec": {"namespace": name}
+    }))
+    .await?;
+    let api = Api::<Namespace>::all(hub.clone());
+    wait_for(&format!("namespace of project {name}"), Duration::from_secs(30), || async {
+        Ok(api.get_opt(name).await?.map(|_| ()))
+    })
+    .await
+}
+
+/// The DIG `name` in `ns`, as the hub has it now.
+pub async fn dig(hub: &Client, ns: &str, name: &str) -> Result<emco::api::orchestrator::DeploymentIntentGroup> {
+    Ok(Api::namespaced(hub.clone(), ns).get(name).await?)
+}
+
+/// Waits until the DIG's status satisfies `done`; the failure message shows the last status seen.
+pub async fn wait_dig(
+    hub: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&emco::api::orchestrator::DeploymentIntentGroupStatus) -> bool,
+) -> Result<emco::api::orchestrator::DeploymentIntentGroupStatus> {
+    wait_until(&format!("DIG {ns}/{name} {what}"), timeout, || async {
+        let status = dig(hub, ns, name).await?.status.unwrap_or_default();
+        Ok(if done(&status) { Ok(status) } else { Err(serde_json::to_string(&status)?) })
+    })
+    .await
+}
+
+/// Names of the objects of `kind` (plural resource in group/version `gv`) labelled as deployed by
+/// DIG `dig`, in every namespace of `client`.
+pub async fn deployed_names(client: &Client, gv: &str, kind: &str, plural: &str, dig: &str) -> Result<Vec<String>> {
+    let (group, version) = gv.rsplit_once('/').unwrap_or(("", gv));
+    let ar = kube::api::ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: gv.into(),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
+    let selector = format!("{}={dig}", emco::api::labels::DIG);
+    let list = api.list(&kube::api::ListParams::default().labels(&selector)).await?;
+    let mut names: Vec<String> = list.items.iter().filter_map(|o| o.metadata.name.clone()).collect();
+    names.sort();
+    Ok(names)
 }

@@ -1,0 +1,130 @@
+//! clm: the cluster controller. Probes each registered member with the kubeconfig its Cluster
+//! names and records reachability, Kubernetes version and node inventory in the Cluster's status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use crate::api::clm::{Cluster, ClusterStatus, NodeInventory};
+use crate::api::condition;
+use crate::controller::{Context, MANAGER};
+
+/// How often a healthy member is probed again.
+const PROBE_INTERVAL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing Cluster status: {0}")]
+    Hub(#[from] kube::Error),
+}
+
+/// Runs the cluster controller on the shared Cluster and Secret reflector streams.
+pub async fn run(
+    ctx: Arc<Context>,
+    clusters: BoxStream<'static, Result<Cluster, kube::runtime::watcher::Error>>,
+    secrets: BoxStream<'static, Result<Secret, kube::runtime::watcher::Error>>,
+) {
+    let store = ctx.clusters.clone();
+    let by_secret = store.clone();
+    Controller::for_stream(clusters, store)
+        .watches_stream(secrets, move |secret: Secret| {
+            // Re-probe the clusters whose kubeconfig this Secret holds.
+            let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+            by_secret
+                .state()
+                .into_iter()
+                .filter(|c| c.spec.kubeconfig.secret_ref.name == name && c.spec.kubeconfig.secret_ref.namespace == ns)
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let mut status = cluster.status.clone().unwrap_or_default();
+    status.observed_generation = cluster.metadata.generation;
+    let generation = cluster.metadata.generation;
+    match ctx.members.client(&cluster).await {
+        Err(e) => {
+            set_unreachable(&mut status, e.reason(), &e.to_string(), generation);
+            status.kubernetes_version = None;
+        }
+        Ok(client) => match probe(&client).await {
+            Ok((version, nodes)) => record_probe(&mut status, version, nodes, generation),
+            Err(e) => {
+                set_unreachable(&mut status, "Unreachable", &format!("probing the member failed: {e}"), generation)
+            }
+        },
+    }
+    if cluster.status.as_ref() != Some(&status) {
+        write_status(&ctx.hub, &cluster.name_any(), &status).await?;
+    }
+    Ok(Action::requeue(PROBE_INTERVAL))
+}
+
+async fn probe(client: &Client) -> kube::Result<(String, Vec<NodeInventory>)> {
+    let version = client.apiserver_version().await?.git_version;
+    let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?;
+    Ok((version, nodes.items.iter().map(inventory).collect()))
+}
+
+fn inventory(node: &Node) -> NodeInventory {
+    let status = node.status.as_ref();
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    NodeInventory {
+        name: node.name_any(),
+        ready,
+        labels: node.labels().clone(),
+        allocatable: status
+            .and_then(|s| s.allocatable.as_ref())
+            .map(|a| a.iter().map(|(k, q)| (k.clone(), q.0.clone())).collect())
+            .unwrap_or_default(),
+    }
+}
+
+fn record_probe(status: &mut ClusterStatus, version: String, nodes: Vec<NodeInventory>, generation: Option<i64>) {
+    let ready_nodes = nodes.iter().filter(|n| n.ready).count();
+    condition::set(
+        &mut status.conditions,
+        condition::new("Reachable", true, "Reachable", "the API server answered", generation),
+    );
+    let (ok, reason, message) = match ready_nodes {
+        0 => (false, "NoReadyNodes", format!("{} nodes, none Ready", nodes.len())),
+        n => (true, "Ready", format!("{n} of {} nodes Ready", nodes.len())),
+    };
+    condition::set(&mut status.conditions, condition::new("Ready", ok, reason, message, generation));
+    status.kubernetes_version = Some(version);
+    status.node_count = Some(nodes.len() as u32);
+    status.nodes = nodes;
+}
+
+fn set_unreachable(status: &mut ClusterStatus, reason: &str, message: &str, generation: Option<i64>) {
+    condition::set(&mut status.conditions, condition::new("Reachable", false, reason, message, generation));
+    condition::set(&mut status.conditions, condition::new("Ready", false, reason, message, generation));
+}
+
+async fn write_status(hub: &Client, name: &str, status: &ClusterStatus) -> kube::Result<()> {
+    let patch = json!({"apiVersion": "clm.emco.io/v1alpha1", "kind": "Cluster", "status": status});
+    Api::<Cluster>::all(hub.clone())
+        .patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
+        .await?;
+    Ok(())
+}
+
+fn error_policy(cluster: Arc<Cluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(cluster = %cluster.name_any(), %error, "cluster reconcile failed");
+    Action::requeue(ctx.retry_after(&format!("cluster/{}", cluster.name_any())))
+}

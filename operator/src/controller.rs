@@ -1,0 +1,89 @@
+//! Shared by every reconciler: the context (hub client, member clients, cluster inventory), per-object
+//! exponential retry, and `run`, which starts the reflectors and all controllers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+
+use crate::api::clm::Cluster;
+use crate::members::Members;
+
+/// Field manager for everything the operator writes with server-side apply.
+pub const MANAGER: &str = "emco-operator";
+
+/// What every reconciler gets.
+pub struct Context {
+    pub hub: Client,
+    pub members: Members,
+    /// Every registered Cluster, kept current by a reflector.
+    pub clusters: Store<Cluster>,
+    pub operator_namespace: String,
+    /// For Helm HTTP repositories.
+    pub http: reqwest::Client,
+    pub recorder: Recorder,
+    /// Bundles rsync has read (they never change).
+    pub bundles: crate::rsync::bundle::BundleCache,
+    retries: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// The delay before retrying `key` after a transient failure: 1 s, doubling up to 2 min.
+    pub fn retry_after(&self, key: &str) -> Duration {
+        let mut retries = self.retries.lock().unwrap();
+        let n = retries.entry(key.to_string()).or_insert(0);
+        *n = (*n + 1).min(8);
+        Duration::from_secs(1 << (*n - 1)).min(Duration::from_secs(120))
+    }
+
+    /// Forgets the failures of `key` after a success.
+    pub fn succeeded(&self, key: &str) {
+        self.retries.lock().unwrap().remove(key);
+    }
+}
+
+/// Starts the reflectors the context needs, then every controller, until a signal arrives.
+pub async fn run(hub: Client, operator_namespace: String) -> anyhow::Result<()> {
+    let (secrets, secrets_writer) = reflector::store::<Secret>();
+    let secrets_api = Api::<Secret>::namespaced(hub.clone(), &operator_namespace);
+    let secret_events =
+        watcher(secrets_api, watcher::Config::default()).default_backoff().reflect(secrets_writer).touched_objects();
+    let (clusters, clusters_writer) = reflector::store::<Cluster>();
+    let cluster_events = watcher(Api::<Cluster>::all(hub.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(clusters_writer)
+        .touched_objects();
+    let ctx = Arc::new(Context {
+        members: Members::new(operator_namespace.clone(), secrets.clone()),
+        clusters: clusters.clone(),
+        operator_namespace,
+        http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+        recorder: Recorder::new(hub.clone(), Reporter { controller: MANAGER.into(), instance: None }),
+        hub,
+        bundles: Default::default(),
+        retries: Default::default(),
+    });
+    // The reflectors are driven by the cluster controller, which also reacts to their changes.
+    let drive = crate::clm::run(ctx.clone(), cluster_events.boxed(), secret_events.boxed());
+    tokio::select! {
+        _ = async {
+            secrets.wait_until_ready().await.ok();
+            clusters.wait_until_ready().await.ok();
+            tracing::info!("hub caches ready, starting controllers");
+            futures::join!(
+                crate::orchestrator::project::run(ctx.clone()),
+                crate::dcm::run(ctx.clone()),
+                crate::orchestrator::run(ctx.clone()),
+                crate::rsync::run(ctx.clone()),
+            );
+        } => {},
+        _ = drive => {},
+    }
+    Ok(())
+}

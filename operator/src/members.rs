@@ -1,0 +1,151 @@
+//! Clients for member clusters, built from the kubeconfig Secret each Cluster names, cached per
+//! cluster and rebuilt when that Secret changes. Also caches what each member serves (discovery).
+//! Kubeconfig content never leaves this module: errors say where it was, never what it holds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, ApiResource, Scope, pinned_kind};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Config, ResourceExt};
+
+use crate::api::clm::Cluster;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    #[error("kubeconfig Secret {namespace}/{name} must be in the operator's namespace {operator}")]
+    SecretOutsideOperatorNamespace { namespace: String, name: String, operator: String },
+    #[error("kubeconfig Secret {namespace}/{name} not found")]
+    SecretNotFound { namespace: String, name: String },
+    #[error("kubeconfig Secret {namespace}/{name} has no key {key}")]
+    KeyMissing { namespace: String, name: String, key: String },
+    #[error("kubeconfig in Secret {namespace}/{name} key {key} is not a usable kubeconfig: {reason}")]
+    Invalid { namespace: String, name: String, key: String, reason: String },
+}
+
+impl MemberError {
+    /// The condition reason for this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            MemberError::SecretOutsideOperatorNamespace { .. } => "KubeconfigSecretNamespace",
+            MemberError::SecretNotFound { .. } => "KubeconfigSecretNotFound",
+            MemberError::KeyMissing { .. } => "KubeconfigKeyMissing",
+            MemberError::Invalid { .. } => "KubeconfigInvalid",
+        }
+    }
+}
+
+/// A kind as a member serves it.
+#[derive(Clone, Debug)]
+pub struct ServedKind {
+    pub resource: ApiResource,
+    pub namespaced: bool,
+}
+
+struct CachedClient {
+    secret_version: String,
+    client: Client,
+}
+
+/// Member clients and discovery, shared by clm and rsync.
+#[derive(Clone)]
+pub struct Members {
+    operator_namespace: String,
+    secrets: Store<Secret>,
+    clients: Arc<Mutex<HashMap<String, CachedClient>>>,
+    kinds: Arc<Mutex<HashMap<(String, GroupVersionKind), ServedKind>>>,
+}
+
+impl Members {
+    /// `secrets` is a reflector over Secrets in the operator's namespace.
+    pub fn new(operator_namespace: String, secrets: Store<Secret>) -> Self {
+        Members { operator_namespace, secrets, clients: Default::default(), kinds: Default::default() }
+    }
+
+    /// A client for `cluster`, from cache unless its kubeconfig Secret changed.
+    pub async fn client(&self, cluster: &Cluster) -> Result<Client, MemberError> {
+        let r = &cluster.spec.kubeconfig.secret_ref;
+        if r.namespace != self.operator_namespace {
+            return Err(MemberError::SecretOutsideOperatorNamespace {
+                namespace: r.namespace.clone(),
+                name: r.name.clone(),
+                operator: self.operator_namespace.clone(),
+            });
+        }
+        let secret = self
+            .secrets
+            .get(&ObjectRef::new(&r.name).within(&r.namespace))
+            .ok_or_else(|| MemberError::SecretNotFound { namespace: r.namespace.clone(), name: r.name.clone() })?;
+        let version = secret.resource_version().unwrap_or_default();
+        let name = cluster.name_any();
+        if let Some(cached) = self.clients.lock().unwrap().get(&name)
+            && cached.secret_version == version
+        {
+            return Ok(cached.client.clone());
+        }
+        let client = build_client(cluster, &secret).await?;
+        self.kinds.lock().unwrap().retain(|(c, _), _| c != &name);
+        self.clients.lock().unwrap().insert(name, CachedClient { secret_version: version, client: client.clone() });
+        Ok(client)
+    }
+
+    /// How `cluster` serves `gvk`, asking it once and caching the answer.
+    pub async fn kind(&self, cluster: &str, client: &Client, gvk: &GroupVersionKind) -> kube::Result<ServedKind> {
+        let key = (cluster.to_string(), gvk.clone());
+        if let Some(k) = self.kinds.lock().unwrap().get(&key) {
+            return Ok(k.clone());
+        }
+        let (resource, caps): (ApiResource, ApiCapabilities) = pinned_kind(client, gvk).await?;
+        let served = ServedKind { resource, namespaced: caps.scope == Scope::Namespaced };
+        self.kinds.lock().unwrap().insert(key, served.clone());
+        Ok(served)
+    }
+
+    /// Forgets what `cluster` serves (after it gained CRDs, say).
+    pub fn forget_kinds(&self, cluster: &str) {
+        self.kinds.lock().unwrap().retain(|(c, _), _| c != cluster);
+    }
+}
+
+async fn build_client(cluster: &Cluster, secret: &Secret) -> Result<Client, MemberError> {
+    let r = &cluster.spec.kubeconfig.secret_ref;
+    let invalid = |reason: String| MemberError::Invalid {
+        namespace: r.namespace.clone(),
+        name: r.name.clone(),
+        key: r.key.clone(),
+        reason,
+    };
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .map(|b| b.0.clone())
+        .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(&r.key)).map(|s| s.clone().into_bytes()))
+        .ok_or_else(|| MemberError::KeyMissing {
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+            key: r.key.clone(),
+        })?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid("not UTF-8 text".into()))?;
+    // Parse errors can quote the input: report only that parsing failed.
+    let kubeconfig = Kubeconfig::from_yaml(&text).map_err(|_| invalid("not a kubeconfig YAML document".into()))?;
+    if kubeconfig.clusters.is_empty() {
+        return Err(invalid("it names no cluster".into()));
+    }
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| invalid(redacted_kind(&e.to_string())))?;
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(Duration::from_secs(30));
+    config.write_timeout = Some(Duration::from_secs(30));
+    Client::try_from(config).map_err(|e| invalid(redacted_kind(&e.to_string())))
+}
+
+/// Keeps only the first clause of a config error (its kind), never data that may follow a colon.
+fn redacted_kind(message: &str) -> String {
+    message.split(':').next().unwrap_or("invalid").trim().to_string()
+}

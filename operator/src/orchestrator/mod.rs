@@ -1,0 +1,302 @@
+//! orchestrator: the distributed application scheduler. The DIG reconciler turns the lifecycle
+//! fields of a DeploymentIntentGroup into AppContext revisions through the pipeline
+//! resolve → validate → place → plan → store, and mirrors rsync's progress into the DIG's status.
+
+pub mod place;
+pub mod plan;
+pub mod project;
+pub mod resolve;
+pub mod status;
+pub mod store;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::api::condition;
+use crate::api::dcm::LogicalCloud;
+use crate::api::orchestrator::{
+    CompositeApp, CompositeProfile, DeploymentIntentGroup as Dig, DeploymentIntentGroupStatus, DesiredState, DigState,
+    GenericPlacementIntent, Revision,
+};
+use crate::api::rsync::{AppContext, Operation};
+use crate::controller::{Context, MANAGER};
+
+const FINALIZER: &str = "orchestrator.emco.io/terminate";
+/// Annotation on an AppContext: the hash of the DIG inputs it was made from.
+const INPUT_HASH: &str = "emco.io/input-hash";
+
+/// Why a revision could not be made; the stage names the condition reason.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Resolve(#[from] resolve::ResolveError),
+    #[error(transparent)]
+    Validate(#[from] validate::ValidateError),
+    #[error(transparent)]
+    Place(#[from] place::PlaceError),
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+}
+
+impl PipelineError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PipelineError::Resolve(e) => e.reason(),
+            PipelineError::Validate(e) => e.reason(),
+            PipelineError::Place(e) => e.reason(),
+            PipelineError::Plan(e) => e.reason(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("hub API: {0}")]
+    Hub(#[from] kube::Error),
+    #[error("{0}")]
+    Transient(PipelineError),
+}
+
+pub async fn run(ctx: Arc<Context>) {
+    let hub = ctx.hub.clone();
+    let controller = Controller::new(Api::<Dig>::all(hub.clone()), watcher::Config::default());
+    let digs = controller.store();
+    let (s1, s2, s3, s4) = (digs.clone(), digs.clone(), digs.clone(), digs);
+    controller
+        .owns(Api::<AppContext>::all(hub.clone()), watcher::Config::default())
+        .watches(Api::<CompositeApp>::all(hub.clone()), watcher::Config::default(), move |o| {
+            referencing(&s1, &o, |d, n| d.spec.composite_app == n)
+        })
+        .watches(Api::<CompositeProfile>::all(hub.clone()), watcher::Config::default(), move |o| {
+            referencing(&s2, &o, |d, n| d.spec.composite_profile.as_deref() == Some(n))
+        })
+        .watches(Api::<GenericPlacementIntent>::all(hub.clone()), watcher::Config::default(), move |o| {
+            referencing(&s3, &o, |d, n| d.spec.intents.values().any(|i| i == n))
+        })
+        .watches(Api::<LogicalCloud>::all(hub), watcher::Config::default(), move |o| {
+            referencing(&s4, &o, |d, n| d.spec.logical_cloud == n)
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+/// The DIGs in `input`'s namespace that name it.
+fn referencing<K: Resource>(digs: &Store<Dig>, input: &K, names: impl Fn(&Dig, &str) -> bool) -> Vec<ObjectRef<Dig>> {
+    let (ns, name) = (input.meta().namespace.clone(), input.meta().name.clone().unwrap_or_default());
+    digs.state()
+        .into_iter()
+        .filter(|d| d.metadata.namespace == ns && names(d, &name))
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
+}
+
+async fn reconcile(dig: Arc<Dig>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api = Api::<Dig>::namespaced(ctx.hub.clone(), &dig.namespace().unwrap_or_default());
+    let current = current_context(&ctx, &dig).await?;
+    if dig.metadata.deletion_timestamp.is_some() {
+        return cleanup(&api, &dig, current, &ctx).await;
+    }
+    if !dig.finalizers().iter().any(|f| f == FINALIZER) {
+        let patch = json!({"metadata": {"finalizers": [FINALIZER], "resourceVersion": dig.resource_version()}});
+        api.patch(&dig.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+    }
+    let mut status = dig.status.clone().unwrap_or_default();
+    status.observed_generation = dig.metadata.generation;
+    let action = lifecycle(&ctx, &dig, current, &mut status).await?;
+    write_status(&api, &dig, &status).await?;
+    Ok(action)
+}
+
+/// Drives the DIG toward its desired state; returns when to look again.
+async fn lifecycle(
+    ctx: &Context,
+    dig: &Dig,
+    current: Option<AppContext>,
+    status: &mut DeploymentIntentGroupStatus,
+) -> Result<Action, Error> {
+    let generation = dig.metadata.generation;
+    if !dig.spec.approved {
+        condition::set(
+            &mut status.conditions,
+            condition::new("Approved", false, "NotApproved", "set spec.approved to deploy", generation),
+        );
+        if current.is_none() {
+            status.state = DigState::Created;
+            condition::set(
+                &mut status.conditions,
+                condition::new("Ready", false, "NotApproved", "waiting for approval", generation),
+            );
+        }
+        return Ok(Action::await_change());
+    }
+    condition::set(&mut status.conditions, condition::new("Approved", true, "Approved", "approved", generation));
+    if dig.spec.state == DesiredState::Terminated {
+        if let Some(c) = &current {
+            terminate(ctx, c).await?;
+        }
+        status::mirror(status, current.as_ref(), generation);
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
+    let hash = input_hash(dig);
+    let up_to_date = current
+        .as_ref()
+        .is_some_and(|c| c.spec.operation != Operation::Terminate && c.annotations().get(INPUT_HASH) == Some(&hash));
+    if up_to_date {
+        status::mirror(status, current.as_ref(), generation);
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
+    match new_revision(ctx, dig, current.as_ref(), status, &hash).await? {
+        Some(context) => {
+            status::mirror(status, Some(&context), generation);
+            let note = format!("revision {} in AppContext {}", context.spec.revision, context.name_any());
+            publish(ctx, dig, EventType::Normal, "RevisionCreated", note).await;
+            Ok(Action::requeue(Duration::from_secs(300)))
+        }
+        // Refused input: a change to the DIG or what it names wakes us; missing ConfigMaps are not watched.
+        None => Ok(Action::requeue(Duration::from_secs(60))),
+    }
+}
+
+/// Runs the pipeline and stores revision N+1. Refused input is recorded in `status` (and `None`
+/// returned, nothing written for the members); transient failures are errors.
+async fn new_revision(
+    ctx: &Context,
+    dig: &Dig,
+    current: Option<&AppContext>,
+    status: &mut DeploymentIntentGroupStatus,
+    hash: &str,
+) -> Result<Option<AppContext>, Error> {
+    let revision = status.revision.unwrap_or(0) + 1;
+    let plan = match pipeline(ctx, dig, revision).await {
+        Ok(plan) => plan,
+        Err(e) if matches!(&e, PipelineError::Resolve(r) if r.is_transient()) => return Err(Error::Transient(e)),
+        Err(e) => {
+            status::refused(status, current, &e, dig.metadata.generation);
+            publish(ctx, dig, EventType::Warning, e.reason(), e.to_string()).await;
+            return Ok(None);
+        }
+    };
+    let replaces = current.filter(|c| c.spec.operation != Operation::Terminate).map(|c| c.name_any());
+    let mut context = store::store(&ctx.hub, dig, &plan, revision, replaces).await?;
+    annotate_hash(ctx, &mut context, hash).await?;
+    status.revision = Some(revision);
+    status.app_context = Some(context.name_any());
+    status.history.push(Revision {
+        revision,
+        app_context: context.name_any(),
+        generation: dig.metadata.generation.unwrap_or(0),
+        time: Time(Timestamp::now()),
+    });
+    let placed = plan
+        .apps
+        .iter()
+        .map(|a| {
+            format!(
+                "{} on {}",
+                a.name,
+                a.bundles.iter().flat_map(|b| &b.clusters).cloned().collect::<Vec<_>>().join(",")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    condition::set(&mut status.conditions, condition::new("Placed", true, "Placed", placed, dig.metadata.generation));
+    Ok(Some(context))
+}
+
+async fn pipeline(ctx: &Context, dig: &Dig, revision: u32) -> Result<plan::Plan, PipelineError> {
+    let inputs = resolve::resolve(ctx, dig).await?;
+    validate::validate(&inputs)?;
+    let lc = inputs.logical_cloud.name_any();
+    let placement = place::place(&inputs.placement, &inputs.clusters, &lc)?;
+    Ok(plan::plan(&inputs, &placement, revision)?)
+}
+
+/// A hash of the spec fields that shape what is deployed (not approval, state or stop).
+fn input_hash(dig: &Dig) -> String {
+    let s = &dig.spec;
+    let inputs =
+        json!([s.composite_app, s.composite_profile, s.logical_cloud, s.release, s.override_values, s.intents]);
+    let sum = Sha256::digest(inputs.to_string().as_bytes());
+    sum.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+async fn annotate_hash(ctx: &Context, context: &mut AppContext, hash: &str) -> kube::Result<()> {
+    if context.annotations().get(INPUT_HASH).map(String::as_str) == Some(hash) {
+        return Ok(());
+    }
+    let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &context.namespace().unwrap_or_default());
+    let patch = json!({"metadata": {"annotations": {INPUT_HASH: hash}}});
+    *context = api.patch(&context.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+    Ok(())
+}
+
+/// The AppContext of the DIG's current revision, if any.
+async fn current_context(ctx: &Context, dig: &Dig) -> kube::Result<Option<AppContext>> {
+    let Some(name) = dig.status.as_ref().and_then(|s| s.app_context.clone()) else { return Ok(None) };
+    Api::<AppContext>::namespaced(ctx.hub.clone(), &dig.namespace().unwrap_or_default()).get_opt(&name).await
+}
+
+/// Asks rsync to remove what `context` applied.
+async fn terminate(ctx: &Context, context: &AppContext) -> kube::Result<()> {
+    if context.spec.operation == Operation::Terminate {
+        return Ok(());
+    }
+    let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &context.namespace().unwrap_or_default());
+    let patch = json!({"spec": {"operation": "Terminate"}});
+    api.patch(&context.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+    Ok(())
+}
+
+/// Deleting a DIG: terminate first, and let it go only when nothing is left on the members.
+async fn cleanup(api: &Api<Dig>, dig: &Dig, current: Option<AppContext>, ctx: &Context) -> Result<Action, Error> {
+    let done = current.as_ref().is_none_or(status::terminated);
+    if !done {
+        terminate(ctx, current.as_ref().expect("not done means a context")).await?;
+        let mut status = dig.status.clone().unwrap_or_default();
+        status::mirror(&mut status, current.as_ref(), dig.metadata.generation);
+        write_status(api, dig, &status).await?;
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    let finalizers: Vec<_> = dig.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": dig.resource_version()}});
+    api.patch(&dig.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+    Ok(Action::await_change())
+}
+
+async fn write_status(api: &Api<Dig>, dig: &Dig, status: &DeploymentIntentGroupStatus) -> kube::Result<()> {
+    if dig.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let patch =
+        json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "DeploymentIntentGroup", "status": status});
+    api.patch_status(&dig.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch)).await?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, dig: &Dig, type_: EventType, reason: &str, note: String) {
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    if let Err(e) = ctx.recorder.publish(&event, &dig.object_ref(&())).await {
+        tracing::debug!(error = %e, "could not publish event");
+    }
+}
+
+fn error_policy(dig: Arc<Dig>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("dig/{}/{}", dig.namespace().unwrap_or_default(), dig.name_any());
+    tracing::warn!(dig = %key, %error, "deployment intent group reconcile failed");
+    Action::requeue(ctx.retry_after(&key))
+}

@@ -1,0 +1,151 @@
+//! Stage 4, plan (pure): renders each app's chart with its merged values (chart < profile <
+//! DIG override) for the clusters it was placed on, labels every resource with its owner, and groups
+//! clusters that get identical resources into one bundle.
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::place::Placement;
+use super::resolve::Inputs;
+use crate::api::labels;
+use crate::api::rsync::ContextDependency;
+use crate::render::{self, RenderContext, chart, values};
+
+/// Kubernetes version assumed for a cluster that has not been probed yet.
+const DEFAULT_KUBE_VERSION: &str = "v1.35.0";
+
+/// What a new revision deploys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Namespace for namespaced resources that name none.
+    pub namespace: String,
+    pub apps: Vec<PlannedApp>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedApp {
+    pub name: String,
+    pub depends_on: Vec<ContextDependency>,
+    pub bundles: Vec<PlannedBundle>,
+}
+
+/// Identical resources for a set of clusters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedBundle {
+    /// First 12 hex digits of the SHA-256 of the resources.
+    pub hash: String,
+    pub resources: Vec<Value>,
+    pub clusters: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("app {app}: {source}")]
+    Chart { app: String, source: chart::ChartError },
+    #[error("app {app}: {source}")]
+    Values { app: String, source: values::ValuesError },
+    #[error("app {app}: {source}")]
+    Render { app: String, source: render::RenderError },
+}
+
+impl PlanError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PlanError::Chart { .. } => "InvalidChart",
+            PlanError::Values { .. } => "InvalidValues",
+            PlanError::Render { .. } => "TemplateError",
+        }
+    }
+}
+
+/// Renders every placed app of `inputs` for revision `revision`.
+pub fn plan(inputs: &Inputs, placement: &Placement, revision: u32) -> Result<Plan, PlanError> {
+    let namespace = inputs.logical_cloud.spec.namespace.clone().unwrap_or_else(|| "default".into());
+    let mut apps = Vec::new();
+    for app in &inputs.composite_app.spec.apps {
+        let Some(clusters) = placement.get(&app.name) else { continue };
+        let chart = chart::load_chart(&inputs.charts[&app.name])
+            .map_err(|source| PlanError::Chart { app: app.name.clone(), source })?;
+        let values = merged_values(inputs, &app.name, &chart.values)?;
+        let mut bundles: Vec<PlannedBundle> = Vec::new();
+        for (version, group) in by_kube_version(inputs, clusters.iter()) {
+            let ctx = RenderContext {
+                release_name: inputs.dig.spec.release.clone().unwrap_or_else(|| inputs.dig.name_any()),
+                release_namespace: namespace.clone(),
+                revision,
+                kube_version: version,
+                api_versions: Vec::new(),
+            };
+            let mut resources = render::render_app(&chart, &values, &ctx)
+                .map_err(|source| PlanError::Render { app: app.name.clone(), source })?;
+            resources.iter_mut().for_each(|r| label(r, inputs, &app.name));
+            let hash = digest(&resources);
+            match bundles.iter_mut().find(|b| b.hash == hash) {
+                Some(b) => b.clusters.extend(group),
+                None => bundles.push(PlannedBundle { hash, resources, clusters: group }),
+            }
+        }
+        let depends_on = app
+            .depends_on
+            .iter()
+            .map(|d| ContextDependency { app: d.app.clone(), op_status: d.op_status, wait_seconds: d.wait_seconds })
+            .collect();
+        apps.push(PlannedApp { name: app.name.clone(), depends_on, bundles });
+    }
+    Ok(Plan { namespace, apps })
+}
+
+/// Chart values < profile (inline, then each values file) < DIG overrideValues.
+fn merged_values(inputs: &Inputs, app: &str, chart_values: &Value) -> Result<Value, PlanError> {
+    let mut merged = chart_values.clone();
+    let profile = inputs.profile.iter().flat_map(|p| &p.spec.profiles).find(|p| p.app == app);
+    if let Some(inline) = profile.and_then(|p| p.values.as_ref()) {
+        values::merge(&mut merged, &json!(inline));
+    }
+    for (what, text) in inputs.values_files.get(app).into_iter().flatten() {
+        let parsed =
+            values::parse_values_yaml(text, what).map_err(|source| PlanError::Values { app: app.into(), source })?;
+        values::merge(&mut merged, &parsed);
+    }
+    for o in inputs.dig.spec.override_values.iter().filter(|o| o.app == app) {
+        values::merge(&mut merged, &json!(o.values));
+    }
+    Ok(merged)
+}
+
+/// Placed clusters grouped by their Kubernetes version (charts may render differently per version).
+fn by_kube_version<'a>(inputs: &Inputs, clusters: impl Iterator<Item = &'a String>) -> BTreeMap<String, Vec<String>> {
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for name in clusters {
+        let version = inputs
+            .clusters
+            .iter()
+            .find(|c| &c.name_any() == name)
+            .and_then(|c| c.status.as_ref()?.kubernetes_version.clone())
+            .unwrap_or_else(|| DEFAULT_KUBE_VERSION.into());
+        groups.entry(version).or_default().push(name.clone());
+    }
+    groups
+}
+
+/// Adds the owner labels that prune and status select on.
+fn label(resource: &mut Value, inputs: &Inputs, app: &str) {
+    let meta = &mut resource["metadata"];
+    if !meta["labels"].is_object() {
+        meta["labels"] = json!({});
+    }
+    let l = &mut meta["labels"];
+    l[labels::MANAGED_BY] = json!(labels::MANAGER);
+    l[labels::PROJECT] = json!(inputs.dig.namespace().unwrap_or_default());
+    l[labels::DIG] = json!(inputs.dig.name_any());
+    l[labels::APP] = json!(app);
+}
+
+fn digest(resources: &[Value]) -> String {
+    let bytes = serde_json::to_vec(resources).expect("JSON values serialize");
+    let sum = Sha256::digest(&bytes);
+    sum.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,157 @@
+//! Stage 1, resolve: reads the DIG's inputs from the hub (composite app, profile, logical cloud,
+//! placement intent, clusters, chart packages and values files). The only stage that reads the API.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
+
+use crate::api::clm::Cluster;
+use crate::api::condition;
+use crate::api::dcm::LogicalCloud;
+use crate::api::orchestrator::{
+    ChartSource, CompositeApp, CompositeProfile, ConfigMapKey, DeploymentIntentGroup, GenericPlacementIntent,
+};
+use crate::controller::Context;
+use crate::render::repository;
+
+/// Everything a DIG names, read at one point in time.
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    pub dig: DeploymentIntentGroup,
+    pub composite_app: CompositeApp,
+    pub profile: Option<CompositeProfile>,
+    /// Values files named by the profile's `valuesFrom`, by app, in order: (where, YAML text).
+    pub values_files: BTreeMap<String, Vec<(String, String)>>,
+    pub logical_cloud: LogicalCloud,
+    pub placement: GenericPlacementIntent,
+    /// The registered clusters of the logical cloud.
+    pub clusters: Vec<Cluster>,
+    /// Each app's packaged chart.
+    pub charts: BTreeMap<String, Vec<u8>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("{kind} {name} not found in namespace {namespace}")]
+    NotFound { kind: &'static str, name: String, namespace: String },
+    #[error("logical cloud {name} is not ready: {message}")]
+    LogicalCloudNotReady { name: String, message: String },
+    #[error("intents name no genericPlacementIntent")]
+    NoPlacementIntent,
+    #[error("app {app}: chart ConfigMap {name} has no key {key} in binaryData")]
+    ChartKeyMissing { app: String, name: String, key: String },
+    #[error("ConfigMap {name} has no key {key}")]
+    ValuesKeyMissing { name: String, key: String },
+    #[error("app {app}: {source}")]
+    Repository { app: String, source: repository::RepositoryError },
+    #[error("hub API: {0}")]
+    Hub(#[from] kube::Error),
+}
+
+impl ResolveError {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ResolveError::NotFound { kind, .. } => match *kind {
+                "CompositeApp" => "CompositeAppNotFound",
+                "CompositeProfile" => "CompositeProfileNotFound",
+                "LogicalCloud" => "LogicalCloudNotFound",
+                "GenericPlacementIntent" => "PlacementIntentNotFound",
+                _ => "ConfigMapNotFound",
+            },
+            ResolveError::LogicalCloudNotReady { .. } => "LogicalCloudNotReady",
+            ResolveError::NoPlacementIntent => "PlacementIntentNotFound",
+            ResolveError::ChartKeyMissing { .. } => "ChartNotFound",
+            ResolveError::ValuesKeyMissing { .. } => "ValuesNotFound",
+            ResolveError::Repository { .. } => "ChartFetchFailed",
+            ResolveError::Hub(_) => "HubError",
+        }
+    }
+
+    /// Whether retrying without any change can help.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ResolveError::Hub(_) | ResolveError::Repository { .. })
+    }
+}
+
+/// Reads every input of `dig`.
+pub async fn resolve(ctx: &Context, dig: &DeploymentIntentGroup) -> Result<Inputs, ResolveError> {
+    let ns = dig.namespace().unwrap_or_default();
+    let spec = &dig.spec;
+    let composite_app: CompositeApp = get(ctx, &ns, "CompositeApp", &spec.composite_app).await?;
+    let profile = match &spec.composite_profile {
+        Some(name) => Some(get::<CompositeProfile>(ctx, &ns, "CompositeProfile", name).await?),
+        None => None,
+    };
+    let logical_cloud: LogicalCloud = get(ctx, &ns, "LogicalCloud", &spec.logical_cloud).await?;
+    let lc_status = logical_cloud.status.clone().unwrap_or_default();
+    if !condition::is_true(&lc_status.conditions, "Ready") {
+        let message =
+            condition::get(&lc_status.conditions, "Ready").map_or("not reconciled yet".into(), |c| c.message.clone());
+        return Err(ResolveError::LogicalCloudNotReady { name: spec.logical_cloud.clone(), message });
+    }
+    let placement_name = spec.intents.get("genericPlacementIntent").ok_or(ResolveError::NoPlacementIntent)?;
+    let placement: GenericPlacementIntent = get(ctx, &ns, "GenericPlacementIntent", placement_name).await?;
+    let clusters = logical_cloud
+        .spec
+        .clusters
+        .iter()
+        .filter_map(|r| ctx.clusters.get(&ObjectRef::new(&r.cluster)))
+        .map(|c| (*c).clone())
+        .collect();
+    let mut charts = BTreeMap::new();
+    for app in &composite_app.spec.apps {
+        charts.insert(app.name.clone(), chart(ctx, &ns, &app.name, &app.chart).await?);
+    }
+    let mut values_files = BTreeMap::new();
+    for p in profile.iter().flat_map(|p| &p.spec.profiles) {
+        let mut files = Vec::new();
+        for source in &p.values_from {
+            files.push(values_file(ctx, &ns, &source.config_map).await?);
+        }
+        values_files.insert(p.app.clone(), files);
+    }
+    Ok(Inputs { dig: dig.clone(), composite_app, profile, values_files, logical_cloud, placement, clusters, charts })
+}
+
+async fn get<K>(ctx: &Context, ns: &str, kind: &'static str, name: &str) -> Result<K, ResolveError>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(ctx.hub.clone(), ns).get_opt(name).await?.ok_or_else(|| ResolveError::NotFound {
+        kind,
+        name: name.to_string(),
+        namespace: ns.to_string(),
+    })
+}
+
+async fn chart(ctx: &Context, ns: &str, app: &str, source: &ChartSource) -> Result<Vec<u8>, ResolveError> {
+    if let Some(repo) = &source.repository {
+        return repository::fetch_chart(&ctx.http, &repo.url, &repo.chart, repo.version.as_deref())
+            .await
+            .map_err(|source| ResolveError::Repository { app: app.to_string(), source });
+    }
+    let key_ref = source.config_map.clone().unwrap_or_default();
+    let key = key_ref.key.clone().unwrap_or_else(|| "chart.tgz".into());
+    let cm: ConfigMap = get(ctx, ns, "ConfigMap", &key_ref.name).await?;
+    cm.binary_data.and_then(|mut d| d.remove(&key)).map(|b| b.0).ok_or(ResolveError::ChartKeyMissing {
+        app: app.to_string(),
+        name: key_ref.name,
+        key,
+    })
+}
+
+async fn values_file(ctx: &Context, ns: &str, key_ref: &ConfigMapKey) -> Result<(String, String), ResolveError> {
+    let key = key_ref.key.clone().unwrap_or_else(|| "values.yaml".into());
+    let cm: ConfigMap = get(ctx, ns, "ConfigMap", &key_ref.name).await?;
+    let text = cm
+        .data
+        .and_then(|mut d| d.remove(&key))
+        .ok_or_else(|| ResolveError::ValuesKeyMissing { name: key_ref.name.clone(), key: key.clone() })?;
+    Ok((format!("ConfigMap {} key {key}", key_ref.name), text))
+}

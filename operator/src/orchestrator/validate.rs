@@ -1,0 +1,102 @@
+//! Stage 2, validate (pure): the inputs agree with each other. Every intent, profile and override
+//! names an app of the composite app, every app has a placement, and app dependencies form no cycle.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::resolve::Inputs;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ValidateError {
+    #[error("{place} names app {app}, which composite app {composite_app} does not have")]
+    UnknownApp { place: String, app: String, composite_app: String },
+    #[error("app {app} has no placement in {intent}")]
+    AppNotPlaced { app: String, intent: String },
+    #[error("app dependencies form a cycle through {app}")]
+    DependencyCycle { app: String },
+}
+
+impl ValidateError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ValidateError::UnknownApp { .. } => "UnknownApp",
+            ValidateError::AppNotPlaced { .. } => "AppNotPlaced",
+            ValidateError::DependencyCycle { .. } => "DependencyCycle",
+        }
+    }
+}
+
+/// Checks that `inputs` are consistent.
+pub fn validate(inputs: &Inputs) -> Result<(), ValidateError> {
+    let ca = &inputs.composite_app;
+    let apps: BTreeSet<&str> = ca.spec.apps.iter().map(|a| a.name.as_str()).collect();
+    let ca_name = kube::ResourceExt::name_any(ca);
+    let placement = kube::ResourceExt::name_any(&inputs.placement);
+    let known = |place: String, app: &str| {
+        if apps.contains(app) {
+            Ok(())
+        } else {
+            Err(ValidateError::UnknownApp { place, app: app.into(), composite_app: ca_name.clone() })
+        }
+    };
+    for intent in &inputs.placement.spec.app_intents {
+        known(format!("placement intent {placement}"), &intent.app)?;
+    }
+    for p in inputs.profile.iter().flat_map(|p| &p.spec.profiles) {
+        known("the composite profile".into(), &p.app)?;
+    }
+    for o in &inputs.dig.spec.override_values {
+        known("overrideValues".into(), &o.app)?;
+    }
+    for app in &ca.spec.apps {
+        for d in &app.depends_on {
+            known(format!("the dependencies of app {}", app.name), &d.app)?;
+        }
+        if !inputs.placement.spec.app_intents.iter().any(|i| i.app == app.name) {
+            return Err(ValidateError::AppNotPlaced { app: app.name.clone(), intent: placement.clone() });
+        }
+    }
+    acyclic(
+        ca.spec.apps.iter().map(|a| (a.name.as_str(), a.depends_on.iter().map(|d| d.app.as_str()).collect())).collect(),
+    )
+}
+
+/// Fails on the first app found on a dependency cycle.
+fn acyclic(deps: BTreeMap<&str, Vec<&str>>) -> Result<(), ValidateError> {
+    fn visit<'a>(
+        app: &'a str,
+        deps: &BTreeMap<&'a str, Vec<&'a str>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Result<(), ValidateError> {
+        if path.contains(&app) {
+            return Err(ValidateError::DependencyCycle { app: app.to_string() });
+        }
+        if !done.insert(app) {
+            return Ok(());
+        }
+        path.push(app);
+        for next in deps.get(app).into_iter().flatten() {
+            visit(next, deps, path, done)?;
+        }
+        path.pop();
+        Ok(())
+    }
+    let mut done = BTreeSet::new();
+    for app in deps.keys() {
+        visit(app, &deps, &mut Vec::new(), &mut done)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_cycle_and_accepts_a_chain() {
+        let chain = BTreeMap::from([("a", vec!["b"]), ("b", vec!["c"]), ("c", vec![])]);
+        assert_eq!(acyclic(chain), Ok(()));
+        let cycle = BTreeMap::from([("a", vec!["b"]), ("b", vec!["c"]), ("c", vec!["a"])]);
+        assert!(matches!(acyclic(cycle), Err(ValidateError::DependencyCycle { .. })));
+    }
+}

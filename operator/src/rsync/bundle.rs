@@ -1,0 +1,119 @@
+//! Bundles: an app's rendered resources for a set of clusters, stored gzipped as JSON in hub Secrets
+//! of at most `PART_BYTES` each (so no hub object nears 1 MiB, and rendered Secrets are never in a
+//! ConfigMap). Written once by the orchestrator, read (and cached, they never change) by rsync.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+use serde_json::Value;
+
+use crate::api::rsync::BundleRef;
+
+/// Largest payload of one bundle Secret.
+pub const PART_BYTES: usize = 768 * 1024;
+/// The Secret type of bundle parts.
+pub const SECRET_TYPE: &str = "emco.io/bundle";
+/// The data key of a bundle part.
+pub const DATA_KEY: &str = "bundle.json.gz";
+/// Largest decompressed bundle accepted.
+const MAX_BUNDLE_BYTES: u64 = 256 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("bundle part Secret {0} not found")]
+    Missing(String),
+    #[error("bundle {0} is corrupt: {1}")]
+    Corrupt(String, String),
+    #[error("hub API: {0}")]
+    Hub(#[from] kube::Error),
+}
+
+/// The name of part `i` of `bundle`.
+pub fn part_name(bundle: &str, i: u32) -> String {
+    format!("{bundle}-{i}")
+}
+
+/// Gzipped JSON of `resources`, cut into parts.
+pub fn encode(resources: &[Value]) -> Vec<Vec<u8>> {
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    serde_json::to_writer(&mut gz, resources).expect("JSON values serialize");
+    let bytes = gz.finish().expect("writing to memory");
+    bytes.chunks(PART_BYTES).map(<[u8]>::to_vec).collect()
+}
+
+/// The resources held by `parts`, joined in order.
+pub fn decode(name: &str, parts: &[Vec<u8>]) -> Result<Vec<Value>, BundleError> {
+    let joined = parts.concat();
+    let mut json = Vec::new();
+    GzDecoder::new(joined.as_slice())
+        .take(MAX_BUNDLE_BYTES)
+        .read_to_end(&mut json)
+        .map_err(|e| BundleError::Corrupt(name.into(), e.to_string()))?;
+    serde_json::from_slice(&json).map_err(|e| BundleError::Corrupt(name.into(), e.to_string()))
+}
+
+/// Bundles read so far, by namespace and name.
+#[derive(Default)]
+pub struct BundleCache {
+    loaded: Mutex<HashMap<(String, String), Arc<Vec<Value>>>>,
+}
+
+impl BundleCache {
+    /// The resources of `bundle` in namespace `ns`, read from the hub the first time only.
+    pub async fn load(&self, hub: &Client, ns: &str, bundle: &BundleRef) -> Result<Arc<Vec<Value>>, BundleError> {
+        let key = (ns.to_string(), bundle.name.clone());
+        if let Some(found) = self.loaded.lock().unwrap().get(&key) {
+            return Ok(found.clone());
+        }
+        let api = Api::<Secret>::namespaced(hub.clone(), ns);
+        let mut parts = Vec::new();
+        for i in 0..bundle.parts {
+            let name = part_name(&bundle.name, i);
+            let secret = api.get_opt(&name).await?.ok_or_else(|| BundleError::Missing(name.clone()))?;
+            let data = secret.data.and_then(|mut d| d.remove(DATA_KEY)).ok_or_else(|| BundleError::Missing(name))?;
+            parts.push(data.0);
+        }
+        let resources = Arc::new(decode(&bundle.name, &parts)?);
+        let mut loaded = self.loaded.lock().unwrap();
+        if loaded.len() > 512 {
+            loaded.clear();
+        }
+        loaded.insert(key, resources.clone());
+        Ok(resources)
+    }
+}
+
+/// Compresses with gzip; for tests and size estimates.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(bytes).expect("writing to memory");
+    gz.finish().expect("writing to memory")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_bundle_round_trips_through_parts_under_the_limit() {
+        // Random-looking data does not compress: force several parts.
+        let noise: String = (0..3_000_000u64).map(|i| char::from(b'a' + ((i * 2654435761) % 26) as u8)).collect();
+        let resources = vec![serde_json::json!({"kind": "ConfigMap", "data": {"x": noise}})];
+        let parts = encode(&resources);
+        assert!(parts.len() > 1, "expected several parts, got {}", parts.len());
+        assert!(parts.iter().all(|p| p.len() <= PART_BYTES));
+        assert_eq!(decode("b", &parts).unwrap(), resources);
+    }
+
+    #[test]
+    fn a_corrupt_bundle_is_an_error_not_a_panic() {
+        assert!(matches!(decode("b", &[b"not gzip".to_vec()]), Err(BundleError::Corrupt(..))));
+        assert!(matches!(decode("b", &[gzip(b"{not json")]), Err(BundleError::Corrupt(..))));
+    }
+}

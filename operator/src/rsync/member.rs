@@ -1,0 +1,195 @@
+//! rsync's work on one member cluster for one app: apply its resources in kind order with
+//! server-side apply, read them back for readiness, or delete them (reverse order).
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
+use kube::{Api, Client};
+use serde_json::Value;
+
+use super::{order, ready};
+use crate::api::labels;
+use crate::members::Members;
+
+/// Field manager of everything rsync applies to members.
+pub const FIELD_MANAGER: &str = "emco-rsync";
+/// At most this many failures are reported per app and cluster.
+const MAX_FAILURES: usize = 10;
+
+/// How one app fared on one cluster.
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    pub reachable: bool,
+    pub present: u32,
+    pub ready: u32,
+    pub failed: Vec<String>,
+}
+
+/// Why one request failed.
+enum Failure {
+    /// The member did not answer: stop here, retry the whole unit later.
+    Unreachable(String),
+    /// The member refused this resource (invalid, forbidden, kind not served).
+    Refused(String),
+}
+
+fn classify(e: kube::Error) -> Failure {
+    match e {
+        kube::Error::Api(s) => Failure::Refused(format!("{} ({})", s.message, s.code)),
+        other => Failure::Unreachable(other.to_string()),
+    }
+}
+
+/// One member of one reconcile: the client, what it serves, and the default namespace.
+pub struct Member<'a> {
+    pub name: &'a str,
+    pub client: Client,
+    pub members: &'a Members,
+    pub namespace: &'a str,
+}
+
+impl Member<'_> {
+    /// The API of `obj`'s kind, and its name, namespaced as the member serves it.
+    async fn target(&self, obj: &Value) -> Result<(Api<DynamicObject>, String), Failure> {
+        let (api_version, kind) =
+            (obj["apiVersion"].as_str().unwrap_or_default(), obj["kind"].as_str().unwrap_or_default());
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let served = self.members.kind(self.name, &self.client, &gvk).await.map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 404 => {
+                Failure::Refused(format!("{api_version} {kind} is not served by the cluster"))
+            }
+            other => classify(other),
+        })?;
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let api = if served.namespaced {
+            let ns = obj["metadata"]["namespace"].as_str().unwrap_or(self.namespace);
+            Api::namespaced_with(self.client.clone(), ns, &served.resource)
+        } else {
+            Api::all_with(self.client.clone(), &served.resource)
+        };
+        Ok((api, name))
+    }
+
+    /// Creates the default namespace when missing; never deletes it (it may hold others' objects).
+    async fn ensure_namespace(&self) -> Result<(), Failure> {
+        let api = Api::<Namespace>::all(self.client.clone());
+        if api.get_opt(self.namespace).await.map_err(classify)?.is_some() {
+            return Ok(());
+        }
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": self.namespace, "labels": {labels::MANAGED_BY: labels::MANAGER}}
+        }))
+        .expect("a valid Namespace");
+        match api.create(&PostParams::default(), &ns).await {
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            other => other.map(|_| ()).map_err(classify),
+        }
+    }
+
+    /// Applies `resources` in kind order; stops at the first sign the member is unreachable.
+    pub async fn apply(&self, resources: &[Value]) -> Outcome {
+        let mut out = Outcome { reachable: true, ..Default::default() };
+        if let Err(f) = self.ensure_namespace().await {
+            record(&mut out, f, &format!("Namespace {}", self.namespace));
+            return out;
+        }
+        let mut ordered: Vec<&Value> = resources.iter().collect();
+        order::install_order(&mut ordered);
+        for obj in ordered {
+            let applied = async {
+                let (api, name) = self.target(obj).await?;
+                api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj)).await.map_err(classify)
+            };
+            match applied.await {
+                Ok(_) => out.present += 1,
+                Err(f) => record(&mut out, f, &describe(obj)),
+            }
+            if !out.reachable {
+                return out;
+            }
+            if obj["kind"] == "CustomResourceDefinition" {
+                self.members.forget_kinds(self.name);
+            }
+        }
+        out
+    }
+
+    /// Reads every resource back: how many are present and how many ready.
+    pub async fn observe(&self, resources: &[Value]) -> Outcome {
+        let mut out = Outcome { reachable: true, ..Default::default() };
+        for obj in resources {
+            let read = async {
+                let (api, name) = self.target(obj).await?;
+                api.get_opt(&name).await.map_err(classify)
+            };
+            match read.await {
+                Ok(Some(live)) => {
+                    out.present += 1;
+                    let live = serde_json::to_value(live).unwrap_or_default();
+                    out.ready += u32::from(ready::is_ready(&live));
+                }
+                Ok(None) => {}
+                Err(f) => record(&mut out, f, &describe(obj)),
+            }
+            if !out.reachable {
+                return out;
+            }
+        }
+        out
+    }
+
+    /// Deletes `resources` in reverse kind order; `present` counts what is still there.
+    pub async fn delete(&self, resources: &[&Value]) -> Outcome {
+        let mut out = Outcome { reachable: true, ..Default::default() };
+        let mut ordered: Vec<&Value> = resources.to_vec();
+        order::install_order(&mut ordered);
+        for obj in ordered.into_iter().rev() {
+            let deleted = async {
+                let (api, name) = self.target(obj).await?;
+                api.delete(&name, &DeleteParams::background()).await.map_err(classify)
+            };
+            match deleted.await {
+                Ok(_) => {}
+                Err(Failure::Refused(m)) if m.ends_with("(404)") || m.contains("is not served") => {}
+                Err(f) => {
+                    out.present += 1;
+                    record(&mut out, f, &describe(obj));
+                }
+            }
+            if !out.reachable {
+                return out;
+            }
+        }
+        out
+    }
+}
+
+fn record(out: &mut Outcome, failure: Failure, what: &str) {
+    let message = match failure {
+        Failure::Unreachable(m) => {
+            out.reachable = false;
+            format!("cluster unreachable: {m}")
+        }
+        Failure::Refused(m) => format!("{what}: {m}"),
+    };
+    if out.failed.len() < MAX_FAILURES {
+        out.failed.push(message);
+    }
+}
+
+/// `Kind/name` of a resource, for messages.
+pub fn describe(obj: &Value) -> String {
+    format!("{}/{}", obj["kind"].as_str().unwrap_or("?"), obj["metadata"]["name"].as_str().unwrap_or("?"))
+}
+
+/// Identity of a resource on a member, for comparing two revisions.
+pub fn identity(obj: &Value, default_namespace: &str) -> String {
+    let group = obj["apiVersion"].as_str().unwrap_or_default().rsplit_once('/').map_or("", |(g, _)| g);
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or(default_namespace);
+    format!(
+        "{group}/{}/{ns}/{}",
+        obj["kind"].as_str().unwrap_or_default(),
+        obj["metadata"]["name"].as_str().unwrap_or_default()
+    )
+}

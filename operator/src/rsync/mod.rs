@@ -1,0 +1,416 @@
+//! rsync: the resource synchronizer. Works only from AppContexts: applies each app's bundle to its
+//! member clusters (apps after their dependencies, resources in kind order), reads back readiness,
+//! prunes what an update dropped, deletes everything on terminate, and writes one coalesced status.
+
+pub mod bundle;
+pub mod member;
+pub mod order;
+pub mod ready;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt};
+use futures::{StreamExt, stream};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::api::condition;
+use crate::api::orchestrator::OpStatus;
+use crate::api::rsync::{AppContext, AppContextStatus, AppStatus, ClusterStatus, ContextApp, ContextState, Operation};
+use crate::controller::{Context, MANAGER};
+use member::{Member, Outcome};
+
+/// (app, cluster) pairs worked on at once within one AppContext.
+const CONCURRENCY: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Bundle(#[from] bundle::BundleError),
+    #[error("hub API: {0}")]
+    Hub(#[from] kube::Error),
+}
+
+pub async fn run(ctx: Arc<Context>) {
+    let api = Api::<AppContext>::all(ctx.hub.clone());
+    let (reader, writer) = reflector::store();
+    // Only spec changes wake rsync: its own status writes do not.
+    let contexts = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    Controller::for_stream(contexts, reader)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+/// One app on one cluster, with its resources.
+struct Unit {
+    app: String,
+    cluster: String,
+    resources: Arc<Vec<Value>>,
+}
+
+async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = actx.namespace().unwrap_or_default();
+    let mut units = Vec::new();
+    for app in &actx.spec.apps {
+        for c in &app.clusters {
+            let resources = ctx.bundles.load(&ctx.hub, &ns, &c.bundle).await?;
+            units.push(Unit { app: app.name.clone(), cluster: c.cluster.clone(), resources });
+        }
+    }
+    let previous = actx.status.clone().unwrap_or_default();
+    let mut status = match actx.spec.operation {
+        Operation::Terminate => terminate(&ctx, &actx, &units).await,
+        _ => deploy(&ctx, &actx, &units, &previous).await,
+    };
+    if actx.spec.operation == Operation::Update && status.state == ContextState::Updated {
+        prune(&ctx, &actx, &units, &mut status).await?;
+    }
+    status.observed_generation = actx.metadata.generation;
+    let action = next_look(&ctx, &actx, &status);
+    if status != previous {
+        let patch = json!({"apiVersion": "rsync.emco.io/v1alpha1", "kind": "AppContext", "status": status});
+        Api::<AppContext>::namespaced(ctx.hub.clone(), &ns)
+            .patch_status(&actx.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
+            .await?;
+    }
+    Ok(action)
+}
+
+/// Applies every app whose dependencies are met, then reads readiness back.
+async fn deploy(ctx: &Context, actx: &AppContext, units: &[Unit], previous: &AppContextStatus) -> AppContextStatus {
+    let mut results: BTreeMap<(String, String), ClusterStatus> = BTreeMap::new();
+    for app in dependency_order(&actx.spec.apps) {
+        let waiting: Vec<String> = app
+            .depends_on
+            .iter()
+            .filter(|d| !dependency_met(&results, &d.app, d.op_status))
+            .map(|d| d.app.clone())
+            .collect();
+        let app_units = units.iter().filter(|u| u.app == app.name);
+        if !waiting.is_empty() {
+            for u in app_units {
+                results.insert(
+                    key(u),
+                    ClusterStatus {
+                        cluster: u.cluster.clone(),
+                        connectivity: "Unknown".into(),
+                        resources: u.resources.len() as u32,
+                        ..Default::default()
+                    },
+                );
+            }
+            continue;
+        }
+        let mut work = Vec::new();
+        for u in app_units {
+            work.push(sync_unit(ctx, actx, u, previous_of(previous, u)).boxed());
+        }
+        results.extend(bounded(work).await);
+    }
+    summarize(actx, results)
+}
+
+/// Applies one unit unless it was fully applied before, then observes it.
+async fn sync_unit(
+    ctx: &Context,
+    actx: &AppContext,
+    unit: &Unit,
+    before: Option<&ClusterStatus>,
+) -> ((String, String), ClusterStatus) {
+    let total = unit.resources.len() as u32;
+    let mut status = ClusterStatus {
+        cluster: unit.cluster.clone(),
+        connectivity: "Unknown".into(),
+        resources: total,
+        ..Default::default()
+    };
+    let member = match connect(ctx, actx, &unit.cluster).await {
+        Ok(m) => m,
+        Err(message) => {
+            status.failed = vec![message];
+            return (key(unit), status);
+        }
+    };
+    let applied_before = before.is_some_and(|b| b.deployed == total && b.failed.is_empty());
+    let mut outcome = if applied_before {
+        Outcome { reachable: true, ..Default::default() }
+    } else {
+        member.apply(&unit.resources).await
+    };
+    if outcome.reachable {
+        let seen = member.observe(&unit.resources).await;
+        outcome.failed.extend(seen.failed);
+        outcome =
+            Outcome { present: seen.present, ready: seen.ready, reachable: seen.reachable, failed: outcome.failed };
+    }
+    status.connectivity = if outcome.reachable { "Available" } else { "Retrying" }.into();
+    status.deployed = outcome.present;
+    status.ready = outcome.ready;
+    status.failed = outcome.failed;
+    (key(unit), status)
+}
+
+/// A client for `cluster`, or why there is none.
+async fn connect<'a>(ctx: &'a Context, actx: &'a AppContext, cluster: &'a str) -> Result<Member<'a>, String> {
+    let found =
+        ctx.clusters.get(&ObjectRef::new(cluster)).ok_or_else(|| format!("cluster {cluster} is not registered"))?;
+    let client = ctx.members.client(&found).await.map_err(|e| e.to_string())?;
+    Ok(Member { name: cluster, client, members: &ctx.members, namespace: &actx.spec.namespace })
+}
+
+/// Deletes everything the context applied, app by app in reverse dependency order.
+async fn terminate(ctx: &Context, actx: &AppContext, units: &[Unit]) -> AppContextStatus {
+    let mut results = BTreeMap::new();
+    for app in dependency_order(&actx.spec.apps).into_iter().rev() {
+        let mut work = Vec::new();
+        for u in units.iter().filter(|u| u.app == app.name) {
+            work.push(terminate_unit(ctx, actx, u).boxed());
+        }
+        results.extend(bounded(work).await);
+    }
+    summarize(actx, results)
+}
+
+/// Deletes one app's resources from one cluster.
+async fn terminate_unit(ctx: &Context, actx: &AppContext, u: &Unit) -> ((String, String), ClusterStatus) {
+    let total = u.resources.len() as u32;
+    let mut status = ClusterStatus {
+        cluster: u.cluster.clone(),
+        connectivity: "Unknown".into(),
+        resources: total,
+        deployed: total,
+        ..Default::default()
+    };
+    match connect(ctx, actx, &u.cluster).await {
+        Err(message) => status.failed = vec![message],
+        Ok(member) => {
+            let out = member.delete(&u.resources.iter().collect::<Vec<_>>()).await;
+            status.connectivity = if out.reachable { "Available" } else { "Retrying" }.into();
+            status.deployed = if out.reachable { out.present } else { total };
+            status.failed = out.failed;
+        }
+    }
+    (key(u), status)
+}
+
+/// Runs `work` with at most `CONCURRENCY` at once.
+async fn bounded<'a, T>(work: Vec<BoxFuture<'a, T>>) -> Vec<T> {
+    stream::iter(work).buffer_unordered(CONCURRENCY).collect().await
+}
+
+/// After an update is applied: deletes, on each cluster, what the replaced context applied and
+/// this one does not. Done once; the `Pruned` condition records it.
+async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut AppContextStatus) -> Result<(), Error> {
+    let generation = actx.metadata.generation;
+    if condition::is_true(&actx.status.clone().unwrap_or_default().conditions, "Pruned") {
+        condition::set(
+            &mut status.conditions,
+            condition::get(&actx.status.as_ref().expect("checked").conditions, "Pruned").expect("checked").clone(),
+        );
+        return Ok(());
+    }
+    let ns = actx.namespace().unwrap_or_default();
+    let Some(old_name) = &actx.spec.replaces else { return Ok(()) };
+    let Some(old) = Api::<AppContext>::namespaced(ctx.hub.clone(), &ns).get_opt(old_name).await? else {
+        condition::set(
+            &mut status.conditions,
+            condition::new("Pruned", true, "ReplacedContextGone", format!("{old_name} no longer exists"), generation),
+        );
+        return Ok(());
+    };
+    let mut keep: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for u in units {
+        keep.entry(&u.cluster)
+            .or_default()
+            .extend(u.resources.iter().map(|r| member::identity(r, &actx.spec.namespace)));
+    }
+    let mut failures = Vec::new();
+    for app in &old.spec.apps {
+        for c in &app.clusters {
+            let resources = ctx.bundles.load(&ctx.hub, &ns, &c.bundle).await?;
+            let kept = keep.get(c.cluster.as_str());
+            let dropped: Vec<&Value> = resources
+                .iter()
+                .filter(|r| !kept.is_some_and(|k| k.contains(&member::identity(r, &old.spec.namespace))))
+                .collect();
+            if dropped.is_empty() {
+                continue;
+            }
+            match connect(ctx, &old, &c.cluster).await {
+                Ok(m) => failures.extend(m.delete(&dropped).await.failed),
+                Err(message) => failures.push(message),
+            }
+        }
+    }
+    let (ok, reason, message) = match failures.first() {
+        None => (true, "Pruned", format!("removed what {old_name} applied and this revision does not")),
+        Some(f) => (false, "PruneFailed", f.clone()),
+    };
+    condition::set(&mut status.conditions, condition::new("Pruned", ok, reason, message, generation));
+    if !ok {
+        status.state = ContextState::Updating;
+    }
+    Ok(())
+}
+
+/// Apps with every dependency before its dependents (validate rejected cycles).
+fn dependency_order(apps: &[ContextApp]) -> Vec<&ContextApp> {
+    let mut ordered: Vec<&ContextApp> = Vec::new();
+    while ordered.len() < apps.len() {
+        let before = ordered.len();
+        for app in apps {
+            let placed = |name: &str| ordered.iter().any(|o| o.name == name);
+            let known = |name: &str| apps.iter().any(|a| a.name == name);
+            if !placed(&app.name) && app.depends_on.iter().all(|d| placed(&d.app) || !known(&d.app)) {
+                ordered.push(app);
+            }
+        }
+        if ordered.len() == before {
+            let rest: Vec<&ContextApp> = apps.iter().filter(|a| !ordered.iter().any(|o| o.name == a.name)).collect();
+            ordered.extend(rest);
+        }
+    }
+    ordered
+}
+
+/// Whether `app` reached `op` on every cluster it went to in this pass.
+fn dependency_met(results: &BTreeMap<(String, String), ClusterStatus>, app: &str, op: OpStatus) -> bool {
+    results.iter().filter(|((a, _), _)| a == app).all(|(_, s)| match op {
+        OpStatus::Deployed => s.deployed == s.resources && s.failed.is_empty(),
+        OpStatus::Ready => s.ready == s.resources && s.failed.is_empty(),
+    })
+}
+
+/// A cluster rsync could not work on (not one merely waiting for a dependency).
+fn unreachable(c: &ClusterStatus) -> bool {
+    c.connectivity == "Retrying" || (c.connectivity == "Unknown" && !c.failed.is_empty())
+}
+
+fn key(u: &Unit) -> (String, String) {
+    (u.app.clone(), u.cluster.clone())
+}
+
+fn previous_of<'a>(previous: &'a AppContextStatus, u: &Unit) -> Option<&'a ClusterStatus> {
+    previous.apps.iter().find(|a| a.name == u.app)?.clusters.iter().find(|c| c.cluster == u.cluster)
+}
+
+/// The AppContext status from the per-unit results.
+fn summarize(actx: &AppContext, results: BTreeMap<(String, String), ClusterStatus>) -> AppContextStatus {
+    let generation = actx.metadata.generation;
+    let mut status = AppContextStatus::default();
+    let (mut total, mut present, mut ready, mut failed) = (0, 0, 0, 0);
+    let mut problems = Vec::new();
+    for ((app, _), s) in results {
+        total += s.resources;
+        present += s.deployed;
+        ready += s.ready;
+        failed += s.failed.len() as u32;
+        problems.extend(s.failed.iter().map(|f| format!("{app} on {}: {f}", s.cluster)));
+        match status.apps.iter_mut().find(|a| a.name == app) {
+            Some(a) => a.clusters.push(s),
+            None => status.apps.push(AppStatus { name: app, clusters: vec![s] }),
+        }
+    }
+    let unreachable = status.apps.iter().flat_map(|a| &a.clusters).any(unreachable);
+    let terminating = actx.spec.operation == Operation::Terminate;
+    status.deployed = Some(format!("{present}/{total}"));
+    status.ready = Some(format!("{ready}/{total}"));
+    if terminating {
+        status.deployed_counts = BTreeMap::from([
+            ("Applied".into(), present),
+            ("Deleted".into(), total - present),
+            ("Failed".into(), failed),
+        ]);
+    } else {
+        status.deployed_counts = BTreeMap::from([
+            ("Applied".into(), present),
+            ("Pending".into(), total - present),
+            ("Failed".into(), failed),
+        ]);
+    }
+    status.ready_counts = BTreeMap::from([
+        ("Ready".into(), ready),
+        ("NotReady".into(), present - ready),
+        ("NotPresent".into(), total - present),
+    ]);
+    let all_applied = present == total && failed == 0;
+    let done = if terminating { present == 0 && failed == 0 && !unreachable } else { all_applied };
+    status.state = match (actx.spec.operation, done) {
+        (Operation::Terminate, true) => ContextState::Terminated,
+        (Operation::Terminate, false) => ContextState::Terminating,
+        (Operation::Instantiate, true) => ContextState::Instantiated,
+        (Operation::Instantiate, false) if failed > 0 && !unreachable => ContextState::InstantiateFailed,
+        (Operation::Instantiate, false) => ContextState::Instantiating,
+        (Operation::Update, true) => ContextState::Updated,
+        (Operation::Update, false) if failed > 0 && !unreachable => ContextState::UpdateFailed,
+        (Operation::Update, false) => ContextState::Updating,
+    };
+    let first = problems.first().cloned().unwrap_or_default();
+    let (ok, reason, message) = match status.state {
+        ContextState::Instantiated | ContextState::Updated => {
+            (true, "Applied", format!("{present}/{total} resources applied"))
+        }
+        ContextState::Terminated => (false, "Terminated", "every applied resource was deleted".into()),
+        _ if unreachable => (false, "ClusterUnreachable", first),
+        _ if failed > 0 => (false, "ApplyFailed", first),
+        _ => (false, "Applying", format!("{present}/{total} resources applied")),
+    };
+    condition::set(&mut status.conditions, condition::new("Deployed", ok, reason, message, generation));
+    let all_ready = !terminating && ready == total && all_applied;
+    let not_ready = status
+        .apps
+        .iter()
+        .flat_map(|a| a.clusters.iter().map(move |c| (a, c)))
+        .filter(|(_, c)| c.ready < c.resources)
+        .map(|(a, c)| format!("{} on {} {}/{}", a.name, c.cluster, c.ready, c.resources))
+        .take(5)
+        .collect::<Vec<_>>();
+    let message = if all_ready {
+        format!("{ready}/{total} resources ready")
+    } else {
+        format!("not ready: {}", not_ready.join(", "))
+    };
+    condition::set(
+        &mut status.conditions,
+        condition::new("Ready", all_ready, if all_ready { "Ready" } else { "NotReady" }, message, generation),
+    );
+    status
+}
+
+/// When to look again: soon while work is under way, rarely once all is ready.
+fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Action {
+    let key = format!("appcontext/{}/{}", actx.namespace().unwrap_or_default(), actx.name_any());
+    let unreachable = status.apps.iter().flat_map(|a| &a.clusters).any(unreachable);
+    match status.state {
+        ContextState::Terminated => Action::await_change(),
+        _ if unreachable
+            || status.state == ContextState::InstantiateFailed
+            || status.state == ContextState::UpdateFailed =>
+        {
+            Action::requeue(ctx.retry_after(&key))
+        }
+        _ if condition::is_true(&status.conditions, "Ready") => {
+            ctx.succeeded(&key);
+            Action::requeue(Duration::from_secs(60))
+        }
+        _ => Action::requeue(Duration::from_secs(2)),
+    }
+}
+
+fn error_policy(actx: Arc<AppContext>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("appcontext/{}/{}", actx.namespace().unwrap_or_default(), actx.name_any());
+    tracing::warn!(appcontext = %key, %error, "rsync reconcile failed");
+    Action::requeue(ctx.retry_after(&key))
+}

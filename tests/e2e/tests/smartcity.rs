@@ -1,0 +1,95 @@
+//! The SmartCity sample end to end: edge app on every edge-labelled member, cloud app on the cloud
+//! member, DIG Instantiated with everything deployed and ready; terminate and delete leave nothing.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use emco::api::orchestrator::{DeploymentIntentGroup, DigState};
+use emco_e2e::*;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::json;
+
+const SAMPLE: &str = "config/samples/smartcity";
+
+/// Applies the sample's project-scoped manifests into namespace `ns`, the DIG named `dig`.
+pub async fn apply_sample(hub: &kube::Client, ns: &str, dig: &str) -> Result<()> {
+    for (cm, chart) in [("smtc-edge-chart", "smtc-edge"), ("smtc-cloud-chart", "smtc-cloud")] {
+        apply(hub, &chart_configmap(ns, cm, &chart_dir_tgz(&format!("{SAMPLE}/charts/{chart}")))).await?;
+    }
+    for file in ["03-logical-cloud.yaml", "04-composite-app.yaml", "05-composite-profile.yaml", "06-placement.yaml", "07-dig.yaml"] {
+        for mut doc in yaml_docs(&format!("{SAMPLE}/{file}")) {
+            doc["metadata"]["namespace"] = json!(ns);
+            match doc["kind"].as_str() {
+                Some("LogicalCloud") => doc["spec"]["namespace"] = json!(ns),
+                Some("DeploymentIntentGroup") => doc["metadata"]["name"] = json!(dig),
+                _ => {}
+            }
+            apply(hub, &doc).await?;
+        }
+    }
+    Ok(())
+}
+
+fn fraction_complete(f: &Option<String>) -> bool {
+    f.as_deref().and_then(|f| f.split_once('/')).is_some_and(|(a, b)| a == b && b != "0")
+}
+
+#[tokio::test]
+async fn smartcity_lands_on_the_right_members_and_terminate_removes_everything() -> Result<()> {
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let ns = format!("smtc-{}", unique_suffix());
+    project(&hub, &ns).await?;
+    let start = Instant::now();
+    apply_sample(&hub, &ns, &ns).await?;
+
+    let applied = wait_dig(&hub, &ns, &ns, "deployed n/n", Duration::from_secs(120), |s| fraction_complete(&s.deployed)).await?;
+    let to_applied = start.elapsed();
+    let ready = wait_dig(&hub, &ns, &ns, "Instantiated and ready n/n", Duration::from_secs(120), |s| {
+        s.state == DigState::Instantiated && fraction_complete(&s.ready) && fraction_complete(&s.deployed)
+    })
+    .await?;
+    let to_ready = start.elapsed();
+    println!("smartcity: {} resources applied after {to_applied:?}, ready after {to_ready:?}", applied.deployed.unwrap());
+    assert_eq!(ready.revision, Some(1));
+
+    let edge = ["analytics", "sensor-simulator", "storage"];
+    for member in &bed.members {
+        let client = bed.client(member).await;
+        let deployments = deployed_names(&client, "apps/v1", "Deployment", "deployments", &ns).await?;
+        let expected: Vec<&str> = match member.as_str() {
+            "edge01" | "edge02" => edge.to_vec(),
+            "cloud01" => vec!["web"],
+            _ => vec![],
+        };
+        assert_eq!(deployments, expected, "Deployments of {ns} on {member}");
+        let config = deployed_names(&client, "v1", "ConfigMap", "configmaps", &ns).await?;
+        assert_eq!(config.contains(&"smtc-edge-config".to_string()), member.starts_with("edge"), "edge ConfigMap on {member}: {config:?}");
+    }
+
+    // Terminate: everything goes from every member, the DIG stays.
+    let digs = Api::<DeploymentIntentGroup>::namespaced(hub.clone(), &ns);
+    digs.patch(&ns, &PatchParams::apply("e2e-terminate"), &Patch::Merge(json!({"spec": {"state": "Terminated"}}))).await?;
+    wait_dig(&hub, &ns, &ns, "Terminated", Duration::from_secs(60), |s| s.state == DigState::Terminated).await?;
+    assert_nothing_left(&bed, &ns).await?;
+
+    // Deleting the DIG: it goes, with its AppContexts.
+    digs.delete(&ns, &DeleteParams::default()).await?;
+    wait_for("DIG deleted", Duration::from_secs(30), || async { Ok(digs.get_opt(&ns).await?.is_none().then_some(())) }).await?;
+    assert_nothing_left(&bed, &ns).await?;
+    Ok(())
+}
+
+/// No Deployment, Service or ConfigMap of DIG `dig` on any member.
+pub async fn assert_nothing_left(bed: &Bed, dig: &str) -> Result<()> {
+    for member in &bed.members {
+        let client = bed.client(member).await;
+        for (gv, kind, plural) in [("apps/v1", "Deployment", "deployments"), ("v1", "Service", "services"), ("v1", "ConfigMap", "configmaps")] {
+            let left = deployed_names(&client, gv, kind, plural, dig).await?;
+            assert!(left.is_empty(), "{kind}s of {dig} left on {member}: {left:?}");
+        }
+    }
+    Ok(())
+}
+
