@@ -16,6 +16,10 @@ demo:
 test:
     bash tests/e2e/run.sh
 
+# Benchmarks on the test bed, printing figures (SmartCity apply-to-Applied and apply-to-Ready).
+bench:
+    bash tests/e2e/run.sh -p emco-e2e --release --test bench -- --ignored --nocapture --test-threads 1
+
 # Build the pinned upstream binaries into the cache (about 10 minutes cold, instant when cached).
 build-bed:
     bash {{bed}}/build.sh
@@ -24,8 +28,9 @@ build-bed:
 up:
     bash {{bed}}/up.sh
 
-# Stop and remove the test bed (idempotent).
+# Stop the operator and remove the test bed (idempotent).
 down:
+    bash tests/e2e/hub.sh stop
     bash {{bed}}/down.sh
 
 # Memory of the running bed.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace on the test bed. Brings the bed up first; takes it down again at
+# Runs every test of the workspace on the test bed (or, with arguments, `cargo test <arguments>`). Brings the bed up first; takes it down again at
 # the end only if this run started it, so a developer's running bed stays up.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -16,4 +16,4 @@ trap cleanup EXIT
 
 bash tests/e2e/bed/up.sh
 bash tests/e2e/hub.sh start
-cargo test --workspace --no-fail-fast
+if [ $# -gt 0 ]; then cargo test "$@"; else cargo test --workspace --no-fail-fast; fi

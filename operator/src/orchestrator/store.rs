@@ -12,7 +12,7 @@ use super::plan::Plan;
 use crate::api::labels;
 use crate::api::orchestrator::DeploymentIntentGroup;
 use crate::api::rsync::{AppContext, AppContextSpec, BundleRef, ContextApp, ContextCluster, Operation, Owner};
-use crate::rsync::bundle;
+use crate::rsync::{self, bundle};
 
 /// Name of the AppContext of `revision` of `dig`.
 pub fn context_name(dig: &str, revision: u32) -> String {
@@ -51,6 +51,7 @@ pub async fn store(
             namespace: Some(ns.clone()),
             labels: Some(owner_labels(dig, revision)),
             owner_references: Some(vec![dig.controller_owner_ref(&()).expect("DIGs have a uid")]),
+            finalizers: Some(vec![rsync::FINALIZER.into()]),
             ..Default::default()
         },
         spec: AppContextSpec {
@@ -93,6 +94,7 @@ async fn create_part(
             namespace: Some(ns.into()),
             labels: Some(owner_labels(dig, revision)),
             owner_references: Some(vec![dig.controller_owner_ref(&()).expect("DIGs have a uid")]),
+            finalizers: Some(vec![rsync::FINALIZER.into()]),
             ..Default::default()
         },
         type_: Some(bundle::SECRET_TYPE.into()),

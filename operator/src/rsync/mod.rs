@@ -28,6 +28,8 @@ use member::{Member, Outcome};
 
 /// (app, cluster) pairs worked on at once within one AppContext.
 const CONCURRENCY: usize = 16;
+/// On AppContexts and their bundle Secrets: nothing goes before what it applied is deleted.
+pub const FINALIZER: &str = "rsync.emco.io/terminate";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -45,12 +47,18 @@ pub async fn run(ctx: Arc<Context>) {
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        .predicate_filter(spec_or_deletion, Default::default());
     Controller::for_stream(contexts, reader)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
+}
+
+/// Changes rsync acts on: the spec (generation) and the start of deletion.
+fn spec_or_deletion(actx: &AppContext) -> Option<u64> {
+    let deleting = actx.metadata.deletion_timestamp.is_some();
+    predicates::generation(actx).map(|g| g.wrapping_mul(2) + u64::from(deleting))
 }
 
 /// One app on one cluster, with its resources.
@@ -70,7 +78,9 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
         }
     }
     let previous = actx.status.clone().unwrap_or_default();
-    let mut status = match actx.spec.operation {
+    let deleting = actx.metadata.deletion_timestamp.is_some();
+    let operation = if deleting { Operation::Terminate } else { actx.spec.operation };
+    let mut status = match operation {
         Operation::Terminate => terminate(&ctx, &actx, &units).await,
         _ => deploy(&ctx, &actx, &units, &previous).await,
     };
@@ -78,6 +88,10 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
         prune(&ctx, &actx, &units, &mut status).await?;
     }
     status.observed_generation = actx.metadata.generation;
+    if deleting && status.state == ContextState::Terminated {
+        release(&ctx, &actx).await?;
+        return Ok(Action::await_change());
+    }
     let action = next_look(&ctx, &actx, &status);
     if status != previous {
         let patch = json!({"apiVersion": "rsync.emco.io/v1alpha1", "kind": "AppContext", "status": status});
@@ -119,7 +133,7 @@ async fn deploy(ctx: &Context, actx: &AppContext, units: &[Unit], previous: &App
         }
         results.extend(bounded(work).await);
     }
-    summarize(actx, results)
+    summarize(actx, actx.spec.operation, results)
 }
 
 /// Applies one unit unless it was fully applied before, then observes it.
@@ -180,7 +194,7 @@ async fn terminate(ctx: &Context, actx: &AppContext, units: &[Unit]) -> AppConte
         }
         results.extend(bounded(work).await);
     }
-    summarize(actx, results)
+    summarize(actx, Operation::Terminate, results)
 }
 
 /// Deletes one app's resources from one cluster.
@@ -254,6 +268,9 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
             }
         }
     }
+    if failures.is_empty() {
+        release(ctx, &old).await?;
+    }
     let (ok, reason, message) = match failures.first() {
         None => (true, "Pruned", format!("removed what {old_name} applied and this revision does not")),
         Some(f) => (false, "PruneFailed", f.clone()),
@@ -263,6 +280,28 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
         status.state = ContextState::Updating;
     }
     Ok(())
+}
+
+/// Lets `actx` and its bundles go: rsync is done with what they applied.
+async fn release(ctx: &Context, actx: &AppContext) -> kube::Result<()> {
+    let ns = actx.namespace().unwrap_or_default();
+    let drop_finalizer = json!({"metadata": {"finalizers": null}});
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.hub.clone(), &ns);
+    let bundles: BTreeSet<_> = actx.spec.apps.iter().flat_map(|a| &a.clusters).map(|c| &c.bundle).map(|b| (b.name.clone(), b.parts)).collect();
+    for (name, parts) in bundles {
+        for i in 0..parts {
+            ignore_missing(secrets.patch(&bundle::part_name(&name, i), &PatchParams::default(), &Patch::Merge(&drop_finalizer)).await)?;
+        }
+    }
+    let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &ns);
+    ignore_missing(api.patch(&actx.name_any(), &PatchParams::default(), &Patch::Merge(&drop_finalizer)).await)
+}
+
+fn ignore_missing<T>(r: kube::Result<T>) -> kube::Result<()> {
+    match r {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        other => other.map(|_| ()),
+    }
 }
 
 /// Apps with every dependency before its dependents (validate rejected cycles).
@@ -307,7 +346,7 @@ fn previous_of<'a>(previous: &'a AppContextStatus, u: &Unit) -> Option<&'a Clust
 }
 
 /// The AppContext status from the per-unit results.
-fn summarize(actx: &AppContext, results: BTreeMap<(String, String), ClusterStatus>) -> AppContextStatus {
+fn summarize(actx: &AppContext, operation: Operation, results: BTreeMap<(String, String), ClusterStatus>) -> AppContextStatus {
     let generation = actx.metadata.generation;
     let mut status = AppContextStatus::default();
     let (mut total, mut present, mut ready, mut failed) = (0, 0, 0, 0);
@@ -324,7 +363,7 @@ fn summarize(actx: &AppContext, results: BTreeMap<(String, String), ClusterStatu
         }
     }
     let unreachable = status.apps.iter().flat_map(|a| &a.clusters).any(unreachable);
-    let terminating = actx.spec.operation == Operation::Terminate;
+    let terminating = operation == Operation::Terminate;
     status.deployed = Some(format!("{present}/{total}"));
     status.ready = Some(format!("{ready}/{total}"));
     if terminating {
@@ -347,7 +386,7 @@ fn summarize(actx: &AppContext, results: BTreeMap<(String, String), ClusterStatu
     ]);
     let all_applied = present == total && failed == 0;
     let done = if terminating { present == 0 && failed == 0 && !unreachable } else { all_applied };
-    status.state = match (actx.spec.operation, done) {
+    status.state = match (operation, done) {
         (Operation::Terminate, true) => ContextState::Terminated,
         (Operation::Terminate, false) => ContextState::Terminating,
         (Operation::Instantiate, true) => ContextState::Instantiated,

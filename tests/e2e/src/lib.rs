@@ -275,3 +275,113 @@ pub async fn deployed_names(client: &Client, gv: &str, kind: &str, plural: &str,
     names.sort();
     Ok(names)
 }
+
+/// Applies a Cluster with its own field manager (so it can be taken back alone).
+pub async fn apply_cluster_as(client: &Client, obj: &serde_json::Value, manager: &str) -> Result<()> {
+    use kube::api::{Patch, PatchParams};
+    let name = obj["metadata"]["name"].as_str().context("metadata.name")?;
+    let api: Api<emco::api::clm::Cluster> = Api::all(client.clone());
+    api.patch(name, &PatchParams::apply(manager), &Patch::Apply(obj)).await?;
+    Ok(())
+}
+
+/// Takes back what field manager `manager` set on Cluster `name` (an empty apply).
+pub async fn remove_field_manager(client: &Client, name: &str, manager: &str) -> Result<()> {
+    let empty = serde_json::json!({"apiVersion": "clm.emco.io/v1alpha1", "kind": "Cluster", "metadata": {"name": name}});
+    apply_cluster_as(client, &empty, manager).await
+}
+
+/// A small composite app for placement and bad-input tests: one app `probe` whose chart holds one
+/// ConfigMap, a logical cloud of every member, and a DIG named after the namespace.
+pub struct Probe {
+    /// The app intent of `probe`.
+    pub placement: serde_json::Value,
+    /// The DIG's overrideValues.
+    pub overrides: serde_json::Value,
+    /// Files of the chart; the default one when `None`.
+    pub chart: Option<Vec<(&'static str, &'static str)>>,
+    /// The chart ConfigMap the composite app names.
+    pub chart_configmap: &'static str,
+    /// The composite profile's `profiles`, if any.
+    pub profiles: Option<serde_json::Value>,
+}
+
+impl Probe {
+    pub fn new(placement: serde_json::Value) -> Probe {
+        Probe { placement, overrides: serde_json::json!([]), chart: None, chart_configmap: "probe-chart", profiles: None }
+    }
+
+    pub async fn apply(&self, hub: &Client, bed: &Bed, ns: &str) -> Result<()> {
+        use serde_json::json;
+        let default_chart = vec![
+            ("Chart.yaml", "apiVersion: v2\nname: probe\nversion: 0.1.0\n"),
+            ("values.yaml", "greeting: hello\n"),
+            ("templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\ndata:\n  greeting: {{ Values.greeting | quote }}\n"),
+        ];
+        let files = self.chart.clone().unwrap_or(default_chart);
+        apply(hub, &chart_configmap(ns, "probe-chart", &chart_tgz("probe", &files))).await?;
+        let clusters: Vec<serde_json::Value> = bed.members.iter().map(|m| json!({"cluster": m})).collect();
+        let mut dig = json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "DeploymentIntentGroup",
+            "metadata": {"name": ns, "namespace": ns},
+            "spec": {"compositeApp": "ca", "logicalCloud": "lc", "intents": {"genericPlacementIntent": "gpi"},
+                     "overrideValues": self.overrides, "approved": true}});
+        if let Some(profiles) = &self.profiles {
+            apply(hub, &json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "CompositeProfile",
+                "metadata": {"name": "profile", "namespace": ns}, "spec": {"profiles": profiles}})).await?;
+            dig["spec"]["compositeProfile"] = json!("profile");
+        }
+        let docs = [
+            json!({"apiVersion": "dcm.emco.io/v1alpha1", "kind": "LogicalCloud", "metadata": {"name": "lc", "namespace": ns},
+                   "spec": {"type": "Admin", "namespace": ns, "clusters": clusters}}),
+            json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "CompositeApp", "metadata": {"name": "ca", "namespace": ns},
+                   "spec": {"apps": [{"name": "probe", "chart": {"configMap": {"name": self.chart_configmap}}}]}}),
+            json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "GenericPlacementIntent", "metadata": {"name": "gpi", "namespace": ns},
+                   "spec": {"appIntents": [self.placement]}}),
+            dig,
+        ];
+        for doc in &docs {
+            apply(hub, doc).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Members that hold a ConfigMap deployed by DIG `dig`.
+pub async fn holders(bed: &Bed, dig: &str) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    for m in &bed.members {
+        if !deployed_names(&bed.client(m).await, "v1", "ConfigMap", "configmaps", dig).await?.is_empty() {
+            found.push(m.clone());
+        }
+    }
+    Ok(found)
+}
+
+/// The SmartCity sample's folder.
+pub const SAMPLE: &str = "config/samples/smartcity";
+
+/// Applies the sample's project-scoped manifests into namespace `ns`, the DIG named `dig`.
+pub async fn apply_sample(hub: &Client, ns: &str, dig: &str) -> Result<()> {
+    use serde_json::json;
+    for (cm, chart) in [("smtc-edge-chart", "smtc-edge"), ("smtc-cloud-chart", "smtc-cloud")] {
+        apply(hub, &chart_configmap(ns, cm, &chart_dir_tgz(&format!("{SAMPLE}/charts/{chart}")))).await?;
+    }
+    for file in ["03-logical-cloud.yaml", "04-composite-app.yaml", "05-composite-profile.yaml", "06-placement.yaml", "07-dig.yaml"] {
+        for mut doc in yaml_docs(&format!("{SAMPLE}/{file}")) {
+            doc["metadata"]["namespace"] = json!(ns);
+            match doc["kind"].as_str() {
+                Some("LogicalCloud") => doc["spec"]["namespace"] = json!(ns),
+                Some("DeploymentIntentGroup") => doc["metadata"]["name"] = json!(dig),
+                _ => {}
+            }
+            apply(hub, &doc).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether an `a/b` count is complete and non-empty.
+pub fn complete(f: &Option<String>) -> bool {
+    f.as_deref().and_then(|f| f.split_once('/')).is_some_and(|(a, b)| a == b && b != "0")
+}
+

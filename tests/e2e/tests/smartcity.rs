@@ -10,31 +10,6 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
-const SAMPLE: &str = "config/samples/smartcity";
-
-/// Applies the sample's project-scoped manifests into namespace `ns`, the DIG named `dig`.
-pub async fn apply_sample(hub: &kube::Client, ns: &str, dig: &str) -> Result<()> {
-    for (cm, chart) in [("smtc-edge-chart", "smtc-edge"), ("smtc-cloud-chart", "smtc-cloud")] {
-        apply(hub, &chart_configmap(ns, cm, &chart_dir_tgz(&format!("{SAMPLE}/charts/{chart}")))).await?;
-    }
-    for file in ["03-logical-cloud.yaml", "04-composite-app.yaml", "05-composite-profile.yaml", "06-placement.yaml", "07-dig.yaml"] {
-        for mut doc in yaml_docs(&format!("{SAMPLE}/{file}")) {
-            doc["metadata"]["namespace"] = json!(ns);
-            match doc["kind"].as_str() {
-                Some("LogicalCloud") => doc["spec"]["namespace"] = json!(ns),
-                Some("DeploymentIntentGroup") => doc["metadata"]["name"] = json!(dig),
-                _ => {}
-            }
-            apply(hub, &doc).await?;
-        }
-    }
-    Ok(())
-}
-
-fn fraction_complete(f: &Option<String>) -> bool {
-    f.as_deref().and_then(|f| f.split_once('/')).is_some_and(|(a, b)| a == b && b != "0")
-}
-
 #[tokio::test]
 async fn smartcity_lands_on_the_right_members_and_terminate_removes_everything() -> Result<()> {
     let bed = Bed::get();
@@ -44,10 +19,10 @@ async fn smartcity_lands_on_the_right_members_and_terminate_removes_everything()
     let start = Instant::now();
     apply_sample(&hub, &ns, &ns).await?;
 
-    let applied = wait_dig(&hub, &ns, &ns, "deployed n/n", Duration::from_secs(120), |s| fraction_complete(&s.deployed)).await?;
+    let applied = wait_dig(&hub, &ns, &ns, "deployed n/n", Duration::from_secs(120), |s| complete(&s.deployed)).await?;
     let to_applied = start.elapsed();
     let ready = wait_dig(&hub, &ns, &ns, "Instantiated and ready n/n", Duration::from_secs(120), |s| {
-        s.state == DigState::Instantiated && fraction_complete(&s.ready) && fraction_complete(&s.deployed)
+        s.state == DigState::Instantiated && complete(&s.ready) && complete(&s.deployed)
     })
     .await?;
     let to_ready = start.elapsed();

@@ -1,0 +1,146 @@
+//! Bad input gets a clear error at the right place, and nothing reaches a member: CRD validation
+//! at apply time, or a condition with a reason on the object.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use emco::api::condition;
+use emco::api::orchestrator::DigState;
+use emco::api::rsync::AppContext;
+use emco_e2e::*;
+use kube::Api;
+use serde_json::json;
+
+fn edge() -> serde_json::Value {
+    json!({"app": "probe", "allOf": [{"clusterLabel": "LabelSmartCityEdge"}]})
+}
+
+/// Applies `probe`, waits for the DIG to be refused with `reason`, checks nothing was deployed;
+/// returns the Ready condition's message.
+async fn refused(prefix: &str, probe: Probe, reason: &str) -> Result<String> {
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let ns = format!("{prefix}-{}", unique_suffix());
+    project(&hub, &ns).await?;
+    probe.apply(&hub, &bed, &ns).await?;
+    let status = wait_dig(&hub, &ns, &ns, &format!("refused with {reason}"), Duration::from_secs(30), |s| {
+        condition::get(&s.conditions, "Ready").is_some_and(|c| c.reason == reason)
+    })
+    .await?;
+    assert_eq!(status.state, DigState::InstantiateFailed);
+    assert_eq!(status.revision, None, "no revision may be made from refused input");
+    let contexts = Api::<AppContext>::namespaced(hub.clone(), &ns).list(&Default::default()).await?;
+    assert!(contexts.items.is_empty(), "an AppContext was made from refused input");
+    assert!(holders(&bed, &ns).await?.is_empty(), "something reached a member");
+    Ok(condition::get(&status.conditions, "Ready").unwrap().message.clone())
+}
+
+#[tokio::test]
+async fn unknown_app_in_a_placement_intent() -> Result<()> {
+    let message = refused("unknown-app", Probe::new(json!({"app": "nosuch", "allOf": [{"cluster": "edge01"}]})), "UnknownApp").await?;
+    assert!(message.contains("nosuch"), "{message}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn placement_matching_no_cluster() -> Result<()> {
+    let probe = Probe::new(json!({"app": "probe", "allOf": [{"clusterLabel": "NoClusterHasThis"}]}));
+    let message = refused("no-match", probe, "NoClusterMatched").await?;
+    assert!(message.contains("clusterLabel NoClusterHasThis matches no cluster"), "{message}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn missing_chart_configmap() -> Result<()> {
+    let probe = Probe { chart_configmap: "no-such-chart", ..Probe::new(edge()) };
+    let message = refused("no-chart", probe, "ConfigMapNotFound").await?;
+    assert!(message.contains("no-such-chart"), "{message}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn template_error_names_chart_file_and_line() -> Result<()> {
+    let chart = vec![
+        ("Chart.yaml", "apiVersion: v2\nname: probe\nversion: 0.1.0\n"),
+        ("templates/good.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: good\n"),
+        ("templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\ndata:\n  x: {{ Values.missing.key }}\n"),
+    ];
+    let message = refused("template", Probe { chart: Some(chart), ..Probe::new(edge()) }, "TemplateError").await?;
+    for part in ["probe", "templates/cm.yaml", "line 6"] {
+        assert!(message.contains(part), "message lacks {part:?}: {message}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn values_file_that_is_not_a_map() -> Result<()> {
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let ns = format!("values-{}", unique_suffix());
+    project(&hub, &ns).await?;
+    apply(&hub, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "list-values", "namespace": ns},
+        "data": {"values.yaml": "- a\n- b\n"}})).await?;
+    let probe = Probe { profiles: Some(json!([{"app": "probe", "valuesFrom": [{"configMap": {"name": "list-values"}}]}])), ..Probe::new(edge()) };
+    probe.apply(&hub, &bed, &ns).await?;
+    let status = wait_dig(&hub, &ns, &ns, "refused with InvalidValues", Duration::from_secs(30), |s| {
+        condition::get(&s.conditions, "Ready").is_some_and(|c| c.reason == "InvalidValues")
+    })
+    .await?;
+    let message = &condition::get(&status.conditions, "Ready").unwrap().message;
+    assert!(message.contains("list-values") && message.contains("map"), "{message}");
+    assert!(holders(&bed, &ns).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn values_that_are_not_a_map_are_rejected_at_apply() -> Result<()> {
+    let hub = Bed::get().hub().await;
+    let ns = format!("values-apply-{}", unique_suffix());
+    project(&hub, &ns).await?;
+    let dig = json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "DeploymentIntentGroup",
+        "metadata": {"name": "d", "namespace": ns},
+        "spec": {"compositeApp": "ca", "logicalCloud": "lc", "intents": {"genericPlacementIntent": "gpi"},
+                 "overrideValues": [{"app": "probe", "values": "replicas=2"}]}});
+    let err = apply(&hub, &dig).await.expect_err("a string as values must be rejected");
+    assert!(format!("{err:#}").contains("values"), "{err:#}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn placement_entry_with_two_matchers_is_rejected_at_apply() -> Result<()> {
+    let hub = Bed::get().hub().await;
+    let ns = format!("gpi-apply-{}", unique_suffix());
+    project(&hub, &ns).await?;
+    let gpi = json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "GenericPlacementIntent",
+        "metadata": {"name": "gpi", "namespace": ns},
+        "spec": {"appIntents": [{"app": "probe", "allOf": [{"cluster": "edge01", "clusterLabel": "x"}]}]}});
+    let err = apply(&hub, &gpi).await.expect_err("two matchers in one entry must be rejected");
+    assert!(format!("{err:#}").contains("exactly one of cluster, clusterLabel"), "{err:#}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn cluster_with_missing_or_garbage_kubeconfig_is_not_ready_with_a_reason() -> Result<()> {
+    let hub = Bed::get().hub().await;
+    let suffix = unique_suffix();
+    let garbage = format!("garbage-{suffix}");
+    apply(&hub, &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": garbage, "namespace": "emco-system"},
+        "stringData": {"kubeconfig": "s3cr3t-token-do-not-print: [unclosed"}})).await?;
+    for (cluster, secret, reason) in [(format!("missing-{suffix}"), format!("absent-{suffix}"), "KubeconfigSecretNotFound"), (format!("garbage-{suffix}"), garbage.clone(), "KubeconfigInvalid")] {
+        apply(&hub, &json!({"apiVersion": "clm.emco.io/v1alpha1", "kind": "Cluster", "metadata": {"name": cluster},
+            "spec": {"provider": "smartcity", "kubeconfig": {"secretRef": {"namespace": "emco-system", "name": secret}}}})).await?;
+        let api = Api::<emco::api::clm::Cluster>::all(hub.clone());
+        let ready = wait_until(&format!("{cluster} Ready=False {reason}"), Duration::from_secs(30), || async {
+            let c = api.get(&cluster).await?;
+            let conditions = c.status.map(|s| s.conditions).unwrap_or_default();
+            Ok(match condition::get(&conditions, "Ready") {
+                Some(r) if r.status == "False" && r.reason == reason => Ok(r.clone()),
+                other => Err(format!("{other:?}")),
+            })
+        })
+        .await?;
+        assert!(!ready.message.contains("s3cr3t"), "the kubeconfig content leaked into the status: {}", ready.message);
+        api.delete(&cluster, &Default::default()).await?;
+    }
+    Ok(())
+}
