@@ -40,3 +40,4 @@ bed-stats:
 # Regenerate crds/ from the Rust types.
 crds:
     cargo run -q -p emco-operator --bin crdgen > crds/emco-crds.yaml
+    cp crds/emco-crds.yaml charts/emco-operator/crds/emco-crds.yaml

@@ -20,3 +20,10 @@ fn every_crd_is_in_the_emco_category_with_printer_columns() {
         assert!(!columns.is_empty(), "{name} has no printer columns");
     }
 }
+
+#[test]
+fn the_operator_chart_ships_the_same_crds() {
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/emco-operator/crds/emco-crds.yaml");
+    let shipped = std::fs::read_to_string(chart).expect("the chart has crds/emco-crds.yaml");
+    assert!(shipped == emco::api::crds_yaml(), "charts/emco-operator/crds differs from crdgen: run `just crds`");
+}

@@ -45,7 +45,9 @@ async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Action, E
         let msg = format!("namespace {ns} already belongs to another project");
         condition::set(&mut status.conditions, condition::new("Ready", false, "NamespaceTaken", msg, generation));
     } else {
-        apply_namespace(&ctx, &project, &ns, existing.is_none()).await?;
+        let uid = project.metadata.uid.clone();
+        let ours = existing.as_ref().is_none_or(|n| n.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()));
+        apply_namespace(&ctx, &project, &ns, ours).await?;
         apply_admins(&ctx, &project, &ns).await?;
         let msg = format!("namespace {ns} is ready");
         condition::set(&mut status.conditions, condition::new("Ready", true, "NamespaceReady", msg, generation));

@@ -103,7 +103,15 @@ mod tests {
     #[test]
     fn a_large_bundle_round_trips_through_parts_under_the_limit() {
         // Random-looking data does not compress: force several parts.
-        let noise: String = (0..3_000_000u64).map(|i| char::from(b'a' + ((i * 2654435761) % 26) as u8)).collect();
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let noise: String = (0..3_000_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect();
         let resources = vec![serde_json::json!({"kind": "ConfigMap", "data": {"x": noise}})];
         let parts = encode(&resources);
         assert!(parts.len() > 1, "expected several parts, got {}", parts.len());

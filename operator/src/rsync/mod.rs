@@ -287,10 +287,15 @@ async fn release(ctx: &Context, actx: &AppContext) -> kube::Result<()> {
     let ns = actx.namespace().unwrap_or_default();
     let drop_finalizer = json!({"metadata": {"finalizers": null}});
     let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.hub.clone(), &ns);
-    let bundles: BTreeSet<_> = actx.spec.apps.iter().flat_map(|a| &a.clusters).map(|c| &c.bundle).map(|b| (b.name.clone(), b.parts)).collect();
+    let bundles: BTreeSet<_> =
+        actx.spec.apps.iter().flat_map(|a| &a.clusters).map(|c| &c.bundle).map(|b| (b.name.clone(), b.parts)).collect();
     for (name, parts) in bundles {
         for i in 0..parts {
-            ignore_missing(secrets.patch(&bundle::part_name(&name, i), &PatchParams::default(), &Patch::Merge(&drop_finalizer)).await)?;
+            ignore_missing(
+                secrets
+                    .patch(&bundle::part_name(&name, i), &PatchParams::default(), &Patch::Merge(&drop_finalizer))
+                    .await,
+            )?;
         }
     }
     let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &ns);
@@ -346,7 +351,11 @@ fn previous_of<'a>(previous: &'a AppContextStatus, u: &Unit) -> Option<&'a Clust
 }
 
 /// The AppContext status from the per-unit results.
-fn summarize(actx: &AppContext, operation: Operation, results: BTreeMap<(String, String), ClusterStatus>) -> AppContextStatus {
+fn summarize(
+    actx: &AppContext,
+    operation: Operation,
+    results: BTreeMap<(String, String), ClusterStatus>,
+) -> AppContextStatus {
     let generation = actx.metadata.generation;
     let mut status = AppContextStatus::default();
     let (mut total, mut present, mut ready, mut failed) = (0, 0, 0, 0);
@@ -452,4 +461,78 @@ fn error_policy(actx: Arc<AppContext>, error: &Error, ctx: Arc<Context>) -> Acti
     let key = format!("appcontext/{}/{}", actx.namespace().unwrap_or_default(), actx.name_any());
     tracing::warn!(appcontext = %key, %error, "rsync reconcile failed");
     Action::requeue(ctx.retry_after(&key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(operation: &str) -> AppContext {
+        serde_json::from_value(json!({
+            "apiVersion": "rsync.emco.io/v1alpha1", "kind": "AppContext", "metadata": {"name": "d-1", "namespace": "p"},
+            "spec": {"owner": {"kind": "DeploymentIntentGroup", "name": "d"}, "revision": 1, "operation": operation,
+                     "namespace": "p", "apps": []}
+        }))
+        .unwrap()
+    }
+
+    fn unit(
+        app: &str,
+        cluster: &str,
+        resources: u32,
+        deployed: u32,
+        ready: u32,
+        connectivity: &str,
+    ) -> ((String, String), ClusterStatus) {
+        let status = ClusterStatus {
+            cluster: cluster.into(),
+            connectivity: connectivity.into(),
+            resources,
+            deployed,
+            ready,
+            failed: vec![],
+        };
+        ((app.into(), cluster.into()), status)
+    }
+
+    #[test]
+    fn applied_everywhere_but_not_ready_is_instantiated_and_not_ready() {
+        let results =
+            BTreeMap::from([unit("edge", "e1", 3, 3, 3, "Available"), unit("edge", "e2", 3, 3, 1, "Available")]);
+        let s = summarize(&context("Instantiate"), Operation::Instantiate, results);
+        assert_eq!(s.state, ContextState::Instantiated);
+        assert_eq!((s.deployed.as_deref(), s.ready.as_deref()), (Some("6/6"), Some("4/6")));
+        assert!(!condition::is_true(&s.conditions, "Ready"));
+        assert!(condition::get(&s.conditions, "Ready").unwrap().message.contains("edge on e2 1/3"));
+    }
+
+    #[test]
+    fn an_unreachable_cluster_keeps_instantiating_and_says_so() {
+        let mut down = unit("edge", "e2", 3, 0, 0, "Retrying");
+        down.1.failed = vec!["cluster unreachable: connection refused".into()];
+        let s = summarize(
+            &context("Instantiate"),
+            Operation::Instantiate,
+            BTreeMap::from([unit("edge", "e1", 3, 3, 3, "Available"), down]),
+        );
+        assert_eq!(s.state, ContextState::Instantiating);
+        assert_eq!(condition::get(&s.conditions, "Deployed").unwrap().reason, "ClusterUnreachable");
+    }
+
+    #[test]
+    fn terminate_is_done_only_when_nothing_is_left_anywhere() {
+        let left = summarize(
+            &context("Terminate"),
+            Operation::Terminate,
+            BTreeMap::from([unit("edge", "e1", 3, 1, 0, "Available")]),
+        );
+        assert_eq!(left.state, ContextState::Terminating);
+        let gone = summarize(
+            &context("Terminate"),
+            Operation::Terminate,
+            BTreeMap::from([unit("edge", "e1", 3, 0, 0, "Available")]),
+        );
+        assert_eq!(gone.state, ContextState::Terminated);
+        assert_eq!(gone.deployed_counts["Deleted"], 3);
+    }
 }

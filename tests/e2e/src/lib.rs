@@ -176,7 +176,10 @@ pub async fn apply(client: &Client, obj: &serde_json::Value) -> Result<kube::api
         Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => Api::namespaced_with(client.clone(), ns, &ar),
         _ => Api::all_with(client.clone(), &ar),
     };
-    Ok(api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(obj)).await.with_context(|| format!("applying {kind} {name}"))?)
+    Ok(api
+        .patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(obj))
+        .await
+        .with_context(|| format!("applying {kind} {name}"))?)
 }
 
 /// A packaged chart (`.tgz`, one top-level folder named after the chart) from files in memory.
@@ -224,10 +227,13 @@ pub fn chart_configmap(ns: &str, name: &str, tgz: &[u8]) -> serde_json::Value {
 
 /// Creates a Project whose namespace is `name` and waits until the operator made it.
 pub async fn project(hub: &Client, name: &str) -> Result<()> {
-    apply(hub, &serde_json::json!({
-        "apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "Project",
-        "metadata": {"name": name}, "spec": {"namespace": name}
-    }))
+    apply(
+        hub,
+        &serde_json::json!({
+            "apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "Project",
+            "metadata": {"name": name}, "spec": {"namespace": name}
+        }),
+    )
     .await?;
     let api = Api::<Namespace>::all(hub.clone());
     wait_for(&format!("namespace of project {name}"), Duration::from_secs(30), || async {
@@ -287,7 +293,8 @@ pub async fn apply_cluster_as(client: &Client, obj: &serde_json::Value, manager:
 
 /// Takes back what field manager `manager` set on Cluster `name` (an empty apply).
 pub async fn remove_field_manager(client: &Client, name: &str, manager: &str) -> Result<()> {
-    let empty = serde_json::json!({"apiVersion": "clm.emco.io/v1alpha1", "kind": "Cluster", "metadata": {"name": name}});
+    let empty =
+        serde_json::json!({"apiVersion": "clm.emco.io/v1alpha1", "kind": "Cluster", "metadata": {"name": name}});
     apply_cluster_as(client, &empty, manager).await
 }
 
@@ -308,7 +315,13 @@ pub struct Probe {
 
 impl Probe {
     pub fn new(placement: serde_json::Value) -> Probe {
-        Probe { placement, overrides: serde_json::json!([]), chart: None, chart_configmap: "probe-chart", profiles: None }
+        Probe {
+            placement,
+            overrides: serde_json::json!([]),
+            chart: None,
+            chart_configmap: "probe-chart",
+            profiles: None,
+        }
     }
 
     pub async fn apply(&self, hub: &Client, bed: &Bed, ns: &str) -> Result<()> {
@@ -316,7 +329,10 @@ impl Probe {
         let default_chart = vec![
             ("Chart.yaml", "apiVersion: v2\nname: probe\nversion: 0.1.0\n"),
             ("values.yaml", "greeting: hello\n"),
-            ("templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\ndata:\n  greeting: {{ Values.greeting | quote }}\n"),
+            (
+                "templates/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\ndata:\n  greeting: {{ Values.greeting | quote }}\n",
+            ),
         ];
         let files = self.chart.clone().unwrap_or(default_chart);
         apply(hub, &chart_configmap(ns, "probe-chart", &chart_tgz("probe", &files))).await?;
@@ -326,8 +342,12 @@ impl Probe {
             "spec": {"compositeApp": "ca", "logicalCloud": "lc", "intents": {"genericPlacementIntent": "gpi"},
                      "overrideValues": self.overrides, "approved": true}});
         if let Some(profiles) = &self.profiles {
-            apply(hub, &json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "CompositeProfile",
-                "metadata": {"name": "profile", "namespace": ns}, "spec": {"profiles": profiles}})).await?;
+            apply(
+                hub,
+                &json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "CompositeProfile",
+                "metadata": {"name": "profile", "namespace": ns}, "spec": {"profiles": profiles}}),
+            )
+            .await?;
             dig["spec"]["compositeProfile"] = json!("profile");
         }
         let docs = [
@@ -366,7 +386,13 @@ pub async fn apply_sample(hub: &Client, ns: &str, dig: &str) -> Result<()> {
     for (cm, chart) in [("smtc-edge-chart", "smtc-edge"), ("smtc-cloud-chart", "smtc-cloud")] {
         apply(hub, &chart_configmap(ns, cm, &chart_dir_tgz(&format!("{SAMPLE}/charts/{chart}")))).await?;
     }
-    for file in ["03-logical-cloud.yaml", "04-composite-app.yaml", "05-composite-profile.yaml", "06-placement.yaml", "07-dig.yaml"] {
+    for file in [
+        "03-logical-cloud.yaml",
+        "04-composite-app.yaml",
+        "05-composite-profile.yaml",
+        "06-placement.yaml",
+        "07-dig.yaml",
+    ] {
         for mut doc in yaml_docs(&format!("{SAMPLE}/{file}")) {
             doc["metadata"]["namespace"] = json!(ns);
             match doc["kind"].as_str() {
@@ -384,4 +410,3 @@ pub async fn apply_sample(hub: &Client, ns: &str, dig: &str) -> Result<()> {
 pub fn complete(f: &Option<String>) -> bool {
     f.as_deref().and_then(|f| f.split_once('/')).is_some_and(|(a, b)| a == b && b != "0")
 }
-

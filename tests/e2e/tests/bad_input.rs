@@ -37,7 +37,9 @@ async fn refused(prefix: &str, probe: Probe, reason: &str) -> Result<String> {
 
 #[tokio::test]
 async fn unknown_app_in_a_placement_intent() -> Result<()> {
-    let message = refused("unknown-app", Probe::new(json!({"app": "nosuch", "allOf": [{"cluster": "edge01"}]})), "UnknownApp").await?;
+    let message =
+        refused("unknown-app", Probe::new(json!({"app": "nosuch", "allOf": [{"cluster": "edge01"}]})), "UnknownApp")
+            .await?;
     assert!(message.contains("nosuch"), "{message}");
     Ok(())
 }
@@ -63,7 +65,10 @@ async fn template_error_names_chart_file_and_line() -> Result<()> {
     let chart = vec![
         ("Chart.yaml", "apiVersion: v2\nname: probe\nversion: 0.1.0\n"),
         ("templates/good.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: good\n"),
-        ("templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\ndata:\n  x: {{ Values.missing.key }}\n"),
+        (
+            "templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\ndata:\n  x: {{ Values.missing.key }}\n",
+        ),
     ];
     let message = refused("template", Probe { chart: Some(chart), ..Probe::new(edge()) }, "TemplateError").await?;
     for part in ["probe", "templates/cm.yaml", "line 6"] {
@@ -78,9 +83,16 @@ async fn values_file_that_is_not_a_map() -> Result<()> {
     let hub = bed.hub().await;
     let ns = format!("values-{}", unique_suffix());
     project(&hub, &ns).await?;
-    apply(&hub, &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "list-values", "namespace": ns},
-        "data": {"values.yaml": "- a\n- b\n"}})).await?;
-    let probe = Probe { profiles: Some(json!([{"app": "probe", "valuesFrom": [{"configMap": {"name": "list-values"}}]}])), ..Probe::new(edge()) };
+    apply(
+        &hub,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "list-values", "namespace": ns},
+        "data": {"values.yaml": "- a\n- b\n"}}),
+    )
+    .await?;
+    let probe = Probe {
+        profiles: Some(json!([{"app": "probe", "valuesFrom": [{"configMap": {"name": "list-values"}}]}])),
+        ..Probe::new(edge())
+    };
     probe.apply(&hub, &bed, &ns).await?;
     let status = wait_dig(&hub, &ns, &ns, "refused with InvalidValues", Duration::from_secs(30), |s| {
         condition::get(&s.conditions, "Ready").is_some_and(|c| c.reason == "InvalidValues")
@@ -124,9 +136,16 @@ async fn cluster_with_missing_or_garbage_kubeconfig_is_not_ready_with_a_reason()
     let hub = Bed::get().hub().await;
     let suffix = unique_suffix();
     let garbage = format!("garbage-{suffix}");
-    apply(&hub, &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": garbage, "namespace": "emco-system"},
-        "stringData": {"kubeconfig": "s3cr3t-token-do-not-print: [unclosed"}})).await?;
-    for (cluster, secret, reason) in [(format!("missing-{suffix}"), format!("absent-{suffix}"), "KubeconfigSecretNotFound"), (format!("garbage-{suffix}"), garbage.clone(), "KubeconfigInvalid")] {
+    apply(
+        &hub,
+        &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": garbage, "namespace": "emco-system"},
+        "stringData": {"kubeconfig": "s3cr3t-token-do-not-print: [unclosed"}}),
+    )
+    .await?;
+    for (cluster, secret, reason) in [
+        (format!("missing-{suffix}"), format!("absent-{suffix}"), "KubeconfigSecretNotFound"),
+        (format!("garbage-{suffix}"), garbage.clone(), "KubeconfigInvalid"),
+    ] {
         apply(&hub, &json!({"apiVersion": "clm.emco.io/v1alpha1", "kind": "Cluster", "metadata": {"name": cluster},
             "spec": {"provider": "smartcity", "kubeconfig": {"secretRef": {"namespace": "emco-system", "name": secret}}}})).await?;
         let api = Api::<emco::api::clm::Cluster>::all(hub.clone());

@@ -22,14 +22,27 @@ async fn smartcity_apply_to_applied_and_ready() -> Result<()> {
         apply_sample(&hub, &ns, &ns).await?;
         let s = wait_dig(&hub, &ns, &ns, "deployed", Duration::from_secs(120), |s| complete(&s.deployed)).await?;
         applied.push(start.elapsed());
-        wait_dig(&hub, &ns, &ns, "ready", Duration::from_secs(120), |s| s.state == DigState::Instantiated && complete(&s.ready)).await?;
+        wait_dig(&hub, &ns, &ns, "ready", Duration::from_secs(120), |s| {
+            s.state == DigState::Instantiated && complete(&s.ready)
+        })
+        .await?;
         ready.push(start.elapsed());
-        println!("run: {} resources, applied {:?}, ready {:?}", s.deployed.unwrap_or_default(), applied.last().unwrap(), ready.last().unwrap());
+        println!(
+            "run: {} resources, applied {:?}, ready {:?}",
+            s.deployed.unwrap_or_default(),
+            applied.last().unwrap(),
+            ready.last().unwrap()
+        );
         let _ = kube::Api::<emco::api::orchestrator::Project>::all(hub.clone()).delete(&ns, &Default::default()).await;
     }
     for (what, mut times) in [("apply -> all Applied", applied), ("apply -> all Ready", ready)] {
         times.sort();
-        println!("BENCH smartcity {what}: median {:?}, min {:?}, max {:?} over {RUNS} runs", times[RUNS / 2], times[0], times[RUNS - 1]);
+        println!(
+            "BENCH smartcity {what}: median {:?}, min {:?}, max {:?} over {RUNS} runs",
+            times[RUNS / 2],
+            times[0],
+            times[RUNS - 1]
+        );
     }
     Ok(())
 }

@@ -9,7 +9,8 @@ use emco_e2e::*;
 use serde_json::json;
 
 fn instantiated(s: &emco::api::orchestrator::DeploymentIntentGroupStatus) -> bool {
-    matches!(s.state, DigState::Instantiated | DigState::Updated) && s.ready.as_deref().is_some_and(|r| r.split_once('/').is_some_and(|(a, b)| a == b && b != "0"))
+    matches!(s.state, DigState::Instantiated | DigState::Updated)
+        && s.ready.as_deref().is_some_and(|r| r.split_once('/').is_some_and(|(a, b)| a == b && b != "0"))
 }
 
 #[tokio::test]
@@ -18,10 +19,25 @@ async fn any_of_places_on_exactly_one_candidate() -> Result<()> {
     let hub = bed.hub().await;
     let ns = format!("anyof-{}", unique_suffix());
     project(&hub, &ns).await?;
-    Probe::new(json!({"app": "probe", "anyOf": [{"clusterLabel": "LabelSmartCityEdge"}]})).apply(&hub, &bed, &ns).await?;
+    Probe::new(json!({"app": "probe", "anyOf": [{"clusterLabel": "LabelSmartCityEdge"}]}))
+        .apply(&hub, &bed, &ns)
+        .await?;
     wait_dig(&hub, &ns, &ns, "Instantiated", Duration::from_secs(60), instantiated).await?;
     assert_eq!(holders(&bed, &ns).await?, ["edge01"], "anyOf over edge01 and edge02 picks exactly the first");
-    Ok(())
+
+    // Deleting the whole project (its namespace, DIG, AppContexts and bundles at once) still
+    // terminates first: nothing is left on the members.
+    kube::Api::<emco::api::orchestrator::Project>::all(hub.clone()).delete(&ns, &Default::default()).await?;
+    wait_until("the project's app removed from every member", Duration::from_secs(60), || async {
+        let h = holders(&bed, &ns).await?;
+        Ok(if h.is_empty() { Ok(()) } else { Err(format!("still on {h:?}")) })
+    })
+    .await?;
+    let namespaces = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(hub.clone());
+    wait_for("the project namespace gone", Duration::from_secs(60), || async {
+        Ok(namespaces.get_opt(&ns).await?.is_none().then_some(()))
+    })
+    .await
 }
 
 #[tokio::test]
@@ -45,9 +61,13 @@ async fn a_new_cluster_label_moves_nothing_until_a_new_revision() -> Result<()> 
     assert_eq!(holders(&bed, &ns).await?, ["edge01"], "the app moved without a new revision");
 
     // A change of the DIG's inputs makes revision 2, placed afresh: cloud01 now matches first.
-    let moved = Probe { overrides: json!([{"app": "probe", "values": {"greeting": "moved"}}]), ..Probe::new(placement) };
+    let moved =
+        Probe { overrides: json!([{"app": "probe", "values": {"greeting": "moved"}}]), ..Probe::new(placement) };
     moved.apply(&hub, &bed, &ns).await?;
-    wait_dig(&hub, &ns, &ns, "revision 2 deployed", Duration::from_secs(60), |s| s.revision == Some(2) && instantiated(s)).await?;
+    wait_dig(&hub, &ns, &ns, "revision 2 deployed", Duration::from_secs(60), |s| {
+        s.revision == Some(2) && instantiated(s)
+    })
+    .await?;
     wait_until("probe only on cloud01", Duration::from_secs(30), || async {
         let h = holders(&bed, &ns).await?;
         Ok(if h == ["cloud01"] { Ok(()) } else { Err(format!("held by {h:?}")) })

@@ -26,7 +26,10 @@ async fn smartcity_lands_on_the_right_members_and_terminate_removes_everything()
     })
     .await?;
     let to_ready = start.elapsed();
-    println!("smartcity: {} resources applied after {to_applied:?}, ready after {to_ready:?}", applied.deployed.unwrap());
+    println!(
+        "smartcity: {} resources applied after {to_applied:?}, ready after {to_ready:?}",
+        applied.deployed.unwrap()
+    );
     assert_eq!(ready.revision, Some(1));
 
     let edge = ["analytics", "sensor-simulator", "storage"];
@@ -40,18 +43,24 @@ async fn smartcity_lands_on_the_right_members_and_terminate_removes_everything()
         };
         assert_eq!(deployments, expected, "Deployments of {ns} on {member}");
         let config = deployed_names(&client, "v1", "ConfigMap", "configmaps", &ns).await?;
-        assert_eq!(config.contains(&"smtc-edge-config".to_string()), member.starts_with("edge"), "edge ConfigMap on {member}: {config:?}");
+        assert_eq!(
+            config.contains(&"smtc-edge-config".to_string()),
+            member.starts_with("edge"),
+            "edge ConfigMap on {member}: {config:?}"
+        );
     }
 
     // Terminate: everything goes from every member, the DIG stays.
     let digs = Api::<DeploymentIntentGroup>::namespaced(hub.clone(), &ns);
-    digs.patch(&ns, &PatchParams::apply("e2e-terminate"), &Patch::Merge(json!({"spec": {"state": "Terminated"}}))).await?;
+    digs.patch(&ns, &PatchParams::apply("e2e-terminate"), &Patch::Merge(json!({"spec": {"state": "Terminated"}})))
+        .await?;
     wait_dig(&hub, &ns, &ns, "Terminated", Duration::from_secs(60), |s| s.state == DigState::Terminated).await?;
     assert_nothing_left(&bed, &ns).await?;
 
     // Deleting the DIG: it goes, with its AppContexts.
     digs.delete(&ns, &DeleteParams::default()).await?;
-    wait_for("DIG deleted", Duration::from_secs(30), || async { Ok(digs.get_opt(&ns).await?.is_none().then_some(())) }).await?;
+    wait_for("DIG deleted", Duration::from_secs(30), || async { Ok(digs.get_opt(&ns).await?.is_none().then_some(())) })
+        .await?;
     assert_nothing_left(&bed, &ns).await?;
     Ok(())
 }
@@ -60,11 +69,12 @@ async fn smartcity_lands_on_the_right_members_and_terminate_removes_everything()
 pub async fn assert_nothing_left(bed: &Bed, dig: &str) -> Result<()> {
     for member in &bed.members {
         let client = bed.client(member).await;
-        for (gv, kind, plural) in [("apps/v1", "Deployment", "deployments"), ("v1", "Service", "services"), ("v1", "ConfigMap", "configmaps")] {
+        for (gv, kind, plural) in
+            [("apps/v1", "Deployment", "deployments"), ("v1", "Service", "services"), ("v1", "ConfigMap", "configmaps")]
+        {
             let left = deployed_names(&client, gv, kind, plural, dig).await?;
             assert!(left.is_empty(), "{kind}s of {dig} left on {member}: {left:?}");
         }
     }
     Ok(())
 }
-

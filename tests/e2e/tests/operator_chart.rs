@@ -1,0 +1,31 @@
+//! The operator's Helm chart lints and renders with the pinned helm, and its ClusterRole grants
+//! what the controllers use.
+
+use std::process::Command;
+
+use emco_e2e::{Bed, repo_root};
+
+fn helm(args: &[&str]) -> String {
+    let env = std::fs::read_to_string(Bed::get().dir.join("bed.env")).expect("bed.env");
+    let bin = env.lines().find_map(|l| l.strip_prefix("BIN_DIR=")).expect("BIN_DIR in bed.env");
+    let out = Command::new(format!("{bin}/helm")).args(args).current_dir(repo_root()).output().expect("running helm");
+    assert!(out.status.success(), "helm {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn chart_lints_and_renders_with_the_rbac_the_operator_needs() {
+    helm(&["lint", "--strict", "charts/emco-operator"]);
+    let rendered = helm(&["template", "emco", "charts/emco-operator", "--namespace", "emco-system"]);
+    for needed in [
+        "kind: ClusterRole",
+        "clm.emco.io",
+        "rsync.emco.io",
+        "secrets",
+        "namespaces",
+        "coordination.k8s.io",
+        "kind: Deployment",
+    ] {
+        assert!(rendered.contains(needed), "rendered chart lacks {needed:?}");
+    }
+}
