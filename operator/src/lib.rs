@@ -3,6 +3,9 @@
 //! distributed application scheduler with its placement and action stages) and `rsync` (applies
 //! AppContexts to member clusters and reports status back).
 
+// kube-derive's repeated `printcolumn(type_ = ...)` looks like a duplicated attribute to clippy.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod api;
 pub mod clm;
 pub mod controller;

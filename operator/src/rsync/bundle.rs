@@ -58,15 +58,18 @@ pub fn decode(name: &str, parts: &[Vec<u8>]) -> Result<Vec<Value>, BundleError> 
     serde_json::from_slice(&json).map_err(|e| BundleError::Corrupt(name.into(), e.to_string()))
 }
 
+/// A bundle's resources, shared by every reader.
+pub type Resources = Arc<Vec<Value>>;
+
 /// Bundles read so far, by namespace and name.
 #[derive(Default)]
 pub struct BundleCache {
-    loaded: Mutex<HashMap<(String, String), Arc<Vec<Value>>>>,
+    loaded: Mutex<HashMap<(String, String), Resources>>,
 }
 
 impl BundleCache {
     /// The resources of `bundle` in namespace `ns`, read from the hub the first time only.
-    pub async fn load(&self, hub: &Client, ns: &str, bundle: &BundleRef) -> Result<Arc<Vec<Value>>, BundleError> {
+    pub async fn load(&self, hub: &Client, ns: &str, bundle: &BundleRef) -> Result<Resources, BundleError> {
         let key = (ns.to_string(), bundle.name.clone());
         if let Some(found) = self.loaded.lock().unwrap().get(&key) {
             return Ok(found.clone());

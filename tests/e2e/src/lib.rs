@@ -176,10 +176,9 @@ pub async fn apply(client: &Client, obj: &serde_json::Value) -> Result<kube::api
         Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => Api::namespaced_with(client.clone(), ns, &ar),
         _ => Api::all_with(client.clone(), &ar),
     };
-    Ok(api
-        .patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(obj))
+    api.patch(name, &PatchParams::apply("e2e").force(), &Patch::Apply(obj))
         .await
-        .with_context(|| format!("applying {kind} {name}"))?)
+        .with_context(|| format!("applying {kind} {name}"))
 }
 
 /// A packaged chart (`.tgz`, one top-level folder named after the chart) from files in memory.
