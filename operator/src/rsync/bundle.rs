@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use crate::api::rsync::BundleRef;
 
-/// Largest payload of one bundle Secret.
-pub const PART_BYTES: usize = 768 * 1024;
+/// Largest payload of one bundle Secret (base64 in JSON makes it about 700 KiB on the wire).
+pub const PART_BYTES: usize = 512 * 1024;
 /// The Secret type of bundle parts.
 pub const SECRET_TYPE: &str = "emco.io/bundle";
 /// The data key of a bundle part.

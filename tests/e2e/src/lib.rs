@@ -310,6 +310,8 @@ pub struct Probe {
     pub chart_configmap: &'static str,
     /// The composite profile's `profiles`, if any.
     pub profiles: Option<serde_json::Value>,
+    /// A Helm repository `{url, chart, version}` to take the chart from instead of the ConfigMap.
+    pub repository: Option<serde_json::Value>,
 }
 
 impl Probe {
@@ -320,22 +322,19 @@ impl Probe {
             chart: None,
             chart_configmap: "probe-chart",
             profiles: None,
+            repository: None,
         }
     }
 
     pub async fn apply(&self, hub: &Client, bed: &Bed, ns: &str) -> Result<()> {
         use serde_json::json;
-        let default_chart = vec![
-            ("Chart.yaml", "apiVersion: v2\nname: probe\nversion: 0.1.0\n"),
-            ("values.yaml", "greeting: hello\n"),
-            (
-                "templates/cm.yaml",
-                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\ndata:\n  greeting: {{ Values.greeting | quote }}\n",
-            ),
-        ];
-        let files = self.chart.clone().unwrap_or(default_chart);
+        let files = self.chart.clone().unwrap_or_else(|| probe_chart_files().to_vec());
         apply(hub, &chart_configmap(ns, "probe-chart", &chart_tgz("probe", &files))).await?;
         let clusters: Vec<serde_json::Value> = bed.members.iter().map(|m| json!({"cluster": m})).collect();
+        let chart_source = match &self.repository {
+            Some(repo) => json!({"repository": repo}),
+            None => json!({"configMap": {"name": self.chart_configmap}}),
+        };
         let mut dig = json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "DeploymentIntentGroup",
             "metadata": {"name": ns, "namespace": ns},
             "spec": {"compositeApp": "ca", "logicalCloud": "lc", "intents": {"genericPlacementIntent": "gpi"},
@@ -353,7 +352,7 @@ impl Probe {
             json!({"apiVersion": "dcm.emco.io/v1alpha1", "kind": "LogicalCloud", "metadata": {"name": "lc", "namespace": ns},
                    "spec": {"type": "Admin", "namespace": ns, "clusters": clusters}}),
             json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "CompositeApp", "metadata": {"name": "ca", "namespace": ns},
-                   "spec": {"apps": [{"name": "probe", "chart": {"configMap": {"name": self.chart_configmap}}}]}}),
+                   "spec": {"apps": [{"name": "probe", "chart": chart_source}]}}),
             json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "GenericPlacementIntent", "metadata": {"name": "gpi", "namespace": ns},
                    "spec": {"appIntents": [self.placement]}}),
             dig,
@@ -362,6 +361,61 @@ impl Probe {
             apply(hub, doc).await?;
         }
         Ok(())
+    }
+}
+
+/// The files of the probe chart: one ConfigMap `probe` with a greeting from the values.
+pub fn probe_chart_files() -> [(&'static str, &'static str); 3] {
+    [
+        ("Chart.yaml", "apiVersion: v2\nname: probe\nversion: 0.1.0\n"),
+        ("values.yaml", "greeting: hello\n"),
+        (
+            "templates/cm.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\ndata:\n  greeting: {{ Values.greeting | quote }}\n",
+        ),
+    ]
+}
+
+/// A Helm HTTP repository on 127.0.0.1 serving `files` (path → content) until dropped.
+pub struct HelmRepository {
+    pub url: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl HelmRepository {
+    pub async fn serve(files: Vec<(String, Vec<u8>)>) -> HelmRepository {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding 127.0.0.1");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let files = std::sync::Arc::new(files);
+        let server = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let files = files.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let n = conn.read(&mut buf).await.unwrap_or(0);
+                    let request = String::from_utf8_lossy(&buf[..n]);
+                    let path = request.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+                    let reply = match files.iter().find(|(p, _)| *p == path) {
+                        Some((_, body)) => [
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len())
+                                .into_bytes(),
+                            body.clone(),
+                        ]
+                        .concat(),
+                        None => b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_vec(),
+                    };
+                    let _ = conn.write_all(&reply).await;
+                });
+            }
+        });
+        HelmRepository { url, server }
+    }
+}
+
+impl Drop for HelmRepository {
+    fn drop(&mut self) {
+        self.server.abort();
     }
 }
 

@@ -75,3 +75,27 @@ async fn a_new_cluster_label_moves_nothing_until_a_new_revision() -> Result<()> 
     .await?;
     remove_field_manager(&hub, "cloud01", &format!("e2e-{ns}")).await
 }
+
+#[tokio::test]
+async fn chart_from_a_helm_http_repository() -> Result<()> {
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let ns = format!("repo-{}", unique_suffix());
+    project(&hub, &ns).await?;
+    let tgz = chart_tgz("probe", &probe_chart_files());
+    let index =
+        "apiVersion: v1\nentries:\n  probe:\n  - name: probe\n    version: 0.1.0\n    urls: [charts/probe-0.1.0.tgz]\n";
+    let repo = HelmRepository::serve(vec![
+        ("index.yaml".into(), index.as_bytes().to_vec()),
+        ("charts/probe-0.1.0.tgz".into(), tgz),
+    ])
+    .await;
+    let probe = Probe {
+        repository: Some(json!({"url": repo.url, "chart": "probe"})),
+        ..Probe::new(json!({"app": "probe", "allOf": [{"cluster": "edge02"}]}))
+    };
+    probe.apply(&hub, &bed, &ns).await?;
+    wait_dig(&hub, &ns, &ns, "Instantiated", Duration::from_secs(60), instantiated).await?;
+    assert_eq!(holders(&bed, &ns).await?, ["edge02"]);
+    Ok(())
+}

@@ -50,6 +50,19 @@ async fn smartcity_lands_on_the_right_members_and_terminate_removes_everything()
         );
     }
 
+    // Values merge: chart < profile < DIG overrideValues.
+    let edge01 = bed.client("edge01").await;
+    let config =
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(edge01.clone(), &ns).get("smtc-edge-config").await?;
+    let cloud_url = config.data.unwrap_or_default().remove("cloudUrl").unwrap_or_default();
+    assert!(
+        cloud_url.contains("web.smartcity.cloud01.example"),
+        "the profile's cloud.host must win over the chart's: {cloud_url}"
+    );
+    let analytics = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(edge01, &ns).get("analytics").await?;
+    let image = analytics.spec.unwrap().template.spec.unwrap().containers[0].image.clone().unwrap_or_default();
+    assert!(image.ends_with(":1.1"), "the DIG's overrideValues image.tag must win over the chart's: {image}");
+
     // Terminate: everything goes from every member, the DIG stays.
     let digs = Api::<DeploymentIntentGroup>::namespaced(hub.clone(), &ns);
     digs.patch(&ns, &PatchParams::apply("e2e-terminate"), &Patch::Merge(json!({"spec": {"state": "Terminated"}})))
