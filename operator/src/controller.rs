@@ -36,10 +36,15 @@ pub struct Context {
 impl Context {
     /// The delay before retrying `key` after a transient failure: 1 s, doubling up to 2 min.
     pub fn retry_after(&self, key: &str) -> Duration {
+        self.backoff(key, Duration::from_secs(1), Duration::from_secs(120))
+    }
+
+    /// The delay before looking at `key` again while it makes progress: `base`, doubling to `max`.
+    pub fn backoff(&self, key: &str, base: Duration, max: Duration) -> Duration {
         let mut retries = self.retries.lock().unwrap();
         let n = retries.entry(key.to_string()).or_insert(0);
-        *n = (*n + 1).min(8);
-        Duration::from_secs(1 << (*n - 1)).min(Duration::from_secs(120))
+        *n = (*n + 1).min(10);
+        (base * (1 << (*n - 1))).min(max)
     }
 
     /// Forgets the failures of `key` after a success.

@@ -437,23 +437,25 @@ fn summarize(
     status
 }
 
-/// When to look again: soon while work is under way, rarely once all is ready.
+/// When to look again: soon while work is under way (250 ms, backing off to 5 s), rarely once
+/// all is ready, with exponential backoff while a cluster is unreachable or refuses resources.
 fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Action {
     let key = format!("appcontext/{}/{}", actx.namespace().unwrap_or_default(), actx.name_any());
+    let poll = format!("poll/{key}");
     let unreachable = status.apps.iter().flat_map(|a| &a.clusters).any(unreachable);
+    let failed = matches!(status.state, ContextState::InstantiateFailed | ContextState::UpdateFailed);
     match status.state {
         ContextState::Terminated => Action::await_change(),
-        _ if unreachable
-            || status.state == ContextState::InstantiateFailed
-            || status.state == ContextState::UpdateFailed =>
-        {
-            Action::requeue(ctx.retry_after(&key))
-        }
+        _ if unreachable || failed => Action::requeue(ctx.retry_after(&key)),
         _ if condition::is_true(&status.conditions, "Ready") => {
             ctx.succeeded(&key);
+            ctx.succeeded(&poll);
             Action::requeue(Duration::from_secs(60))
         }
-        _ => Action::requeue(Duration::from_secs(2)),
+        _ => {
+            ctx.succeeded(&key);
+            Action::requeue(ctx.backoff(&poll, Duration::from_millis(250), Duration::from_secs(5)))
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use emco::api::orchestrator::DigState;
+use emco::api::orchestrator::{DeploymentIntentGroupStatus, DigState};
 use emco_e2e::*;
 
 const RUNS: usize = 5;
@@ -45,4 +45,17 @@ async fn smartcity_apply_to_applied_and_ready() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Reads the DIG every 20 ms (finer than `wait_dig`) until `done`; fails after two minutes.
+async fn poll(hub: &kube::Client, ns: &str, done: impl Fn(&DeploymentIntentGroupStatus) -> bool) -> Result<DeploymentIntentGroupStatus> {
+    let start = Instant::now();
+    loop {
+        let status = dig(hub, ns, ns).await?.status.unwrap_or_default();
+        if done(&status) {
+            return Ok(status);
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(120), "DIG {ns} stuck: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
