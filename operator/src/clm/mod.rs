@@ -7,15 +7,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::{Node, Secret};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
 
 use crate::api::clm::{Cluster, ClusterStatus, NodeInventory};
 use crate::api::condition;
-use crate::controller::{Context, MANAGER};
+use crate::controller::{Context, write_status};
 
 /// How often a healthy member is probed again.
 const PROBE_INTERVAL: Duration = Duration::from_secs(30);
@@ -67,9 +66,7 @@ async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, E
             }
         },
     }
-    if cluster.status.as_ref() != Some(&status) {
-        write_status(&ctx.hub, &cluster.name_any(), &status).await?;
-    }
+    write_status(&Api::all(ctx.hub.clone()), cluster.as_ref(), cluster.status.as_ref(), &status).await?;
     Ok(Action::requeue(PROBE_INTERVAL))
 }
 
@@ -114,14 +111,6 @@ fn record_probe(status: &mut ClusterStatus, version: String, nodes: Vec<NodeInve
 fn set_unreachable(status: &mut ClusterStatus, reason: &str, message: &str, generation: Option<i64>) {
     condition::set(&mut status.conditions, condition::new("Reachable", false, reason, message, generation));
     condition::set(&mut status.conditions, condition::new("Ready", false, reason, message, generation));
-}
-
-async fn write_status(hub: &Client, name: &str, status: &ClusterStatus) -> kube::Result<()> {
-    let patch = json!({"apiVersion": "clm.emco.io/v1alpha1", "kind": "Cluster", "status": status});
-    Api::<Cluster>::all(hub.clone())
-        .patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
-        .await?;
-    Ok(())
 }
 
 fn error_policy(cluster: Arc<Cluster>, error: &Error, ctx: Arc<Context>) -> Action {

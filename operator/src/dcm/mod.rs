@@ -5,19 +5,17 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use crate::api::clm::Cluster;
 use crate::api::condition;
 use crate::api::dcm::{
     LogicalCloud, LogicalCloudClusterStatus, LogicalCloudDesiredState, LogicalCloudStatus, LogicalCloudType,
 };
-use crate::controller::{Context, MANAGER};
+use crate::controller::{Context, write_status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -47,12 +45,13 @@ pub async fn run(ctx: Arc<Context>) {
 
 async fn reconcile(lc: Arc<LogicalCloud>, ctx: Arc<Context>) -> Result<Action, Error> {
     let status = desired_status(&lc, &ctx);
-    if lc.status.as_ref() != Some(&status) {
-        let patch = json!({"apiVersion": "dcm.emco.io/v1alpha1", "kind": "LogicalCloud", "status": status});
-        Api::<LogicalCloud>::namespaced(ctx.hub.clone(), &lc.namespace().unwrap_or_default())
-            .patch_status(&lc.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
-            .await?;
-    }
+    write_status(
+        &Api::namespaced(ctx.hub.clone(), &lc.namespace().unwrap_or_default()),
+        lc.as_ref(),
+        lc.status.as_ref(),
+        &status,
+    )
+    .await?;
     Ok(Action::await_change())
 }
 

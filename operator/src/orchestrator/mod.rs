@@ -32,7 +32,7 @@ use crate::api::orchestrator::{
     GenericPlacementIntent, Revision,
 };
 use crate::api::rsync::{AppContext, Operation};
-use crate::controller::{Context, MANAGER};
+use crate::controller::{Context, write_status};
 
 const FINALIZER: &str = "orchestrator.emco.io/terminate";
 /// Annotation on an AppContext: the hash of the DIG inputs it was made from.
@@ -118,7 +118,7 @@ async fn reconcile(dig: Arc<Dig>, ctx: Arc<Context>) -> Result<Action, Error> {
     let mut status = dig.status.clone().unwrap_or_default();
     status.observed_generation = dig.metadata.generation;
     let action = lifecycle(&ctx, &dig, current, &mut status).await?;
-    write_status(&api, &dig, &status).await?;
+    write_status(&api, dig.as_ref(), dig.status.as_ref(), &status).await?;
     Ok(action)
 }
 
@@ -269,23 +269,13 @@ async fn cleanup(api: &Api<Dig>, dig: &Dig, current: Option<AppContext>, ctx: &C
         terminate(ctx, current.as_ref().expect("not done means a context")).await?;
         let mut status = dig.status.clone().unwrap_or_default();
         status::mirror(&mut status, current.as_ref(), dig.metadata.generation);
-        write_status(api, dig, &status).await?;
+        write_status(api, dig, dig.status.as_ref(), &status).await?;
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     let finalizers: Vec<_> = dig.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": dig.resource_version()}});
     api.patch(&dig.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
     Ok(Action::await_change())
-}
-
-async fn write_status(api: &Api<Dig>, dig: &Dig, status: &DeploymentIntentGroupStatus) -> kube::Result<()> {
-    if dig.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let patch =
-        json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "DeploymentIntentGroup", "status": status});
-    api.patch_status(&dig.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch)).await?;
-    Ok(())
 }
 
 async fn publish(ctx: &Context, dig: &Dig, type_: EventType, reason: &str, note: String) {

@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::api::condition;
 use crate::api::labels;
 use crate::api::orchestrator::Project;
-use crate::controller::{Context, MANAGER};
+use crate::controller::{Context, MANAGER, write_status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -54,12 +54,7 @@ async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Action, E
         status.namespace = Some(ns);
     }
     status.observed_generation = generation;
-    if project.status.as_ref() != Some(&status) {
-        let patch = json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "Project", "status": status});
-        Api::<Project>::all(ctx.hub.clone())
-            .patch_status(&project.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
-            .await?;
-    }
+    write_status(&Api::all(ctx.hub.clone()), project.as_ref(), project.status.as_ref(), &status).await?;
     Ok(Action::await_change())
 }
 

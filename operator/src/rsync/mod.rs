@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use crate::api::condition;
 use crate::api::orchestrator::OpStatus;
 use crate::api::rsync::{AppContext, AppContextStatus, AppStatus, ClusterStatus, ContextApp, ContextState, Operation};
-use crate::controller::{Context, MANAGER};
+use crate::controller::{Context, write_status};
 use member::{Member, Outcome};
 
 /// (app, cluster) pairs worked on at once within one AppContext.
@@ -93,12 +93,7 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
         return Ok(Action::await_change());
     }
     let action = next_look(&ctx, &actx, &status);
-    if status != previous {
-        let patch = json!({"apiVersion": "rsync.emco.io/v1alpha1", "kind": "AppContext", "status": status});
-        Api::<AppContext>::namespaced(ctx.hub.clone(), &ns)
-            .patch_status(&actx.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
-            .await?;
-    }
+    write_status(&Api::namespaced(ctx.hub.clone(), &ns), actx.as_ref(), Some(&previous), &status).await?;
     Ok(action)
 }
 

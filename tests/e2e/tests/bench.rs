@@ -20,12 +20,9 @@ async fn smartcity_apply_to_applied_and_ready() -> Result<()> {
         project(&hub, &ns).await?;
         let start = Instant::now();
         apply_sample(&hub, &ns, &ns).await?;
-        let s = wait_dig(&hub, &ns, &ns, "deployed", Duration::from_secs(120), |s| complete(&s.deployed)).await?;
+        let s = poll(&hub, &ns, |s| complete(&s.deployed)).await?;
         applied.push(start.elapsed());
-        wait_dig(&hub, &ns, &ns, "ready", Duration::from_secs(120), |s| {
-            s.state == DigState::Instantiated && complete(&s.ready)
-        })
-        .await?;
+        poll(&hub, &ns, |s| s.state == DigState::Instantiated && complete(&s.ready)).await?;
         ready.push(start.elapsed());
         println!(
             "run: {} resources, applied {:?}, ready {:?}",
@@ -48,7 +45,11 @@ async fn smartcity_apply_to_applied_and_ready() -> Result<()> {
 }
 
 /// Reads the DIG every 20 ms (finer than `wait_dig`) until `done`; fails after two minutes.
-async fn poll(hub: &kube::Client, ns: &str, done: impl Fn(&DeploymentIntentGroupStatus) -> bool) -> Result<DeploymentIntentGroupStatus> {
+async fn poll(
+    hub: &kube::Client,
+    ns: &str,
+    done: impl Fn(&DeploymentIntentGroupStatus) -> bool,
+) -> Result<DeploymentIntentGroupStatus> {
     let start = Instant::now();
     loop {
         let status = dig(hub, ns, ns).await?.status.unwrap_or_default();
