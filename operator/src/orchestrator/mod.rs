@@ -112,13 +112,15 @@ async fn reconcile(dig: Arc<Dig>, ctx: Arc<Context>) -> Result<Action, Error> {
         return cleanup(&api, &dig, current, &ctx).await;
     }
     if !dig.finalizers().iter().any(|f| f == FINALIZER) {
-        let patch = json!({"metadata": {"finalizers": [FINALIZER], "resourceVersion": dig.resource_version()}});
+        let finalizers: Vec<&str> = dig.finalizers().iter().map(String::as_str).chain([FINALIZER]).collect();
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": dig.resource_version()}});
         api.patch(&dig.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
     }
     let mut status = dig.status.clone().unwrap_or_default();
     status.observed_generation = dig.metadata.generation;
     let action = lifecycle(&ctx, &dig, current, &mut status).await?;
     write_status(&api, dig.as_ref(), dig.status.as_ref(), &status).await?;
+    ctx.succeeded(&key(&dig));
     Ok(action)
 }
 
@@ -285,8 +287,12 @@ async fn publish(ctx: &Context, dig: &Dig, type_: EventType, reason: &str, note:
     }
 }
 
+fn key(dig: &Dig) -> String {
+    format!("dig/{}/{}", dig.namespace().unwrap_or_default(), dig.name_any())
+}
+
 fn error_policy(dig: Arc<Dig>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!("dig/{}/{}", dig.namespace().unwrap_or_default(), dig.name_any());
+    let key = key(&dig);
     tracing::warn!(dig = %key, %error, "deployment intent group reconcile failed");
     Action::requeue(ctx.retry_after(&key))
 }

@@ -20,6 +20,7 @@ use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
+use crate::api::clm::Cluster;
 use crate::api::condition;
 use crate::api::orchestrator::OpStatus;
 use crate::api::rsync::{AppContext, AppContextStatus, AppStatus, ClusterStatus, ContextApp, ContextState, Operation};
@@ -48,7 +49,18 @@ pub async fn run(ctx: Arc<Context>) {
         .reflect(writer)
         .applied_objects()
         .predicate_filter(spec_or_deletion, Default::default());
+    let by_cluster = reader.clone();
     Controller::for_stream(contexts, reader)
+        // A member coming back (or its kubeconfig mended) retries at once, not at the next backoff.
+        .watches(Api::<Cluster>::all(ctx.hub.clone()), watcher::Config::default(), move |cluster: Cluster| {
+            let name = cluster.name_any();
+            by_cluster
+                .state()
+                .into_iter()
+                .filter(|a| a.spec.apps.iter().flat_map(|app| &app.clusters).any(|c| c.cluster == name))
+                .map(|a| ObjectRef::from_obj(a.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})

@@ -312,6 +312,8 @@ pub struct Probe {
     pub profiles: Option<serde_json::Value>,
     /// A Helm repository `{url, chart, version}` to take the chart from instead of the ConfigMap.
     pub repository: Option<serde_json::Value>,
+    /// The logical cloud's clusters; every member of the bed when `None`.
+    pub clusters: Option<Vec<String>>,
 }
 
 impl Probe {
@@ -323,6 +325,7 @@ impl Probe {
             chart_configmap: "probe-chart",
             profiles: None,
             repository: None,
+            clusters: None,
         }
     }
 
@@ -330,7 +333,8 @@ impl Probe {
         use serde_json::json;
         let files = self.chart.clone().unwrap_or_else(|| probe_chart_files().to_vec());
         apply(hub, &chart_configmap(ns, "probe-chart", &chart_tgz("probe", &files))).await?;
-        let clusters: Vec<serde_json::Value> = bed.members.iter().map(|m| json!({"cluster": m})).collect();
+        let names = self.clusters.as_ref().unwrap_or(&bed.members);
+        let clusters: Vec<serde_json::Value> = names.iter().map(|m| json!({"cluster": m})).collect();
         let chart_source = match &self.repository {
             Some(repo) => json!({"repository": repo}),
             None => json!({"configMap": {"name": self.chart_configmap}}),

@@ -1,0 +1,74 @@
+//! A member that cannot be reached: the DIG keeps trying (connectivity Retrying, reason
+//! ClusterUnreachable) and completes once the cluster's kubeconfig Secret is mended, with no restart.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use emco::api::condition;
+use emco::api::rsync::AppContext;
+use emco_e2e::*;
+use kube::Api;
+use serde_json::json;
+
+fn secret(name: &str, kubeconfig: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "emco-system"},
+           "stringData": {"kubeconfig": kubeconfig}})
+}
+
+#[tokio::test]
+async fn unreachable_member_is_retried_until_its_kubeconfig_is_mended() -> Result<()> {
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let suffix = unique_suffix();
+    let (cluster, ns) = (format!("flaky-{suffix}"), format!("flaky-{suffix}"));
+    let real = std::fs::read_to_string(bed.kubeconfig("edge01"))?;
+    let server = real.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("a server line").to_string();
+    let closed_port = real.replace(&server, "https://127.0.0.1:1");
+    apply(&hub, &secret(&cluster, &closed_port)).await?;
+    apply(
+        &hub,
+        &json!({"apiVersion": "clm.emco.io/v1alpha1", "kind": "Cluster", "metadata": {"name": cluster},
+        "spec": {"provider": "smartcity", "kubeconfig": {"secretRef": {"namespace": "emco-system", "name": cluster}}}}),
+    )
+    .await?;
+    project(&hub, &ns).await?;
+    let probe = Probe {
+        clusters: Some(vec![cluster.clone()]),
+        ..Probe::new(json!({"app": "probe", "allOf": [{"cluster": cluster}]}))
+    };
+    probe.apply(&hub, &bed, &ns).await?;
+
+    let contexts = Api::<AppContext>::namespaced(hub.clone(), &ns);
+    let name = format!("{ns}-1");
+    wait_until("the AppContext retrying an unreachable cluster", Duration::from_secs(60), || async {
+        let status = contexts.get_opt(&name).await?.and_then(|c| c.status).unwrap_or_default();
+        let connectivity: Vec<String> =
+            status.apps.iter().flat_map(|a| &a.clusters).map(|c| c.connectivity.clone()).collect();
+        let reason = condition::get(&status.conditions, "Deployed").map(|c| c.reason.clone());
+        Ok(if connectivity == ["Retrying"] && reason.as_deref() == Some("ClusterUnreachable") {
+            Ok(())
+        } else {
+            Err(format!("{connectivity:?} {reason:?}"))
+        })
+    })
+    .await?;
+    let status = dig(&hub, &ns, &ns).await?.status.unwrap_or_default();
+    assert_eq!(status.state, emco::api::orchestrator::DigState::Instantiating);
+
+    apply(&hub, &secret(&cluster, &real)).await?;
+    wait_dig(&hub, &ns, &ns, "Instantiated after the kubeconfig was mended", Duration::from_secs(90), |s| {
+        s.state == emco::api::orchestrator::DigState::Instantiated && complete(&s.ready)
+    })
+    .await?;
+    let on_edge01 = deployed_names(&bed.client("edge01").await, "v1", "ConfigMap", "configmaps", &ns).await?;
+    assert_eq!(on_edge01, ["probe"]);
+
+    kube::Api::<emco::api::orchestrator::Project>::all(hub.clone()).delete(&ns, &Default::default()).await?;
+    wait_until("the probe removed from edge01", Duration::from_secs(60), || async {
+        let left = deployed_names(&bed.client("edge01").await, "v1", "ConfigMap", "configmaps", &ns).await?;
+        Ok(if left.is_empty() { Ok(()) } else { Err(format!("{left:?}")) })
+    })
+    .await?;
+    kube::Api::<emco::api::clm::Cluster>::all(hub.clone()).delete(&cluster, &Default::default()).await?;
+    Ok(())
+}
