@@ -149,3 +149,105 @@ fn digest(resources: &[Value]) -> String {
     let sum = Sha256::digest(&bytes);
     sum.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::api::clm::Cluster;
+    use std::collections::BTreeSet;
+
+    fn from<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
+        let value: Value = serde_saphyr::from_str(yaml).expect("fixture YAML");
+        serde_json::from_value(value).expect("fixture fits the type")
+    }
+
+    fn tgz(files: &[(&str, &str)]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+        for (path, content) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, format!("web/{path}"), content.as_bytes()).unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap()
+    }
+
+    fn cluster(name: &str, version: &str) -> Cluster {
+        from(&format!(
+            "{{apiVersion: clm.emco.io/v1alpha1, kind: Cluster, metadata: {{name: {name}}},
+              spec: {{provider: p, kubeconfig: {{secretRef: {{namespace: emco-system, name: {name}}}}}}},
+              status: {{kubernetesVersion: {version}}}}}"
+        ))
+    }
+
+    /// Inputs of a DIG `d` in project `p` with one app `web` whose chart renders one ConfigMap.
+    pub(crate) fn inputs() -> Inputs {
+        let chart = tgz(&[
+            ("Chart.yaml", "apiVersion: v2\nname: web\nversion: 1.0.0\n"),
+            ("values.yaml", "greeting: chart\ncolour: chart\nsize: chart\n"),
+            (
+                "templates/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n  labels: {tier: front}\ndata:\n  greeting: {{ Values.greeting }}\n  colour: {{ Values.colour }}\n  size: {{ Values.size }}\n  minor: \"{{ Capabilities.KubeVersion.Minor }}\"\n",
+            ),
+        ]);
+        Inputs {
+            dig: from("{apiVersion: orchestrator.emco.io/v1alpha1, kind: DeploymentIntentGroup, metadata: {name: d, namespace: p},
+                spec: {compositeApp: ca, logicalCloud: lc, intents: {genericPlacementIntent: gpi},
+                       overrideValues: [{app: web, values: {size: override}}]}}"),
+            composite_app: from("{apiVersion: orchestrator.emco.io/v1alpha1, kind: CompositeApp, metadata: {name: ca, namespace: p},
+                spec: {apps: [{name: web, chart: {configMap: {name: web-chart}}}]}}"),
+            profile: Some(from("{apiVersion: orchestrator.emco.io/v1alpha1, kind: CompositeProfile, metadata: {name: prof, namespace: p},
+                spec: {profiles: [{app: web, values: {colour: profile, size: profile}}]}}")),
+            values_files: BTreeMap::from([("web".to_string(), vec![("file".to_string(), "greeting: file\n".to_string())])]),
+            logical_cloud: from("{apiVersion: dcm.emco.io/v1alpha1, kind: LogicalCloud, metadata: {name: lc, namespace: p},
+                spec: {namespace: apps, clusters: [{cluster: a}, {cluster: b}, {cluster: c}]}}"),
+            placement: from("{apiVersion: orchestrator.emco.io/v1alpha1, kind: GenericPlacementIntent, metadata: {name: gpi, namespace: p},
+                spec: {appIntents: [{app: web, allOf: [{cluster: a}, {cluster: b}, {cluster: c}]}]}}"),
+            clusters: vec![cluster("a", "v1.35.4"), cluster("b", "v1.35.4"), cluster("c", "v1.34.2")],
+            charts: BTreeMap::from([("web".to_string(), chart)]),
+        }
+    }
+
+    fn placed_on(names: &[&str]) -> Placement {
+        Placement::from([("web".to_string(), names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>())])
+    }
+
+    #[test]
+    fn values_merge_chart_then_profile_then_file_then_override_and_resources_are_labelled() {
+        let plan = plan(&inputs(), &placed_on(&["a"]), 1).unwrap();
+        assert_eq!(plan.namespace, "apps");
+        let cm = &plan.apps[0].bundles[0].resources[0];
+        assert_eq!(cm["data"]["greeting"], "file");
+        assert_eq!(cm["data"]["colour"], "profile");
+        assert_eq!(cm["data"]["size"], "override");
+        let labels = &cm["metadata"]["labels"];
+        assert_eq!(labels["tier"], "front", "the chart's own labels stay");
+        assert_eq!(
+            (labels[labels::DIG].as_str(), labels[labels::PROJECT].as_str(), labels[labels::APP].as_str()),
+            (Some("d"), Some("p"), Some("web"))
+        );
+    }
+
+    #[test]
+    fn clusters_with_identical_resources_share_a_bundle_and_versions_render_apart() {
+        let plan = plan(&inputs(), &placed_on(&["a", "b", "c"]), 1).unwrap();
+        let bundles = &plan.apps[0].bundles;
+        assert_eq!(bundles.len(), 2, "a and b share one bundle, c (1.34) gets its own");
+        let by_minor: BTreeMap<String, Vec<String>> = bundles
+            .iter()
+            .map(|b| (b.resources[0]["data"]["minor"].as_str().unwrap().to_string(), b.clusters.clone()))
+            .collect();
+        assert_eq!(by_minor["35"], ["a", "b"]);
+        assert_eq!(by_minor["34"], ["c"]);
+    }
+
+    #[test]
+    fn a_values_file_that_is_not_a_map_is_refused_with_its_name() {
+        let mut i = inputs();
+        i.values_files.insert("web".into(), vec![("ConfigMap v key values.yaml".into(), "- a\n".into())]);
+        let e = plan(&i, &placed_on(&["a"]), 1).unwrap_err();
+        assert_eq!(e.reason(), "InvalidValues");
+        assert!(e.to_string().contains("ConfigMap v key values.yaml"), "{e}");
+    }
+}

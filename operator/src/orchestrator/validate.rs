@@ -93,6 +93,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn intents_profiles_and_overrides_must_name_apps_that_exist() {
+        let ok = crate::orchestrator::plan::tests::inputs();
+        assert_eq!(validate(&ok), Ok(()));
+        let mut unknown = ok.clone();
+        unknown.placement.spec.app_intents[0].app = "nosuch".into();
+        assert_eq!(validate(&unknown).unwrap_err().reason(), "UnknownApp");
+        let mut override_unknown = ok.clone();
+        override_unknown.dig.spec.override_values[0].app = "nosuch".into();
+        assert!(validate(&override_unknown).unwrap_err().to_string().contains("overrideValues names app nosuch"));
+        let mut unplaced = ok;
+        unplaced.composite_app.spec.apps.push(unplaced.composite_app.spec.apps[0].clone());
+        unplaced.composite_app.spec.apps[1].name = "db".into();
+        assert_eq!(validate(&unplaced).unwrap_err().reason(), "AppNotPlaced");
+    }
+
+    #[test]
     fn finds_a_cycle_and_accepts_a_chain() {
         let chain = BTreeMap::from([("a", vec!["b"]), ("b", vec!["c"]), ("c", vec![])]);
         assert_eq!(acyclic(chain), Ok(()));

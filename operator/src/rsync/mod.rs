@@ -81,6 +81,10 @@ struct Unit {
 }
 
 async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let done = actx.status.as_ref().is_some_and(|s| s.state == ContextState::Terminated);
+    if done && actx.spec.operation == Operation::Terminate && actx.finalizers().is_empty() {
+        return Ok(Action::await_change());
+    }
     let ns = actx.namespace().unwrap_or_default();
     let mut units = Vec::new();
     for app in &actx.spec.apps {
@@ -100,13 +104,14 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
         prune(&ctx, &actx, &units, &mut status).await?;
     }
     status.observed_generation = actx.metadata.generation;
-    if deleting && status.state == ContextState::Terminated {
-        release(&ctx, &actx).await?;
-        return Ok(Action::await_change());
+    if !deleting {
+        write_status(&Api::namespaced(ctx.hub.clone(), &ns), actx.as_ref(), Some(&previous), &status).await?;
     }
-    let action = next_look(&ctx, &actx, &status);
-    write_status(&Api::namespaced(ctx.hub.clone(), &ns), actx.as_ref(), Some(&previous), &status).await?;
-    Ok(action)
+    if status.state == ContextState::Terminated {
+        // Done with what it applied: the context and its bundles may go whenever their owner goes.
+        release(&ctx, &actx).await?;
+    }
+    Ok(next_look(&ctx, &actx, &status))
 }
 
 /// Applies every app whose dependencies are met, then reads readiness back.
