@@ -155,7 +155,10 @@ pub struct ClusterStatus {
     pub resources: u32,
     pub deployed: u32,
     pub ready: u32,
-    /// The first few failures, `Kind/namespace/name: message`.
+    /// The first few failures, `Kind/name: message`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<String>,
+    /// The first few resources not ready yet, `Kind/name` (`(absent)` when not on the member).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_ready: Vec<String>,
 }

@@ -23,6 +23,8 @@ pub struct Outcome {
     pub present: u32,
     pub ready: u32,
     pub failed: Vec<String>,
+    /// The first few resources that are absent or not ready.
+    pub not_ready: Vec<String>,
 }
 
 /// Why one request failed.
@@ -126,8 +128,14 @@ impl Member<'_> {
             match read.await {
                 Ok(Some(live)) => {
                     out.present += 1;
-                    let live = serde_json::to_value(live).unwrap_or_default();
-                    out.ready += u32::from(ready::is_ready(&live));
+                    let is_ready = ready::is_ready(&serde_json::to_value(live).unwrap_or_default());
+                    out.ready += u32::from(is_ready);
+                    if !is_ready && out.not_ready.len() < MAX_FAILURES {
+                        out.not_ready.push(describe(obj));
+                    }
+                }
+                Ok(None) if out.not_ready.len() < MAX_FAILURES => {
+                    out.not_ready.push(format!("{} (absent)", describe(obj)))
                 }
                 Ok(None) => {}
                 Err(f) => record(&mut out, f, &describe(obj)),

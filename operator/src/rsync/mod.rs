@@ -178,13 +178,13 @@ async fn sync_unit(
     if outcome.reachable {
         let seen = member.observe(&unit.resources).await;
         outcome.failed.extend(seen.failed);
-        outcome =
-            Outcome { present: seen.present, ready: seen.ready, reachable: seen.reachable, failed: outcome.failed };
+        outcome = Outcome { failed: outcome.failed, ..seen };
     }
     status.connectivity = if outcome.reachable { "Available" } else { "Retrying" }.into();
     status.deployed = outcome.present;
     status.ready = outcome.ready;
     status.failed = outcome.failed;
+    status.not_ready = outcome.not_ready;
     (key(unit), status)
 }
 
@@ -434,7 +434,7 @@ fn summarize(
         .iter()
         .flat_map(|a| a.clusters.iter().map(move |c| (a, c)))
         .filter(|(_, c)| c.ready < c.resources)
-        .map(|(a, c)| format!("{} on {} {}/{}", a.name, c.cluster, c.ready, c.resources))
+        .map(|(a, c)| format!("{} on {} {}/{} ({})", a.name, c.cluster, c.ready, c.resources, c.not_ready.join(", ")))
         .take(5)
         .collect::<Vec<_>>();
     let message = if all_ready {
@@ -504,7 +504,7 @@ mod tests {
             resources,
             deployed,
             ready,
-            failed: vec![],
+            ..Default::default()
         };
         ((app.into(), cluster.into()), status)
     }
