@@ -2,6 +2,7 @@
 //! server-side apply, read them back for readiness, or delete them (reverse order).
 
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::{Api, Client};
@@ -111,10 +112,26 @@ impl Member<'_> {
                 return out;
             }
             if obj["kind"] == "CustomResourceDefinition" {
+                self.wait_established(&describe(obj), obj["metadata"]["name"].as_str().unwrap_or_default()).await;
                 self.members.forget_kinds(self.name);
             }
         }
         out
+    }
+
+    /// Waits (up to 10 s) until the member serves the kinds of a CRD just applied, so that custom
+    /// resources later in the same pass find them.
+    async fn wait_established(&self, what: &str, name: &str) {
+        let api = Api::<CustomResourceDefinition>::all(self.client.clone());
+        for _ in 0..50 {
+            if let Ok(crd) = api.get(name).await
+                && ready::is_ready(&serde_json::to_value(crd).unwrap_or_default())
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        tracing::debug!(cluster = self.name, crd = what, "CRD not established after 10 s");
     }
 
     /// Reads every resource back: how many are present and how many ready.
@@ -148,9 +165,12 @@ impl Member<'_> {
     }
 
     /// Deletes `resources` in reverse kind order; `present` counts what is still there.
+    /// CustomResourceDefinitions are left in place, as Helm does: deleting one would delete every
+    /// custom resource of its kinds on the member, ours or not.
     pub async fn delete(&self, resources: &[&Value]) -> Outcome {
         let mut out = Outcome { reachable: true, ..Default::default() };
-        let mut ordered: Vec<&Value> = resources.to_vec();
+        let mut ordered: Vec<&Value> =
+            resources.iter().copied().filter(|r| r["kind"] != "CustomResourceDefinition").collect();
         order::install_order(&mut ordered);
         for obj in ordered.into_iter().rev() {
             let deleted = async {

@@ -54,6 +54,12 @@ async fn unreachable_member_is_retried_until_its_kubeconfig_is_mended() -> Resul
     .await?;
     let status = dig(&hub, &ns, &ns).await?.status.unwrap_or_default();
     assert_eq!(status.state, emco::api::orchestrator::DigState::Instantiating);
+    let registered = Api::<emco::api::clm::Cluster>::all(hub.clone()).get(&cluster).await?;
+    let ready = condition::get(&registered.status.unwrap_or_default().conditions, "Ready").cloned();
+    assert!(
+        ready.as_ref().is_some_and(|r| r.status == "False" && r.reason == "Unreachable"),
+        "Cluster {cluster}: {ready:?}"
+    );
 
     apply(&hub, &secret(&cluster, &real)).await?;
     wait_dig(&hub, &ns, &ns, "Instantiated after the kubeconfig was mended", Duration::from_secs(90), |s| {
