@@ -54,8 +54,21 @@ impl Context {
     }
 }
 
-/// Starts the reflectors the context needs, then every controller, until a signal arrives.
+/// Waits for leadership, then runs every controller until a signal arrives or the Lease is lost.
 pub async fn run(hub: Client, operator_namespace: String) -> anyhow::Result<()> {
+    let me = crate::leader::identity();
+    crate::leader::acquire(&hub, &operator_namespace, &me).await;
+    tokio::select! {
+        result = controllers(hub.clone(), operator_namespace.clone()) => {
+            crate::leader::release(&hub, &operator_namespace, &me).await;
+            result
+        }
+        lost = crate::leader::hold(&hub, &operator_namespace, &me) => Err(lost.into()),
+    }
+}
+
+/// Starts the reflectors the context needs, then every controller, until a signal arrives.
+async fn controllers(hub: Client, operator_namespace: String) -> anyhow::Result<()> {
     let (secrets, secrets_writer) = reflector::store::<Secret>();
     let secrets_api = Api::<Secret>::namespaced(hub.clone(), &operator_namespace);
     let secret_events =

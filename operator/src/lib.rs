@@ -10,6 +10,7 @@ pub mod api;
 pub mod clm;
 pub mod controller;
 pub mod dcm;
+pub mod leader;
 pub mod members;
 pub mod orchestrator;
 pub mod render;
