@@ -254,13 +254,22 @@ async fn current_context(ctx: &Context, dig: &Dig) -> kube::Result<Option<AppCon
 }
 
 /// Asks rsync to remove what `context` applied.
+/// An update still under way has not pruned the revision it replaces: that one is terminated too,
+/// or what only it applied would stay on the members.
 async fn terminate(ctx: &Context, context: &AppContext) -> kube::Result<()> {
     if context.spec.operation == Operation::Terminate {
         return Ok(());
     }
     let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &context.namespace().unwrap_or_default());
     let patch = json!({"spec": {"operation": "Terminate"}});
-    api.patch(&context.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+    api.patch(&context.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    if let Some(replaced) = &context.spec.replaces
+        && let Some(old) = api.get_opt(replaced).await?
+        && !old.finalizers().is_empty()
+        && old.spec.operation != Operation::Terminate
+    {
+        api.patch(replaced, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
     Ok(())
 }
 
