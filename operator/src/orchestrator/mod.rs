@@ -10,17 +10,19 @@ pub mod status;
 pub mod store;
 pub mod validate;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -74,7 +76,11 @@ pub async fn run(ctx: Arc<Context>) {
     let hub = ctx.hub.clone();
     let controller = Controller::new(Api::<Dig>::all(hub.clone()), watcher::Config::default());
     let digs = controller.store();
-    let (s1, s2, s3, s4) = (digs.clone(), digs.clone(), digs.clone(), digs);
+    let (s1, s2, s3, s4, s5) = (digs.clone(), digs.clone(), digs.clone(), digs.clone(), digs);
+    // Chart packages and values files are ConfigMaps: a change wakes the DIGs of its namespace.
+    let configmaps = watcher(Api::<PartialObjectMeta<ConfigMap>>::all(hub.clone()), watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
     controller
         .owns(Api::<AppContext>::all(hub.clone()), watcher::Config::default())
         .watches(Api::<CompositeApp>::all(hub.clone()), watcher::Config::default(), move |o| {
@@ -89,6 +95,7 @@ pub async fn run(ctx: Arc<Context>) {
         .watches(Api::<LogicalCloud>::all(hub), watcher::Config::default(), move |o| {
             referencing(&s4, &o, |d, n| d.spec.logical_cloud == n)
         })
+        .watches_stream(configmaps, move |cm: PartialObjectMeta<ConfigMap>| referencing(&s5, &cm, |_, _| true))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
@@ -154,47 +161,58 @@ async fn lifecycle(
         status::mirror(status, current.as_ref(), generation);
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
-    let hash = input_hash(dig);
+    // Progress of the current revision first; a new one below replaces it.
+    status::mirror(status, current.as_ref(), generation);
+    let inputs = match resolve::resolve(ctx, dig).await {
+        Ok(inputs) => inputs,
+        Err(e) if e.is_transient() => return Err(Error::Transient(e.into())),
+        Err(e) => return Ok(refuse(ctx, dig, current.as_ref(), status, e.into()).await),
+    };
+    let hash = input_hash(&inputs);
     let up_to_date = current
         .as_ref()
         .is_some_and(|c| c.spec.operation != Operation::Terminate && c.annotations().get(INPUT_HASH) == Some(&hash));
     if up_to_date {
-        status::mirror(status, current.as_ref(), generation);
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
-    match new_revision(ctx, dig, current.as_ref(), status, &hash).await? {
-        Some(context) => {
-            status::mirror(status, Some(&context), generation);
-            let note = format!("revision {} in AppContext {}", context.spec.revision, context.name_any());
-            publish(ctx, dig, EventType::Normal, "RevisionCreated", note).await;
-            Ok(Action::requeue(Duration::from_secs(300)))
-        }
-        // Refused input: a change to the DIG or what it names wakes us; missing ConfigMaps are not watched.
-        None => Ok(Action::requeue(Duration::from_secs(60))),
-    }
+    let revision = status.revision.unwrap_or(0) + 1;
+    let plan = match decide(&inputs, revision) {
+        Ok(plan) => plan,
+        Err(e) => return Ok(refuse(ctx, dig, current.as_ref(), status, e).await),
+    };
+    let context = new_revision(ctx, dig, current.as_ref(), status, &plan, revision, &hash).await?;
+    status::mirror(status, Some(&context), generation);
+    let note = format!("revision {} in AppContext {}", context.spec.revision, context.name_any());
+    publish(ctx, dig, EventType::Normal, "RevisionCreated", note).await;
+    Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-/// Runs the pipeline and stores revision N+1. Refused input is recorded in `status` (and `None`
-/// returned, nothing written for the members); transient failures are errors.
+/// Records refused input; nothing new reaches the members. A change to the DIG or anything it
+/// names wakes the DIG again; the requeue covers what is not watched (chart repositories).
+async fn refuse(
+    ctx: &Context,
+    dig: &Dig,
+    current: Option<&AppContext>,
+    status: &mut DeploymentIntentGroupStatus,
+    error: PipelineError,
+) -> Action {
+    status::refused(status, current, &error, dig.metadata.generation);
+    publish(ctx, dig, EventType::Warning, error.reason(), error.to_string()).await;
+    Action::requeue(Duration::from_secs(60))
+}
+
+/// Stores `plan` as revision `revision` and records it in the DIG status.
 async fn new_revision(
     ctx: &Context,
     dig: &Dig,
     current: Option<&AppContext>,
     status: &mut DeploymentIntentGroupStatus,
+    plan: &plan::Plan,
+    revision: u32,
     hash: &str,
-) -> Result<Option<AppContext>, Error> {
-    let revision = status.revision.unwrap_or(0) + 1;
-    let plan = match pipeline(ctx, dig, revision).await {
-        Ok(plan) => plan,
-        Err(e) if matches!(&e, PipelineError::Resolve(r) if r.is_transient()) => return Err(Error::Transient(e)),
-        Err(e) => {
-            status::refused(status, current, &e, dig.metadata.generation);
-            publish(ctx, dig, EventType::Warning, e.reason(), e.to_string()).await;
-            return Ok(None);
-        }
-    };
+) -> Result<AppContext, Error> {
     let replaces = current.filter(|c| c.spec.operation != Operation::Terminate).map(|c| c.name_any());
-    let mut context = store::store(&ctx.hub, dig, &plan, revision, replaces).await?;
+    let mut context = store::store(&ctx.hub, dig, plan, revision, replaces).await?;
     annotate_hash(ctx, &mut context, hash).await?;
     status.revision = Some(revision);
     status.app_context = Some(context.name_any());
@@ -217,24 +235,36 @@ async fn new_revision(
         .collect::<Vec<_>>()
         .join("; ");
     condition::set(&mut status.conditions, condition::new("Placed", true, "Placed", placed, dig.metadata.generation));
-    Ok(Some(context))
+    Ok(context)
 }
 
-async fn pipeline(ctx: &Context, dig: &Dig, revision: u32) -> Result<plan::Plan, PipelineError> {
-    let inputs = resolve::resolve(ctx, dig).await?;
-    validate::validate(&inputs)?;
-    let lc = inputs.logical_cloud.name_any();
-    let placement = place::place(&inputs.placement, &inputs.clusters, &lc)?;
-    Ok(plan::plan(&inputs, &placement, revision)?)
+/// Stages 2 to 4 (pure): validate, place and render the resolved inputs.
+fn decide(inputs: &resolve::Inputs, revision: u32) -> Result<plan::Plan, PipelineError> {
+    validate::validate(inputs)?;
+    let placement = place::place(&inputs.placement, &inputs.clusters, &inputs.logical_cloud.name_any())?;
+    Ok(plan::plan(inputs, &placement, revision)?)
 }
 
-/// A hash of the spec fields that shape what is deployed (not approval, state or stop).
-fn input_hash(dig: &Dig) -> String {
-    let s = &dig.spec;
-    let inputs =
-        json!([s.composite_app, s.composite_profile, s.logical_cloud, s.release, s.override_values, s.intents]);
-    let sum = Sha256::digest(inputs.to_string().as_bytes());
-    sum.iter().take(8).map(|b| format!("{b:02x}")).collect()
+/// A hash of everything that shapes what is deployed: the DIG's deployment fields, the composite
+/// app, profile and values files, the placement intent and every chart's bytes. Not the clusters:
+/// placement is decided once per revision, so a cluster label change alone moves nothing.
+fn input_hash(inputs: &resolve::Inputs) -> String {
+    let s = &inputs.dig.spec;
+    let charts: BTreeMap<&String, String> =
+        inputs.charts.iter().map(|(app, tgz)| (app, hex(&Sha256::digest(tgz)))).collect();
+    let all = json!([
+        [s.composite_app, s.composite_profile, s.logical_cloud, s.release, s.override_values, s.intents],
+        inputs.composite_app.spec,
+        inputs.profile.as_ref().map(|p| &p.spec),
+        inputs.values_files,
+        inputs.placement.spec,
+        charts,
+    ]);
+    hex(&Sha256::digest(all.to_string().as_bytes())[..8])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn annotate_hash(ctx: &Context, context: &mut AppContext, hash: &str) -> kube::Result<()> {

@@ -1,0 +1,72 @@
+//! EMCO update: a change to what an instantiated DIG names (its profile, its chart's content) makes
+//! a new revision; changed resources are applied and removed ones deleted from the members.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use emco::api::orchestrator::DigState;
+use emco_e2e::*;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use serde_json::json;
+
+const CHART: &str = "apiVersion: v2\nname: probe\nversion: 0.1.0\n";
+const CM: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\ndata:\n  greeting: {{ Values.greeting | quote }}\n";
+const EXTRA: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n";
+
+fn profile(ns: &str, greeting: &str) -> serde_json::Value {
+    json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "CompositeProfile", "metadata": {"name": "profile", "namespace": ns},
+           "spec": {"profiles": [{"app": "probe", "values": {"greeting": greeting}}]}})
+}
+
+async fn settled(hub: &kube::Client, ns: &str, revision: u32) -> Result<()> {
+    wait_dig(hub, ns, ns, &format!("revision {revision} deployed and ready"), Duration::from_secs(60), |s| {
+        s.revision == Some(revision)
+            && matches!(s.state, DigState::Instantiated | DigState::Updated)
+            && complete(&s.ready)
+    })
+    .await
+    .map(|_| ())
+}
+
+#[tokio::test]
+async fn changing_the_profile_or_the_chart_makes_a_new_revision_and_prunes() -> Result<()> {
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let ns = format!("update-{}", unique_suffix());
+    project(&hub, &ns).await?;
+    let probe = Probe {
+        chart: Some(vec![("Chart.yaml", CHART), ("templates/cm.yaml", CM), ("templates/extra.yaml", EXTRA)]),
+        profiles: Some(json!([{"app": "probe", "values": {"greeting": "v1"}}])),
+        ..Probe::new(json!({"app": "probe", "allOf": [{"cluster": "edge01"}]}))
+    };
+    probe.apply(&hub, &bed, &ns).await?;
+    settled(&hub, &ns, 1).await?;
+    let edge01 = bed.client("edge01").await;
+    let configmaps = Api::<ConfigMap>::namespaced(edge01.clone(), &ns);
+    let greeting = |cm: ConfigMap| cm.data.unwrap_or_default().remove("greeting").unwrap_or_default();
+    assert_eq!(greeting(configmaps.get("probe").await?), "v1");
+
+    // The profile changes: revision 2 carries the new value to the member.
+    apply(&hub, &profile(&ns, "v2")).await?;
+    settled(&hub, &ns, 2).await?;
+    assert_eq!(greeting(configmaps.get("probe").await?), "v2");
+    assert_eq!(deployed_names(&edge01, "v1", "ConfigMap", "configmaps", &ns).await?, ["extra", "probe"]);
+
+    // The chart drops a template: revision 3, and what it rendered is deleted from the member.
+    let smaller = chart_tgz("probe", &[("Chart.yaml", CHART), ("templates/cm.yaml", CM)]);
+    apply(&hub, &chart_configmap(&ns, "probe-chart", &smaller)).await?;
+    settled(&hub, &ns, 3).await?;
+    wait_until("extra pruned from edge01", Duration::from_secs(30), || async {
+        let names = deployed_names(&edge01, "v1", "ConfigMap", "configmaps", &ns).await?;
+        Ok(if names == ["probe"] { Ok(()) } else { Err(format!("{names:?}")) })
+    })
+    .await?;
+    assert_eq!(greeting(configmaps.get("probe").await?), "v2");
+
+    // Nothing changed: no new revision.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(dig(&hub, &ns, &ns).await?.status.unwrap_or_default().revision, Some(3));
+    Ok(())
+}
