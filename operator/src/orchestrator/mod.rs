@@ -44,13 +44,19 @@ const INPUT_HASH: &str = "emco.io/input-hash";
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
-    Resolve(#[from] resolve::ResolveError),
+    Resolve(Box<resolve::ResolveError>),
     #[error(transparent)]
     Validate(#[from] validate::ValidateError),
     #[error(transparent)]
     Place(#[from] place::PlaceError),
     #[error(transparent)]
     Plan(#[from] plan::PlanError),
+}
+
+impl From<resolve::ResolveError> for PipelineError {
+    fn from(e: resolve::ResolveError) -> Self {
+        PipelineError::Resolve(Box::new(e))
+    }
 }
 
 impl PipelineError {
