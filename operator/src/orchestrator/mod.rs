@@ -121,6 +121,9 @@ fn referencing<K: Resource>(digs: &Store<Dig>, input: &K, names: impl Fn(&Dig, &
 async fn reconcile(dig: Arc<Dig>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api = Api::<Dig>::namespaced(ctx.hub.clone(), &dig.namespace().unwrap_or_default());
     let current = current_context(&ctx, &dig).await?;
+    if let Some(c) = &current {
+        pass_stop(&ctx, c, dig.spec.stop).await?;
+    }
     if dig.metadata.deletion_timestamp.is_some() {
         return cleanup(&api, &dig, current, &ctx).await;
     }
@@ -309,9 +312,21 @@ async fn terminate(ctx: &Context, context: &AppContext) -> kube::Result<()> {
     Ok(())
 }
 
-/// Deleting a DIG: terminate first, and let it go only when nothing is left on the members.
+/// EMCO stop reaches rsync through the current AppContext.
+async fn pass_stop(ctx: &Context, context: &AppContext, stop: bool) -> kube::Result<()> {
+    if context.spec.stop == stop {
+        return Ok(());
+    }
+    let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &context.namespace().unwrap_or_default());
+    api.patch(&context.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"stop": stop}}))).await?;
+    Ok(())
+}
+
+/// Deleting a DIG: terminate first, and let it go only when nothing is left on the members, or
+/// when `stop` gave up (what could not be deleted then stays on the members).
 async fn cleanup(api: &Api<Dig>, dig: &Dig, current: Option<AppContext>, ctx: &Context) -> Result<Action, Error> {
-    let done = current.as_ref().is_none_or(status::terminated);
+    let gave_up = dig.spec.stop && current.as_ref().is_some_and(status::stopped);
+    let done = gave_up || current.as_ref().is_none_or(status::terminated);
     if !done {
         terminate(ctx, current.as_ref().expect("not done means a context")).await?;
         let mut status = dig.status.clone().unwrap_or_default();

@@ -12,6 +12,11 @@ pub fn terminated(context: &AppContext) -> bool {
     context.status.as_ref().is_some_and(|s| s.state == ContextState::Terminated)
 }
 
+/// Whether rsync gave up `context`'s operation because of `stop`.
+pub fn stopped(context: &AppContext) -> bool {
+    context.spec.stop && context.status.as_ref().is_some_and(|s| condition::is_true(&s.conditions, "Stopped"))
+}
+
 /// Copies rsync's progress on `context` into the DIG status.
 pub fn mirror(status: &mut Status, context: Option<&AppContext>, generation: Option<i64>) {
     let Some(context) = context else {
@@ -25,6 +30,13 @@ pub fn mirror(status: &mut Status, context: Option<&AppContext>, generation: Opt
         (ContextState::Created, _) => DigState::Instantiating,
         (s, _) => dig_state(s),
     };
+    if stopped(context) {
+        status.state = match status.state {
+            DigState::Terminating => DigState::TerminateStopped,
+            DigState::Instantiating | DigState::Updating => DigState::InstantiateStopped,
+            other => other,
+        };
+    }
     status.deployed = cs.deployed.clone();
     status.ready = cs.ready.clone();
     let deployed = matches!(status.state, DigState::Instantiated | DigState::Updated);

@@ -95,6 +95,9 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
     }
     let previous = actx.status.clone().unwrap_or_default();
     let deleting = actx.metadata.deletion_timestamp.is_some();
+    if actx.spec.stop && !finished(&previous, actx.spec.operation) {
+        return stopped(&ctx, &actx, previous, deleting).await;
+    }
     let operation = if deleting { Operation::Terminate } else { actx.spec.operation };
     let mut status = match operation {
         Operation::Terminate => terminate(&ctx, &actx, &units).await,
@@ -112,6 +115,40 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
         release(&ctx, &actx).await?;
     }
     Ok(next_look(&ctx, &actx, &status))
+}
+
+/// Whether the context's operation has run to its end (there is nothing left to stop).
+fn finished(status: &AppContextStatus, operation: Operation) -> bool {
+    matches!(
+        (status.state, operation),
+        (ContextState::Instantiated, Operation::Instantiate)
+            | (ContextState::Updated, Operation::Update)
+            | (ContextState::Terminated, Operation::Terminate)
+    )
+}
+
+/// EMCO stop: rsync gives up the running operation and leaves the members as they are. A context
+/// being deleted lets go of its finalizers: what it applied stays on the members.
+async fn stopped(
+    ctx: &Context,
+    actx: &AppContext,
+    previous: AppContextStatus,
+    deleting: bool,
+) -> Result<Action, Error> {
+    if deleting {
+        release(ctx, actx).await?;
+        return Ok(Action::await_change());
+    }
+    let mut status = previous.clone();
+    let message =
+        format!("stop is set: {:?} abandoned at {}", actx.spec.operation, status.deployed.clone().unwrap_or_default());
+    condition::set(
+        &mut status.conditions,
+        condition::new("Stopped", true, "Stopped", message, actx.metadata.generation),
+    );
+    let ns = actx.namespace().unwrap_or_default();
+    write_status(&Api::namespaced(ctx.hub.clone(), &ns), actx, Some(&previous), &status).await?;
+    Ok(Action::await_change())
 }
 
 /// Applies every app whose dependencies are met, then reads readiness back.

@@ -78,3 +78,50 @@ async fn unreachable_member_is_retried_until_its_kubeconfig_is_mended() -> Resul
     kube::Api::<emco::api::clm::Cluster>::all(hub.clone()).delete(&cluster, &Default::default()).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn stop_gives_up_and_lets_a_dig_on_an_unreachable_member_be_deleted() -> Result<()> {
+    use emco::api::orchestrator::{DeploymentIntentGroup, DigState};
+    use kube::api::{Patch, PatchParams};
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let suffix = unique_suffix();
+    let (cluster, ns) = (format!("gone-{suffix}"), format!("gone-{suffix}"));
+    let real = std::fs::read_to_string(bed.kubeconfig("edge01"))?;
+    let server = real.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("a server line").to_string();
+    apply(&hub, &secret(&cluster, &real.replace(&server, "https://127.0.0.1:1"))).await?;
+    apply(
+        &hub,
+        &json!({"apiVersion": "clm.emco.io/v1alpha1", "kind": "Cluster", "metadata": {"name": cluster},
+        "spec": {"provider": "smartcity", "kubeconfig": {"secretRef": {"namespace": "emco-system", "name": cluster}}}}),
+    )
+    .await?;
+    project(&hub, &ns).await?;
+    let probe = Probe {
+        clusters: Some(vec![cluster.clone()]),
+        ..Probe::new(json!({"app": "probe", "allOf": [{"cluster": cluster}]}))
+    };
+    probe.apply(&hub, &bed, &ns).await?;
+    wait_dig(&hub, &ns, &ns, "Instantiating", Duration::from_secs(30), |s| s.state == DigState::Instantiating).await?;
+
+    let digs = Api::<DeploymentIntentGroup>::namespaced(hub.clone(), &ns);
+    digs.patch(&ns, &PatchParams::apply("e2e-stop"), &Patch::Merge(json!({"spec": {"stop": true}}))).await?;
+    wait_dig(&hub, &ns, &ns, "InstantiateStopped", Duration::from_secs(30), |s| {
+        s.state == DigState::InstantiateStopped
+    })
+    .await?;
+
+    // The member never comes back: with stop set, deleting the DIG does not hang.
+    digs.delete(&ns, &Default::default()).await?;
+    wait_for("the DIG deleted", Duration::from_secs(30), || async {
+        Ok(digs.get_opt(&ns).await?.is_none().then_some(()))
+    })
+    .await?;
+    let contexts = Api::<AppContext>::namespaced(hub.clone(), &ns);
+    wait_for("its AppContexts deleted", Duration::from_secs(30), || async {
+        Ok(contexts.list(&Default::default()).await?.items.is_empty().then_some(()))
+    })
+    .await?;
+    kube::Api::<emco::api::clm::Cluster>::all(hub.clone()).delete(&cluster, &Default::default()).await?;
+    Ok(())
+}
