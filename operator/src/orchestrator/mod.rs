@@ -27,16 +27,18 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::api::condition;
 use crate::api::dcm::LogicalCloud;
 use crate::api::orchestrator::{
     CompositeApp, CompositeProfile, DeploymentIntentGroup as Dig, DeploymentIntentGroupStatus, DesiredState, DigState,
     GenericPlacementIntent, Revision,
 };
 use crate::api::rsync::{AppContext, Operation};
+use crate::api::{condition, labels};
 use crate::controller::{Context, write_status};
 
 const FINALIZER: &str = "orchestrator.emco.io/terminate";
+/// Revisions kept (their AppContexts and bundles), as Helm's default history.
+const HISTORY: usize = 10;
 /// Annotation on an AppContext: the hash of the DIG inputs it was made from.
 const INPUT_HASH: &str = "emco.io/input-hash";
 
@@ -190,6 +192,7 @@ async fn lifecycle(
         Err(e) => return Ok(refuse(ctx, dig, current.as_ref(), status, e).await),
     };
     let context = new_revision(ctx, dig, current.as_ref(), status, &plan, revision, &hash).await?;
+    forget_old_revisions(ctx, dig, status).await?;
     status::mirror(status, Some(&context), generation);
     let note = format!("revision {} in AppContext {}", context.spec.revision, context.name_any());
     publish(ctx, dig, EventType::Normal, "RevisionCreated", note).await;
@@ -308,6 +311,27 @@ async fn terminate(ctx: &Context, context: &AppContext) -> kube::Result<()> {
         && old.spec.operation != Operation::Terminate
     {
         api.patch(replaced, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    Ok(())
+}
+
+/// Deletes the AppContexts and bundles of revisions beyond the last `HISTORY`, once rsync has
+/// released them (a context still holding its finalizer has work left and stays).
+async fn forget_old_revisions(ctx: &Context, dig: &Dig, status: &mut DeploymentIntentGroupStatus) -> kube::Result<()> {
+    let ns = dig.namespace().unwrap_or_default();
+    let contexts = Api::<AppContext>::namespaced(ctx.hub.clone(), &ns);
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.hub.clone(), &ns);
+    while status.history.len() > HISTORY {
+        let oldest = &status.history[0];
+        if let Some(old) = contexts.get_opt(&oldest.app_context).await?
+            && !old.finalizers().is_empty()
+        {
+            break;
+        }
+        let _ = contexts.delete(&oldest.app_context, &Default::default()).await;
+        let selector = format!("{}={},{}={}", labels::DIG, dig.name_any(), labels::REVISION, oldest.revision);
+        secrets.delete_collection(&Default::default(), &kube::api::ListParams::default().labels(&selector)).await?;
+        status.history.remove(0);
     }
     Ok(())
 }

@@ -70,3 +70,35 @@ async fn changing_the_profile_or_the_chart_makes_a_new_revision_and_prunes() -> 
     assert_eq!(dig(&hub, &ns, &ns).await?.status.unwrap_or_default().revision, Some(3));
     Ok(())
 }
+
+#[tokio::test]
+async fn only_the_last_ten_revisions_are_kept() -> Result<()> {
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let ns = format!("history-{}", unique_suffix());
+    project(&hub, &ns).await?;
+    let placement = json!({"app": "probe", "allOf": [{"cluster": "cloud01"}]});
+    for revision in 1..=12u32 {
+        let overrides = json!([{"app": "probe", "values": {"greeting": format!("v{revision}")}}]);
+        Probe { overrides, ..Probe::new(placement.clone()) }.apply(&hub, &bed, &ns).await?;
+        settled(&hub, &ns, revision).await?;
+    }
+    let status = dig(&hub, &ns, &ns).await?.status.unwrap_or_default();
+    let kept: Vec<u32> = status.history.iter().map(|h| h.revision).collect();
+    assert_eq!(kept, (3..=12).collect::<Vec<_>>());
+    let contexts = Api::<emco::api::rsync::AppContext>::namespaced(hub.clone(), &ns);
+    wait_until("AppContexts of revisions 1 and 2 deleted", Duration::from_secs(30), || async {
+        let mut names: Vec<String> =
+            contexts.list(&Default::default()).await?.items.into_iter().filter_map(|c| c.metadata.name).collect();
+        names.sort();
+        Ok(if names.len() == 10 && !names.contains(&format!("{ns}-1")) { Ok(()) } else { Err(format!("{names:?}")) })
+    })
+    .await?;
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(hub.clone(), &ns);
+    let selector = format!("{}=1", emco::api::labels::REVISION);
+    let old_bundles = secrets.list(&kube::api::ListParams::default().labels(&selector)).await?;
+    assert!(old_bundles.items.is_empty(), "bundles of revision 1 left: {}", old_bundles.items.len());
+    let greeting = Api::<ConfigMap>::namespaced(bed.client("cloud01").await, &ns).get("probe").await?;
+    assert_eq!(greeting.data.unwrap_or_default().remove("greeting").as_deref(), Some("v12"));
+    Ok(())
+}
