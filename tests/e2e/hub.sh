@@ -2,6 +2,7 @@
 # Prepares the hub of the running test bed and runs the operator against it:
 #   hub.sh start   CRDs, emco-system, member kubeconfig Secrets, ClusterProvider and Clusters of the
 #                  SmartCity sample, then the operator in the background (log: $BED_DIR/operator.log)
+#   hub.sh restart stops the operator and starts it again (no build, no hub changes)
 #   hub.sh stop    stops the operator
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -18,8 +19,15 @@ stop() {
   rm -f "$pidfile"
 }
 
+launch() {
+  KUBECONFIG=$BED_DIR/$HUB.kubeconfig EMCO_NAMESPACE=emco-system RUST_LOG=${RUST_LOG:-info,kube=warn} \
+    nohup "$root/target/debug/emco-operator" >>"$BED_DIR/operator.log" 2>&1 &
+  echo $! >"$pidfile"
+}
+
 start() {
   stop
+  : >"$BED_DIR/operator.log"
   cargo build -q -p emco-operator --bin emco-operator
   k apply --server-side --force-conflicts -f crds/ >/dev/null
   k wait --for condition=Established --timeout=60s -f crds/ >/dev/null
@@ -29,9 +37,7 @@ start() {
       --dry-run=client -o yaml | k apply -f - >/dev/null
   done
   k apply -f config/samples/smartcity/00-cluster-provider.yaml -f config/samples/smartcity/01-clusters.yaml >/dev/null
-  KUBECONFIG=$BED_DIR/$HUB.kubeconfig EMCO_NAMESPACE=emco-system RUST_LOG=${RUST_LOG:-info,kube=warn} \
-    nohup "$root/target/debug/emco-operator" >"$BED_DIR/operator.log" 2>&1 &
-  echo $! >"$pidfile"
+  launch
   k wait --for condition=Ready --timeout=60s clusters.clm.emco.io --all >/dev/null ||
     die "member clusters did not become Ready; see $BED_DIR/operator.log"
   log "operator running (pid $(cat "$pidfile")), members registered and Ready"
@@ -39,6 +45,7 @@ start() {
 
 case "${1:-}" in
   start) start ;;
+  restart) stop; launch; log "operator restarted (pid $(cat "$pidfile"))" ;;
   stop) stop ;;
-  *) die "usage: hub.sh start|stop" ;;
+  *) die "usage: hub.sh start|restart|stop" ;;
 esac
