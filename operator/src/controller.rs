@@ -25,7 +25,6 @@ pub struct Context {
     pub members: Members,
     /// Every registered Cluster, kept current by a reflector.
     pub clusters: Store<Cluster>,
-    pub operator_namespace: String,
     /// For Helm HTTP repositories.
     pub http: reqwest::Client,
     pub recorder: Recorder,
@@ -79,9 +78,8 @@ async fn controllers(hub: Client, operator_namespace: String) -> anyhow::Result<
         .reflect(clusters_writer)
         .touched_objects();
     let ctx = Arc::new(Context {
-        members: Members::new(operator_namespace.clone(), secrets.clone()),
+        members: Members::new(operator_namespace, secrets.clone()),
         clusters: clusters.clone(),
-        operator_namespace,
         http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
         recorder: Recorder::new(hub.clone(), Reporter { controller: MANAGER.into(), instance: None }),
         hub,
