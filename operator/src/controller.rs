@@ -27,9 +27,13 @@ pub struct Context {
     pub clusters: Store<Cluster>,
     /// For Helm HTTP repositories.
     pub http: reqwest::Client,
+    /// Charts read from Helm repositories in the last minute.
+    pub repository_charts: RecentCharts,
     pub recorder: Recorder,
     /// Bundles rsync has read (they never change).
     pub bundles: crate::rsync::bundle::BundleCache,
+    /// Watches on the members, for status.
+    pub monitor: crate::rsync::monitor::Monitor,
     retries: Mutex<HashMap<String, u32>>,
 }
 
@@ -66,6 +70,28 @@ pub async fn run(hub: Client, operator_namespace: String) -> anyhow::Result<()> 
     }
 }
 
+/// Charts fetched from Helm repositories, kept for a minute: every DIG reconcile resolves its
+/// inputs, and a repository need not be asked each time.
+#[derive(Default)]
+pub struct RecentCharts {
+    charts: Mutex<HashMap<(String, String, Option<String>), (std::time::Instant, Vec<u8>)>>,
+}
+
+impl RecentCharts {
+    const TTL: Duration = Duration::from_secs(60);
+
+    pub fn get(&self, key: &(String, String, Option<String>)) -> Option<Vec<u8>> {
+        let charts = self.charts.lock().unwrap();
+        charts.get(key).filter(|(at, _)| at.elapsed() < Self::TTL).map(|(_, tgz)| tgz.clone())
+    }
+
+    pub fn put(&self, key: (String, String, Option<String>), tgz: Vec<u8>) {
+        let mut charts = self.charts.lock().unwrap();
+        charts.retain(|_, (at, _)| at.elapsed() < Self::TTL);
+        charts.insert(key, (std::time::Instant::now(), tgz));
+    }
+}
+
 /// Starts the reflectors the context needs, then every controller, until a signal arrives.
 async fn controllers(hub: Client, operator_namespace: String) -> anyhow::Result<()> {
     let (secrets, secrets_writer) = reflector::store::<Secret>();
@@ -77,13 +103,16 @@ async fn controllers(hub: Client, operator_namespace: String) -> anyhow::Result<
         .default_backoff()
         .reflect(clusters_writer)
         .touched_objects();
+    let (monitor, wakeups) = crate::rsync::monitor::Monitor::new();
     let ctx = Arc::new(Context {
+        monitor,
         members: Members::new(operator_namespace, secrets.clone()),
         clusters: clusters.clone(),
         http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
         recorder: Recorder::new(hub.clone(), Reporter { controller: MANAGER.into(), instance: None }),
         hub,
         bundles: Default::default(),
+        repository_charts: Default::default(),
         retries: Default::default(),
     });
     // The reflectors are driven by the cluster controller, which also reacts to their changes.
@@ -97,7 +126,7 @@ async fn controllers(hub: Client, operator_namespace: String) -> anyhow::Result<
                 crate::orchestrator::project::run(ctx.clone()),
                 crate::dcm::run(ctx.clone()),
                 crate::orchestrator::run(ctx.clone()),
-                crate::rsync::run(ctx.clone()),
+                crate::rsync::run(ctx.clone(), wakeups),
             );
         } => {},
         _ = drive => {},

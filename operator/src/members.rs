@@ -93,6 +93,11 @@ impl Members {
         Ok(client)
     }
 
+    /// The version of the kubeconfig the cached client of `cluster` was built from.
+    pub fn client_key(&self, cluster: &str) -> String {
+        self.clients.lock().unwrap().get(cluster).map(|c| c.secret_version.clone()).unwrap_or_default()
+    }
+
     /// How `cluster` serves `gvk`, asking it once and caching the answer.
     pub async fn kind(&self, cluster: &str, client: &Client, gvk: &GroupVersionKind) -> kube::Result<ServedKind> {
         let key = (cluster.to_string(), gvk.clone());

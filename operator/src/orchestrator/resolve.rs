@@ -132,9 +132,15 @@ where
 
 async fn chart(ctx: &Context, ns: &str, app: &str, source: &ChartSource) -> Result<Vec<u8>, ResolveError> {
     if let Some(repo) = &source.repository {
-        return repository::fetch_chart(&ctx.http, &repo.url, &repo.chart, repo.version.as_deref())
+        let key = (repo.url.clone(), repo.chart.clone(), repo.version.clone());
+        if let Some(tgz) = ctx.repository_charts.get(&key) {
+            return Ok(tgz);
+        }
+        let tgz = repository::fetch_chart(&ctx.http, &repo.url, &repo.chart, repo.version.as_deref())
             .await
-            .map_err(|source| ResolveError::Repository { app: app.to_string(), source });
+            .map_err(|source| ResolveError::Repository { app: app.to_string(), source })?;
+        ctx.repository_charts.put(key, tgz.clone());
+        return Ok(tgz);
     }
     let key_ref = source.config_map.clone().unwrap_or_default();
     let key = key_ref.key.clone().unwrap_or_else(|| "chart.tgz".into());

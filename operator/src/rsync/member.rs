@@ -3,11 +3,12 @@
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::{Api, Client};
 use serde_json::Value;
 
+use super::monitor::{self, Monitor};
 use super::{order, ready};
 use crate::api::labels;
 use crate::members::Members;
@@ -47,13 +48,29 @@ fn classify(e: kube::Error) -> Failure {
 pub struct Member<'a> {
     pub name: &'a str,
     pub client: Client,
+    /// Identifies the client (its kubeconfig's version), for the monitor's watches.
+    pub client_key: String,
     pub members: &'a Members,
+    pub monitor: &'a Monitor,
     pub namespace: &'a str,
+}
+
+/// Where one resource lives on a member.
+struct Target {
+    api: Api<DynamicObject>,
+    resource: ApiResource,
+    namespace: Option<String>,
+    name: String,
 }
 
 impl Member<'_> {
     /// The API of `obj`'s kind, and its name, namespaced as the member serves it.
     async fn target(&self, obj: &Value) -> Result<(Api<DynamicObject>, String), Failure> {
+        self.locate(obj).await.map(|t| (t.api, t.name))
+    }
+
+    /// Where `obj` lives on the member.
+    async fn locate(&self, obj: &Value) -> Result<Target, Failure> {
         let (api_version, kind) =
             (obj["apiVersion"].as_str().unwrap_or_default(), obj["kind"].as_str().unwrap_or_default());
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
@@ -65,13 +82,26 @@ impl Member<'_> {
             other => classify(other),
         })?;
         let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
-        let api = if served.namespaced {
-            let ns = obj["metadata"]["namespace"].as_str().unwrap_or(self.namespace);
-            Api::namespaced_with(self.client.clone(), ns, &served.resource)
-        } else {
-            Api::all_with(self.client.clone(), &served.resource)
+        let namespace =
+            served.namespaced.then(|| obj["metadata"]["namespace"].as_str().unwrap_or(self.namespace).to_string());
+        let api = match &namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &served.resource),
+            None => Api::all_with(self.client.clone(), &served.resource),
         };
-        Ok((api, name))
+        Ok(Target { api, resource: served.resource, namespace, name })
+    }
+
+    /// `obj` as the member has it: from the monitor's watch when it has it, else asked directly
+    /// (just applied and not yet seen by the watch, or the watch not ready).
+    async fn read(&self, obj: &Value) -> Result<Option<Value>, Failure> {
+        let t = self.locate(obj).await?;
+        if let Some(cache) = self.monitor.cache(self.name, &self.client_key, &self.client, &t.resource).await
+            && let Some(live) = cache.get(&monitor::object_ref(&t.resource, t.namespace.as_deref(), &t.name))
+        {
+            return Ok(Some(serde_json::to_value(live.as_ref()).unwrap_or_default()));
+        }
+        let live = t.api.get_opt(&t.name).await.map_err(classify)?;
+        Ok(live.map(|l| serde_json::to_value(l).unwrap_or_default()))
     }
 
     /// Creates the default namespace when missing; never deletes it (it may hold others' objects).
@@ -138,14 +168,10 @@ impl Member<'_> {
     pub async fn observe(&self, resources: &[Value]) -> Outcome {
         let mut out = Outcome { reachable: true, ..Default::default() };
         for obj in resources {
-            let read = async {
-                let (api, name) = self.target(obj).await?;
-                api.get_opt(&name).await.map_err(classify)
-            };
-            match read.await {
+            match self.read(obj).await {
                 Ok(Some(live)) => {
                     out.present += 1;
-                    let is_ready = ready::is_ready(&serde_json::to_value(live).unwrap_or_default());
+                    let is_ready = ready::is_ready(&live);
                     out.ready += u32::from(is_ready);
                     if !is_ready && out.not_ready.len() < MAX_FAILURES {
                         out.not_ready.push(describe(obj));

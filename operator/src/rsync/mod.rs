@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod member;
+pub mod monitor;
 pub mod order;
 pub mod ready;
 
@@ -40,7 +41,7 @@ pub enum Error {
     Hub(#[from] kube::Error),
 }
 
-pub async fn run(ctx: Arc<Context>) {
+pub async fn run(ctx: Arc<Context>, wakeups: tokio::sync::mpsc::UnboundedReceiver<monitor::Wakeup>) {
     let api = Api::<AppContext>::all(ctx.hub.clone());
     let (reader, writer) = reflector::store();
     // Only spec changes wake rsync: its own status writes do not.
@@ -50,6 +51,18 @@ pub async fn run(ctx: Arc<Context>) {
         .applied_objects()
         .predicate_filter(spec_or_deletion, Default::default());
     let by_cluster = reader.clone();
+    let by_dig = reader.clone();
+    // A change seen on a member wakes the live AppContexts of the DIG it belongs to.
+    let woken = tokio_stream::wrappers::UnboundedReceiverStream::new(wakeups).flat_map(move |(project, dig)| {
+        let refs: Vec<ObjectRef<AppContext>> = by_dig
+            .state()
+            .into_iter()
+            .filter(|a| a.namespace().as_deref() == Some(project.as_str()) && a.spec.owner.name == dig)
+            .filter(|a| a.status.as_ref().is_none_or(|s| s.state != ContextState::Terminated))
+            .map(|a| ObjectRef::from_obj(a.as_ref()))
+            .collect();
+        stream::iter(refs)
+    });
     Controller::for_stream(contexts, reader)
         // A member coming back (or its kubeconfig mended) retries at once, not at the next backoff.
         .watches(Api::<Cluster>::all(ctx.hub.clone()), watcher::Config::default(), move |cluster: Cluster| {
@@ -61,6 +74,7 @@ pub async fn run(ctx: Arc<Context>) {
                 .map(|a| ObjectRef::from_obj(a.as_ref()))
                 .collect::<Vec<_>>()
         })
+        .reconcile_on(woken)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
@@ -230,7 +244,14 @@ async fn connect<'a>(ctx: &'a Context, actx: &'a AppContext, cluster: &'a str) -
     let found =
         ctx.clusters.get(&ObjectRef::new(cluster)).ok_or_else(|| format!("cluster {cluster} is not registered"))?;
     let client = ctx.members.client(&found).await.map_err(|e| e.to_string())?;
-    Ok(Member { name: cluster, client, members: &ctx.members, namespace: &actx.spec.namespace })
+    Ok(Member {
+        name: cluster,
+        client,
+        client_key: ctx.members.client_key(cluster),
+        members: &ctx.members,
+        monitor: &ctx.monitor,
+        namespace: &actx.spec.namespace,
+    })
 }
 
 /// Deletes everything the context applied, app by app in reverse dependency order.
@@ -486,7 +507,7 @@ fn summarize(
     status
 }
 
-/// When to look again: soon while work is under way (250 ms, backing off to 5 s), rarely once
+/// When to look again: soon while work is under way (1 s, backing off to 10 s), rarely once
 /// all is ready, with exponential backoff while a cluster is unreachable or refuses resources.
 fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Action {
     let key = format!("appcontext/{}/{}", actx.namespace().unwrap_or_default(), actx.name_any());
@@ -503,7 +524,8 @@ fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Act
         }
         _ => {
             ctx.succeeded(&key);
-            Action::requeue(ctx.backoff(&poll, Duration::from_millis(250), Duration::from_secs(5)))
+            // Changes on the members wake us sooner (monitor); this is the fallback.
+            Action::requeue(ctx.backoff(&poll, Duration::from_secs(1), Duration::from_secs(10)))
         }
     }
 }

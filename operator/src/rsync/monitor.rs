@@ -1,0 +1,114 @@
+//! Status from the members: one label-selected watch per member and kind that rsync applied,
+//! caching what it sees. rsync reads readiness from these caches instead of asking the member per
+//! object, and every change wakes the AppContexts of the DIG the object belongs to.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::mpsc;
+
+use crate::api::labels;
+
+/// An object of a DIG changed on a member: (project namespace, DIG name).
+pub type Wakeup = (String, String);
+
+struct Watch {
+    /// Which client (kubeconfig version) it watches with.
+    client_key: String,
+    store: Store<DynamicObject>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The watches, by member and kind.
+pub struct Monitor {
+    watches: Mutex<HashMap<(String, String), Watch>>,
+    wake: mpsc::UnboundedSender<Wakeup>,
+}
+
+impl Monitor {
+    /// A monitor whose wakeups arrive on the returned receiver.
+    pub fn new() -> (Monitor, mpsc::UnboundedReceiver<Wakeup>) {
+        let (wake, rx) = mpsc::unbounded_channel();
+        (Monitor { watches: Default::default(), wake }, rx)
+    }
+
+    /// The cache of `resource` objects on `cluster` that the operator manages, once it has listed
+    /// them; `None` while it has not, so the caller asks the member directly. A new watch is given
+    /// up to 5 s for its first list.
+    pub async fn cache(
+        &self,
+        cluster: &str,
+        client_key: &str,
+        client: &Client,
+        resource: &ApiResource,
+    ) -> Option<Store<DynamicObject>> {
+        let key = (cluster.to_string(), format!("{}/{}", resource.api_version, resource.kind));
+        let (store, new) = {
+            let mut watches = self.watches.lock().unwrap();
+            match watches.get(&key) {
+                Some(w) if w.client_key == client_key => (w.store.clone(), false),
+                _ => {
+                    let watch = self.start(client.clone(), resource, client_key);
+                    let store = watch.store.clone();
+                    if let Some(old) = watches.insert(key, watch) {
+                        old.task.abort();
+                    }
+                    (store, true)
+                }
+            }
+        };
+        let ready = if new {
+            tokio::time::timeout(Duration::from_secs(5), store.wait_until_ready()).await.is_ok_and(|r| r.is_ok())
+        } else {
+            store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())
+        };
+        ready.then_some(store)
+    }
+
+    fn start(&self, client: Client, resource: &ApiResource, client_key: &str) -> Watch {
+        let writer: Writer<DynamicObject> = Writer::new(resource.clone());
+        let store = writer.as_reader();
+        let api: Api<DynamicObject> = Api::all_with(client, resource);
+        let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
+        let wake = self.wake.clone();
+        let events = watcher(api, watcher::Config::default().labels(&selector))
+            .default_backoff()
+            .modify(|o| o.managed_fields_mut().clear())
+            .reflect(writer)
+            .touched_objects();
+        let task = tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            while let Some(event) = events.next().await {
+                let Ok(obj) = event else { continue };
+                let (project, dig) = (obj.labels().get(labels::PROJECT), obj.labels().get(labels::DIG));
+                if let (Some(p), Some(d)) = (project, dig) {
+                    let _ = wake.send((p.clone(), d.clone()));
+                }
+            }
+        });
+        Watch { client_key: client_key.to_string(), store, task }
+    }
+}
+
+/// The key of `name` in `namespace` (None for cluster-scoped kinds) in a cache of `resource`.
+pub fn object_ref(resource: &ApiResource, namespace: Option<&str>, name: &str) -> ObjectRef<DynamicObject> {
+    let r = ObjectRef::new_with(name, resource.clone());
+    match namespace {
+        Some(ns) => r.within(ns),
+        None => r,
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        for w in self.watches.lock().unwrap().values() {
+            w.task.abort();
+        }
+    }
+}
