@@ -74,18 +74,21 @@ pub async fn run(hub: Client, operator_namespace: String) -> anyhow::Result<()> 
 /// inputs, and a repository need not be asked each time.
 #[derive(Default)]
 pub struct RecentCharts {
-    charts: Mutex<HashMap<(String, String, Option<String>), (std::time::Instant, Vec<u8>)>>,
+    charts: Mutex<HashMap<ChartKey, (std::time::Instant, Vec<u8>)>>,
 }
+
+/// A chart in a repository: URL, chart name, version asked for.
+pub type ChartKey = (String, String, Option<String>);
 
 impl RecentCharts {
     const TTL: Duration = Duration::from_secs(60);
 
-    pub fn get(&self, key: &(String, String, Option<String>)) -> Option<Vec<u8>> {
+    pub fn get(&self, key: &ChartKey) -> Option<Vec<u8>> {
         let charts = self.charts.lock().unwrap();
         charts.get(key).filter(|(at, _)| at.elapsed() < Self::TTL).map(|(_, tgz)| tgz.clone())
     }
 
-    pub fn put(&self, key: (String, String, Option<String>), tgz: Vec<u8>) {
+    pub fn put(&self, key: ChartKey, tgz: Vec<u8>) {
         let mut charts = self.charts.lock().unwrap();
         charts.retain(|_, (at, _)| at.elapsed() < Self::TTL);
         charts.insert(key, (std::time::Instant::now(), tgz));
