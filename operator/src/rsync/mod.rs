@@ -507,7 +507,7 @@ fn summarize(
     status
 }
 
-/// When to look again: soon while work is under way (1 s, backing off to 10 s), rarely once
+/// When to look again: soon while work is under way (250 ms, backing off to 5 s), rarely once
 /// all is ready, with exponential backoff while a cluster is unreachable or refuses resources.
 fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Action {
     let key = format!("appcontext/{}/{}", actx.namespace().unwrap_or_default(), actx.name_any());
@@ -524,8 +524,8 @@ fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Act
         }
         _ => {
             ctx.succeeded(&key);
-            // Changes on the members wake us sooner (monitor); this is the fallback.
-            Action::requeue(ctx.backoff(&poll, Duration::from_secs(1), Duration::from_secs(10)))
+            // Changes on the members wake us too (monitor); a pass reads their caches, so it is cheap.
+            Action::requeue(ctx.backoff(&poll, Duration::from_millis(250), Duration::from_secs(5)))
         }
     }
 }
