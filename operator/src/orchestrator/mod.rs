@@ -76,8 +76,6 @@ impl PipelineError {
 pub enum Error {
     #[error("hub API: {0}")]
     Hub(#[from] kube::Error),
-    #[error("{0}")]
-    Transient(PipelineError),
 }
 
 pub async fn run(ctx: Arc<Context>) {
@@ -138,7 +136,6 @@ async fn reconcile(dig: Arc<Dig>, ctx: Arc<Context>) -> Result<Action, Error> {
     status.observed_generation = dig.metadata.generation;
     let action = lifecycle(&ctx, &dig, current, &mut status).await?;
     write_status(&api, dig.as_ref(), dig.status.as_ref(), &status).await?;
-    ctx.succeeded(&key(&dig));
     Ok(action)
 }
 
@@ -176,9 +173,18 @@ async fn lifecycle(
     status::mirror(status, current.as_ref(), generation);
     let inputs = match resolve::resolve(ctx, dig).await {
         Ok(inputs) => inputs,
-        Err(e) if e.is_transient() => return Err(Error::Transient(e.into())),
+        Err(e) if e.is_transient() => {
+            // What is deployed stays; say why nothing newer can be read, and retry with backoff.
+            let cond = condition::new("InputsResolved", false, e.reason(), e.to_string(), generation);
+            condition::set(&mut status.conditions, cond);
+            tracing::warn!(dig = %key(dig), error = %e, "reading the DIG's inputs failed");
+            return Ok(Action::requeue(ctx.retry_after(&key(dig))));
+        }
         Err(e) => return Ok(refuse(ctx, dig, current.as_ref(), status, e.into()).await),
     };
+    let resolved = condition::new("InputsResolved", true, "Resolved", "every input was read", generation);
+    condition::set(&mut status.conditions, resolved);
+    ctx.succeeded(&key(dig));
     let hash = input_hash(&inputs);
     let up_to_date = current
         .as_ref()
