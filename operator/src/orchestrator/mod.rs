@@ -53,6 +53,8 @@ pub enum PipelineError {
     Place(#[from] place::PlaceError),
     #[error(transparent)]
     Plan(#[from] plan::PlanError),
+    #[error("rollback to revision {revision}: {reason}")]
+    RollbackUnavailable { revision: u32, reason: String },
 }
 
 impl From<resolve::ResolveError> for PipelineError {
@@ -68,6 +70,7 @@ impl PipelineError {
             PipelineError::Validate(e) => e.reason(),
             PipelineError::Place(e) => e.reason(),
             PipelineError::Plan(e) => e.reason(),
+            PipelineError::RollbackUnavailable { .. } => "RevisionNotFound",
         }
     }
 }
@@ -171,6 +174,16 @@ async fn lifecycle(
     }
     // Progress of the current revision first; a new one below replaces it.
     status::mirror(status, current.as_ref(), generation);
+    if let Some(target) = dig.spec.rollback_to {
+        let hash = format!("rollback-{target}");
+        if up_to_date(current.as_ref(), &hash) {
+            return Ok(Action::requeue(Duration::from_secs(300)));
+        }
+        return match rollback_plan(ctx, dig, status, target).await {
+            Ok(plan) => advance(ctx, dig, current.as_ref(), status, &plan, &hash).await,
+            Err(e) => Ok(refuse(ctx, dig, current.as_ref(), status, e).await),
+        };
+    }
     let inputs = match resolve::resolve(ctx, dig).await {
         Ok(inputs) => inputs,
         Err(e) if e.is_transient() => {
@@ -186,23 +199,79 @@ async fn lifecycle(
     condition::set(&mut status.conditions, resolved);
     ctx.succeeded(&key(dig));
     let hash = input_hash(&inputs);
-    let up_to_date = current
-        .as_ref()
-        .is_some_and(|c| c.spec.operation != Operation::Terminate && c.annotations().get(INPUT_HASH) == Some(&hash));
-    if up_to_date {
+    if up_to_date(current.as_ref(), &hash) {
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
+    match decide(&inputs, status.revision.unwrap_or(0) + 1) {
+        Ok(plan) => advance(ctx, dig, current.as_ref(), status, &plan, &hash).await,
+        Err(e) => Ok(refuse(ctx, dig, current.as_ref(), status, e).await),
+    }
+}
+
+/// Whether `current` is live and was made from inputs with this hash.
+fn up_to_date(current: Option<&AppContext>, hash: &str) -> bool {
+    current.is_some_and(|c| {
+        c.spec.operation != Operation::Terminate && c.annotations().get(INPUT_HASH).map(String::as_str) == Some(hash)
+    })
+}
+
+/// Makes `plan` the next revision.
+async fn advance(
+    ctx: &Context,
+    dig: &Dig,
+    current: Option<&AppContext>,
+    status: &mut DeploymentIntentGroupStatus,
+    plan: &plan::Plan,
+    hash: &str,
+) -> Result<Action, Error> {
     let revision = status.revision.unwrap_or(0) + 1;
-    let plan = match decide(&inputs, revision) {
-        Ok(plan) => plan,
-        Err(e) => return Ok(refuse(ctx, dig, current.as_ref(), status, e).await),
-    };
-    let context = new_revision(ctx, dig, current.as_ref(), status, &plan, revision, &hash).await?;
+    let context = new_revision(ctx, dig, current, status, plan, revision, hash).await?;
     forget_old_revisions(ctx, dig, status).await?;
-    status::mirror(status, Some(&context), generation);
+    status::mirror(status, Some(&context), dig.metadata.generation);
     let note = format!("revision {} in AppContext {}", context.spec.revision, context.name_any());
     publish(ctx, dig, EventType::Normal, "RevisionCreated", note).await;
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// EMCO rollback: the plan of an earlier revision still in the history, read from its bundles.
+async fn rollback_plan(
+    ctx: &Context,
+    dig: &Dig,
+    status: &DeploymentIntentGroupStatus,
+    target: u32,
+) -> Result<plan::Plan, PipelineError> {
+    let unavailable = |reason: String| PipelineError::RollbackUnavailable { revision: target, reason };
+    let kept: Vec<String> = status.history.iter().map(|h| h.revision.to_string()).collect();
+    let entry = status
+        .history
+        .iter()
+        .find(|h| h.revision == target)
+        .ok_or_else(|| unavailable(format!("not in the history (kept: {})", kept.join(", "))))?;
+    let ns = dig.namespace().unwrap_or_default();
+    let old = Api::<AppContext>::namespaced(ctx.hub.clone(), &ns)
+        .get_opt(&entry.app_context)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?
+        .ok_or_else(|| unavailable(format!("AppContext {} is gone", entry.app_context)))?;
+    let mut apps = Vec::new();
+    for app in &old.spec.apps {
+        let mut bundles: Vec<plan::PlannedBundle> = Vec::new();
+        for c in &app.clusters {
+            if let Some(b) = bundles.iter_mut().find(|b| c.bundle.name.ends_with(&b.hash)) {
+                b.clusters.push(c.cluster.clone());
+                continue;
+            }
+            let resources = ctx.bundles.load(&ctx.hub, &ns, &c.bundle).await.map_err(|e| unavailable(e.to_string()))?;
+            let hash = c.bundle.name.rsplit('-').next().unwrap_or_default().to_string();
+            bundles.push(plan::PlannedBundle {
+                hash,
+                resources: resources.as_ref().clone(),
+                clusters: vec![c.cluster.clone()],
+            });
+        }
+        apps.push(plan::PlannedApp { name: app.name.clone(), depends_on: app.depends_on.clone(), bundles });
+    }
+    Ok(plan::Plan { namespace: old.spec.namespace.clone(), apps })
 }
 
 /// Records refused input; nothing new reaches the members. A change to the DIG or anything it

@@ -102,3 +102,46 @@ async fn only_the_last_ten_revisions_are_kept() -> Result<()> {
     assert_eq!(greeting.data.unwrap_or_default().remove("greeting").as_deref(), Some("v12"));
     Ok(())
 }
+
+#[tokio::test]
+async fn rollback_to_an_earlier_revision_and_back_to_the_inputs() -> Result<()> {
+    use emco::api::orchestrator::DeploymentIntentGroup;
+    use kube::api::{Patch, PatchParams};
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let ns = format!("rollback-{}", unique_suffix());
+    project(&hub, &ns).await?;
+    let placement = json!({"app": "probe", "allOf": [{"cluster": "edge02"}]});
+    for (revision, greeting) in [(1, "v1"), (2, "v2")] {
+        let overrides = json!([{"app": "probe", "values": {"greeting": greeting}}]);
+        Probe { overrides, ..Probe::new(placement.clone()) }.apply(&hub, &bed, &ns).await?;
+        settled(&hub, &ns, revision).await?;
+    }
+    let configmaps = Api::<ConfigMap>::namespaced(bed.client("edge02").await, &ns);
+    let greeting = || async {
+        Ok::<_, anyhow::Error>(
+            configmaps.get("probe").await?.data.unwrap_or_default().remove("greeting").unwrap_or_default(),
+        )
+    };
+    assert_eq!(greeting().await?, "v2");
+
+    let digs = Api::<DeploymentIntentGroup>::namespaced(hub.clone(), &ns);
+    let set = |rollback: serde_json::Value| json!({"spec": {"rollbackTo": rollback}});
+    digs.patch(&ns, &PatchParams::default(), &Patch::Merge(set(json!(1)))).await?;
+    settled(&hub, &ns, 3).await?;
+    assert_eq!(greeting().await?, "v1", "revision 3 is revision 1 again");
+
+    // A revision not in the history is refused; what is deployed stays.
+    digs.patch(&ns, &PatchParams::default(), &Patch::Merge(set(json!(99)))).await?;
+    wait_dig(&hub, &ns, &ns, "refused with RevisionNotFound", Duration::from_secs(30), |s| {
+        emco::api::condition::get(&s.conditions, "Ready").is_some_and(|c| c.reason == "RevisionNotFound")
+    })
+    .await?;
+    assert_eq!(greeting().await?, "v1");
+
+    // Without rollbackTo the inputs rule again: revision 4 deploys v2.
+    digs.patch(&ns, &PatchParams::default(), &Patch::Merge(set(json!(null)))).await?;
+    settled(&hub, &ns, 4).await?;
+    assert_eq!(greeting().await?, "v2");
+    Ok(())
+}
