@@ -15,28 +15,32 @@ fn secret(name: &str, kubeconfig: &str) -> serde_json::Value {
            "stringData": {"kubeconfig": kubeconfig}})
 }
 
+/// A Cluster `<prefix>-<suffix>` whose kubeconfig is edge01's with the server on a closed port, and
+/// the probe app deployed to it in project `<prefix>-<suffix>`; returns both names and the real
+/// kubeconfig.
+async fn deploy_to_unreachable_cluster(
+    bed: &Bed,
+    hub: &kube::Client,
+    prefix: &str,
+) -> Result<(String, String, String)> {
+    let name = format!("{prefix}-{}", unique_suffix());
+    let real = std::fs::read_to_string(bed.kubeconfig("edge01"))?;
+    let server = real.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("a server line").to_string();
+    apply(hub, &secret(&name, &real.replace(&server, "https://127.0.0.1:1"))).await?;
+    let cluster = json!({"apiVersion": "clm.emco.io/v1alpha1", "kind": "Cluster", "metadata": {"name": name},
+        "spec": {"provider": "smartcity", "kubeconfig": {"secretRef": {"namespace": "emco-system", "name": name}}}});
+    apply(hub, &cluster).await?;
+    project(hub, &name).await?;
+    let placement = json!({"app": "probe", "allOf": [{"cluster": name}]});
+    Probe { clusters: Some(vec![name.clone()]), ..Probe::new(placement) }.apply(hub, bed, &name).await?;
+    Ok((name.clone(), name, real))
+}
+
 #[tokio::test]
 async fn unreachable_member_is_retried_until_its_kubeconfig_is_mended() -> Result<()> {
     let bed = Bed::get();
     let hub = bed.hub().await;
-    let suffix = unique_suffix();
-    let (cluster, ns) = (format!("flaky-{suffix}"), format!("flaky-{suffix}"));
-    let real = std::fs::read_to_string(bed.kubeconfig("edge01"))?;
-    let server = real.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("a server line").to_string();
-    let closed_port = real.replace(&server, "https://127.0.0.1:1");
-    apply(&hub, &secret(&cluster, &closed_port)).await?;
-    apply(
-        &hub,
-        &json!({"apiVersion": "clm.emco.io/v1alpha1", "kind": "Cluster", "metadata": {"name": cluster},
-        "spec": {"provider": "smartcity", "kubeconfig": {"secretRef": {"namespace": "emco-system", "name": cluster}}}}),
-    )
-    .await?;
-    project(&hub, &ns).await?;
-    let probe = Probe {
-        clusters: Some(vec![cluster.clone()]),
-        ..Probe::new(json!({"app": "probe", "allOf": [{"cluster": cluster}]}))
-    };
-    probe.apply(&hub, &bed, &ns).await?;
+    let (cluster, ns, real) = deploy_to_unreachable_cluster(&bed, &hub, "flaky").await?;
 
     let contexts = Api::<AppContext>::namespaced(hub.clone(), &ns);
     let name = format!("{ns}-1");
@@ -85,23 +89,7 @@ async fn stop_gives_up_and_lets_a_dig_on_an_unreachable_member_be_deleted() -> R
     use kube::api::{Patch, PatchParams};
     let bed = Bed::get();
     let hub = bed.hub().await;
-    let suffix = unique_suffix();
-    let (cluster, ns) = (format!("gone-{suffix}"), format!("gone-{suffix}"));
-    let real = std::fs::read_to_string(bed.kubeconfig("edge01"))?;
-    let server = real.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("a server line").to_string();
-    apply(&hub, &secret(&cluster, &real.replace(&server, "https://127.0.0.1:1"))).await?;
-    apply(
-        &hub,
-        &json!({"apiVersion": "clm.emco.io/v1alpha1", "kind": "Cluster", "metadata": {"name": cluster},
-        "spec": {"provider": "smartcity", "kubeconfig": {"secretRef": {"namespace": "emco-system", "name": cluster}}}}),
-    )
-    .await?;
-    project(&hub, &ns).await?;
-    let probe = Probe {
-        clusters: Some(vec![cluster.clone()]),
-        ..Probe::new(json!({"app": "probe", "allOf": [{"cluster": cluster}]}))
-    };
-    probe.apply(&hub, &bed, &ns).await?;
+    let (cluster, ns, _) = deploy_to_unreachable_cluster(&bed, &hub, "gone").await?;
     wait_dig(&hub, &ns, &ns, "Instantiating", Duration::from_secs(30), |s| s.state == DigState::Instantiating).await?;
 
     let digs = Api::<DeploymentIntentGroup>::namespaced(hub.clone(), &ns);
