@@ -169,7 +169,7 @@ pub struct Dependency {
     pub wait_seconds: u32,
 }
 
-#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum OpStatus {
     #[default]
     Ready,

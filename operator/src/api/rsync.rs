@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -143,6 +143,12 @@ pub struct AppContextStatus {
 pub struct AppStatus {
     pub name: String,
     pub clusters: Vec<ClusterStatus>,
+    /// Since when every resource of the app is applied on every cluster (dependents' `Deployed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_since: Option<Time>,
+    /// Since when every resource of the app is ready on every cluster (dependents' `Ready`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_since: Option<Time>,
 }
 
 /// Progress of one app on one cluster.

@@ -26,6 +26,7 @@ use crate::api::condition;
 use crate::api::orchestrator::OpStatus;
 use crate::api::rsync::{AppContext, AppContextStatus, AppStatus, ClusterStatus, ContextApp, ContextState, Operation};
 use crate::controller::{Context, write_status};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use member::{Member, Outcome};
 
 /// (app, cluster) pairs worked on at once within one AppContext.
@@ -168,11 +169,16 @@ async fn stopped(
 /// Applies every app whose dependencies are met, then reads readiness back.
 async fn deploy(ctx: &Context, actx: &AppContext, units: &[Unit], previous: &AppContextStatus) -> AppContextStatus {
     let mut results: BTreeMap<(String, String), ClusterStatus> = BTreeMap::new();
+    let mut since: BTreeMap<(String, OpStatus), Time> = BTreeMap::new();
+    let now = k8s_openapi::jiff::Timestamp::now();
     for app in dependency_order(&actx.spec.apps) {
         let waiting: Vec<String> = app
             .depends_on
             .iter()
-            .filter(|d| !dependency_met(&results, &d.app, d.op_status))
+            .filter(|d| {
+                let reached = since.get(&(d.app.clone(), d.op_status)).map(|t| t.0);
+                reached.is_none_or(|t| now < t + k8s_openapi::jiff::SignedDuration::from_secs(d.wait_seconds.into()))
+            })
             .map(|d| d.app.clone())
             .collect();
         let app_units = units.iter().filter(|u| u.app == app.name);
@@ -195,8 +201,22 @@ async fn deploy(ctx: &Context, actx: &AppContext, units: &[Unit], previous: &App
             work.push(sync_unit(ctx, actx, u, previous_of(previous, u)).boxed());
         }
         results.extend(bounded(work).await);
+        for op in [OpStatus::Deployed, OpStatus::Ready] {
+            if dependency_met(&results, &app.name, op) {
+                let before = previous.apps.iter().find(|a| a.name == app.name).and_then(|a| match op {
+                    OpStatus::Deployed => a.deployed_since.clone(),
+                    OpStatus::Ready => a.ready_since.clone(),
+                });
+                since.insert((app.name.clone(), op), before.unwrap_or(Time(now)));
+            }
+        }
     }
-    summarize(actx, actx.spec.operation, results)
+    let mut status = summarize(actx, actx.spec.operation, results);
+    for app in &mut status.apps {
+        app.deployed_since = since.get(&(app.name.clone(), OpStatus::Deployed)).cloned();
+        app.ready_since = since.get(&(app.name.clone(), OpStatus::Ready)).cloned();
+    }
+    status
 }
 
 /// Applies one unit unless it was fully applied before, then observes it.
@@ -438,7 +458,7 @@ fn summarize(
         problems.extend(s.failed.iter().map(|f| format!("{app} on {}: {f}", s.cluster)));
         match status.apps.iter_mut().find(|a| a.name == app) {
             Some(a) => a.clusters.push(s),
-            None => status.apps.push(AppStatus { name: app, clusters: vec![s] }),
+            None => status.apps.push(AppStatus { name: app, clusters: vec![s], ..Default::default() }),
         }
     }
     let unreachable = status.apps.iter().flat_map(|a| &a.clusters).any(unreachable);
