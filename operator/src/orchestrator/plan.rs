@@ -161,16 +161,11 @@ pub(crate) mod tests {
         serde_json::from_value(value).expect("fixture fits the type")
     }
 
+    /// A packaged chart `web` holding `files`.
     fn tgz(files: &[(&str, &str)]) -> Vec<u8> {
-        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
-        for (path, content) in files {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(content.len() as u64);
-            header.set_mode(0o644);
-            header.set_cksum();
-            tar.append_data(&mut header, format!("web/{path}"), content.as_bytes()).unwrap();
-        }
-        tar.into_inner().unwrap().finish().unwrap()
+        let paths: Vec<(String, &str)> = files.iter().map(|(p, c)| (format!("web/{p}"), *c)).collect();
+        let entries: Vec<(&str, &str)> = paths.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+        crate::render::chart::tests::tgz(&entries)
     }
 
     fn cluster(name: &str, version: &str) -> Cluster {

@@ -3,7 +3,7 @@
 //! ConfigMap). Written once by the orchestrator, read (and cached, they never change) by rsync.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use flate2::Compression;
@@ -92,13 +92,6 @@ impl BundleCache {
     }
 }
 
-/// Compresses with gzip; for tests and size estimates.
-pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
-    gz.write_all(bytes).expect("writing to memory");
-    gz.finish().expect("writing to memory")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +113,13 @@ mod tests {
         assert!(parts.len() > 1, "expected several parts, got {}", parts.len());
         assert!(parts.iter().all(|p| p.len() <= PART_BYTES));
         assert_eq!(decode("b", &parts).unwrap(), resources);
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
     }
 
     #[test]

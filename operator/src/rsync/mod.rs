@@ -318,11 +318,10 @@ async fn bounded<'a, T>(work: Vec<BoxFuture<'a, T>>) -> Vec<T> {
 /// this one does not. Done once; the `Pruned` condition records it.
 async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut AppContextStatus) -> Result<(), Error> {
     let generation = actx.metadata.generation;
-    if condition::is_true(&actx.status.clone().unwrap_or_default().conditions, "Pruned") {
-        condition::set(
-            &mut status.conditions,
-            condition::get(&actx.status.as_ref().expect("checked").conditions, "Pruned").expect("checked").clone(),
-        );
+    let done =
+        actx.status.as_ref().and_then(|s| condition::get(&s.conditions, "Pruned")).filter(|c| c.status == "True");
+    if let Some(pruned) = done {
+        condition::set(&mut status.conditions, pruned.clone());
         return Ok(());
     }
     let ns = actx.namespace().unwrap_or_default();
