@@ -22,6 +22,8 @@ pub const MANAGER: &str = "emco-operator";
 /// What every reconciler gets.
 pub struct Context {
     pub hub: Client,
+    /// Where the operator runs: its kubeconfig Secrets and Lease; no Project may claim it.
+    pub operator_namespace: String,
     pub members: Members,
     /// Every registered Cluster, kept current by a reflector.
     pub clusters: Store<Cluster>,
@@ -29,11 +31,15 @@ pub struct Context {
     pub http: reqwest::Client,
     /// Charts read from Helm repositories in the last minute.
     pub repository_charts: RecentCharts,
+    /// Hosts charts may be fetched from (`EMCO_REPOSITORY_HOSTS`); empty: any.
+    pub repository_hosts: Vec<String>,
     pub recorder: Recorder,
     /// Bundles rsync has read (they never change).
     pub bundles: crate::rsync::bundle::BundleCache,
     /// Watches on the members, for status.
     pub monitor: crate::rsync::monitor::Monitor,
+    /// What rsync applied to the members, for drift.
+    pub applied: crate::rsync::drift::Applied,
     retries: Mutex<HashMap<String, u32>>,
 }
 
@@ -82,6 +88,8 @@ pub type ChartKey = (String, String, Option<String>);
 
 impl RecentCharts {
     const TTL: Duration = Duration::from_secs(60);
+    /// Bytes of charts kept at most; the oldest go first.
+    pub const BUDGET: usize = 32 * 1024 * 1024;
 
     pub fn get(&self, key: &ChartKey) -> Option<Vec<u8>> {
         let charts = self.charts.lock().unwrap();
@@ -91,7 +99,13 @@ impl RecentCharts {
     pub fn put(&self, key: ChartKey, tgz: Vec<u8>) {
         let mut charts = self.charts.lock().unwrap();
         charts.retain(|_, (at, _)| at.elapsed() < Self::TTL);
-        charts.insert(key, (std::time::Instant::now(), tgz));
+        while charts.values().map(|(_, c)| c.len()).sum::<usize>() + tgz.len() > Self::BUDGET {
+            let Some(oldest) = charts.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| k.clone()) else { break };
+            charts.remove(&oldest);
+        }
+        if tgz.len() <= Self::BUDGET {
+            charts.insert(key, (std::time::Instant::now(), tgz));
+        }
     }
 }
 
@@ -107,14 +121,23 @@ async fn controllers(hub: Client, operator_namespace: String) -> anyhow::Result<
         .reflect(clusters_writer)
         .touched_objects();
     let (monitor, wakeups) = crate::rsync::monitor::Monitor::new();
+    let repository_hosts: Vec<String> = std::env::var("EMCO_REPOSITORY_HOSTS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
     let ctx = Arc::new(Context {
         monitor,
-        members: Members::new(operator_namespace, secrets.clone()),
+        members: Members::new(operator_namespace.clone(), secrets.clone()),
+        operator_namespace,
         clusters: clusters.clone(),
-        http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+        http: crate::render::repository::client(repository_hosts.clone())?,
+        repository_hosts,
         recorder: Recorder::new(hub.clone(), Reporter { controller: MANAGER.into(), instance: None }),
         hub,
         bundles: Default::default(),
+        applied: Default::default(),
         repository_charts: Default::default(),
         retries: Default::default(),
     });

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 
@@ -35,8 +35,9 @@ pub fn identity() -> String {
 pub async fn acquire(hub: &Client, namespace: &str, me: &str) {
     let api = Api::<Lease>::namespaced(hub.clone(), namespace);
     let mut announced = false;
+    let mut seen = None;
     loop {
-        match try_take(&api, me).await {
+        match try_take(&api, me, &mut seen).await {
             Ok(true) => return tracing::info!(identity = me, "acquired the leader Lease"),
             Ok(false) if !announced => {
                 tracing::info!(identity = me, "waiting for leadership (another replica holds the Lease)");
@@ -53,9 +54,10 @@ pub async fn acquire(hub: &Client, namespace: &str, me: &str) {
 pub async fn hold(hub: &Client, namespace: &str, me: &str) -> LeaderError {
     let api = Api::<Lease>::namespaced(hub.clone(), namespace);
     let mut last_renewed = tokio::time::Instant::now();
+    let mut seen = None;
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
-        match try_take(&api, me).await {
+        match try_take(&api, me, &mut seen).await {
             Ok(true) => last_renewed = tokio::time::Instant::now(),
             Ok(false) => return LeaderError::Lost(holder(&api).await.unwrap_or_default()),
             Err(e) if last_renewed.elapsed() > Duration::from_secs(LEASE_SECONDS as u64 - 5) => {
@@ -88,8 +90,11 @@ async fn holder(api: &Api<Lease>) -> Option<String> {
 }
 
 /// Takes or renews the Lease when it is free, expired or ours; `Ok(false)` when another holds it.
-/// The write carries the read's resourceVersion, so of two racing replicas one fails.
-async fn try_take(api: &Api<Lease>, me: &str) -> kube::Result<bool> {
+/// The write carries the read's resourceVersion, so of two racing replicas one fails. Expiry is
+/// judged by this replica's clock alone: a holder's record that has not changed (`seen`: its
+/// resourceVersion and when this replica first saw it) for the lease duration has expired, so
+/// clocks that disagree between machines cannot make two leaders.
+async fn try_take(api: &Api<Lease>, me: &str, seen: &mut Option<(String, std::time::Instant)>) -> kube::Result<bool> {
     let now = Timestamp::now();
     let Some(mut lease) = api.get_opt(LEASE).await? else {
         let lease = Lease {
@@ -100,9 +105,14 @@ async fn try_take(api: &Api<Lease>, me: &str) -> kube::Result<bool> {
     };
     let current = lease.spec.clone().unwrap_or_default();
     let ours = current.holder_identity.as_deref() == Some(me);
-    let expires = current.renew_time.as_ref().map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH)
-        + SignedDuration::from_secs(current.lease_duration_seconds.unwrap_or(LEASE_SECONDS).into());
-    if !ours && expires > now {
+    let record = lease.metadata.resource_version.clone().unwrap_or_default();
+    let since = match seen {
+        Some((r, at)) if *r == record => *at,
+        _ => seen.insert((record, std::time::Instant::now())).1,
+    };
+    let duration = Duration::from_secs(current.lease_duration_seconds.unwrap_or(LEASE_SECONDS).max(1) as u64);
+    let expired = current.holder_identity.is_none() || since.elapsed() > duration;
+    if !ours && !expired {
         return Ok(false);
     }
     let transitions = current.lease_transitions.unwrap_or(0) + i32::from(!ours);

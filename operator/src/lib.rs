@@ -10,6 +10,8 @@ pub mod api;
 pub mod clm;
 pub mod controller;
 pub mod dcm;
+pub mod health;
+pub mod hex;
 pub mod leader;
 pub mod members;
 pub mod orchestrator;

@@ -25,6 +25,11 @@ pub enum MemberError {
     KeyMissing { namespace: String, name: String, key: String },
     #[error("kubeconfig in Secret {namespace}/{name} key {key} is not a usable kubeconfig: {reason}")]
     Invalid { namespace: String, name: String, key: String, reason: String },
+    #[error(
+        "kubeconfig in Secret {namespace}/{name} key {key} uses `{field}`, which is refused: only inline data is \
+         accepted (server, certificate-authority-data, client-certificate-data, client-key-data, token)"
+    )]
+    Refused { namespace: String, name: String, key: String, field: String },
 }
 
 impl MemberError {
@@ -35,6 +40,7 @@ impl MemberError {
             MemberError::SecretNotFound { .. } => "KubeconfigSecretNotFound",
             MemberError::KeyMissing { .. } => "KubeconfigKeyMissing",
             MemberError::Invalid { .. } => "KubeconfigInvalid",
+            MemberError::Refused { .. } => "KubeconfigFieldRefused",
         }
     }
 }
@@ -80,7 +86,7 @@ impl Members {
             .secrets
             .get(&ObjectRef::new(&r.name).within(&r.namespace))
             .ok_or_else(|| MemberError::SecretNotFound { namespace: r.namespace.clone(), name: r.name.clone() })?;
-        let version = secret.resource_version().unwrap_or_default();
+        let version = format!("{}/{}", secret.resource_version().unwrap_or_default(), r.key);
         let name = cluster.name_any();
         if let Some(cached) = self.clients.lock().unwrap().get(&name)
             && cached.secret_version == version
@@ -108,6 +114,12 @@ impl Members {
         let served = ServedKind { resource, namespaced: caps.scope == Scope::Namespaced };
         self.kinds.lock().unwrap().insert(key, served.clone());
         Ok(served)
+    }
+
+    /// Forgets the client and discovery of a deleted cluster.
+    pub fn forget(&self, cluster: &str) {
+        self.clients.lock().unwrap().remove(cluster);
+        self.forget_kinds(cluster);
     }
 
     /// Forgets what `cluster` serves (after it gained CRDs, say).
@@ -141,6 +153,14 @@ async fn build_client(cluster: &Cluster, secret: &Secret) -> Result<Client, Memb
     if kubeconfig.clusters.is_empty() {
         return Err(invalid("it names no cluster".into()));
     }
+    if let Some(field) = refused_field(&kubeconfig) {
+        return Err(MemberError::Refused {
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+            key: r.key.clone(),
+            field,
+        });
+    }
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(|e| invalid(redacted_kind(&e.to_string())))?;
@@ -148,6 +168,31 @@ async fn build_client(cluster: &Cluster, secret: &Secret) -> Result<Client, Memb
     config.read_timeout = Some(Duration::from_secs(30));
     config.write_timeout = Some(Duration::from_secs(30));
     Client::try_from(config).map_err(|e| invalid(redacted_kind(&e.to_string())))
+}
+
+/// The first field of `kubeconfig` that would make the operator run a command, read a file or
+/// ask a plugin: a kubeconfig from the hub is data, never instructions.
+pub fn refused_field(kubeconfig: &Kubeconfig) -> Option<String> {
+    for (i, c) in kubeconfig.clusters.iter().enumerate() {
+        let Some(cluster) = &c.cluster else { continue };
+        if cluster.certificate_authority.is_some() {
+            return Some(format!("clusters[{i}].cluster.certificate-authority"));
+        }
+    }
+    for (i, u) in kubeconfig.auth_infos.iter().enumerate() {
+        let Some(user) = &u.auth_info else { continue };
+        let fields = [
+            ("exec", user.exec.is_some()),
+            ("auth-provider", user.auth_provider.is_some()),
+            ("tokenFile", user.token_file.is_some()),
+            ("client-certificate", user.client_certificate.is_some()),
+            ("client-key", user.client_key.is_some()),
+        ];
+        if let Some((field, _)) = fields.iter().find(|(_, set)| *set) {
+            return Some(format!("users[{i}].user.{field}"));
+        }
+    }
+    None
 }
 
 /// Keeps only the first clause of a config error (its kind), never data that may follow a colon.

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Prepares the hub of the running test bed and runs the operator against it:
-#   hub.sh start   CRDs, emco-system, member kubeconfig Secrets, ClusterProvider and Clusters of the
-#                  SmartCity sample, then the operator in the background (log: $BED_DIR/operator.log)
+#   hub.sh start   CRDs, emco-system, the chart's ServiceAccount and RBAC, member kubeconfig Secrets,
+#                  ClusterProvider and Clusters of the SmartCity sample, then the operator in the
+#                  background as that ServiceAccount (log: $BED_DIR/operator.log), so that a rule
+#                  missing from the chart fails the tests
 #   hub.sh restart stops the operator and starts it again (no build, no hub changes)
 #   hub.sh stop    stops the operator
 set -euo pipefail
@@ -19,8 +21,29 @@ stop() {
   rm -f "$pidfile"
 }
 
+# The chart's ServiceAccount, ClusterRole, Role and bindings, as `helm install` would make them,
+# and a kubeconfig that authenticates as that ServiceAccount (token in $BED_DIR, never printed).
+operator_identity() {
+  "$BIN_DIR/helm" template emco-operator charts/emco-operator --namespace emco-system \
+    --show-only templates/serviceaccount.yaml --show-only templates/clusterrole.yaml \
+    --show-only templates/clusterrolebinding.yaml --show-only templates/role.yaml | k apply -f - >/dev/null
+  local server ca token
+  server=$(k config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')
+  ca=$(k config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')
+  token=$(k -n emco-system create token emco-operator --duration=48h)
+  (umask 077; cat >"$BED_DIR/operator.kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: hub, cluster: {server: "$server", certificate-authority-data: "$ca"}}]
+users: [{name: emco-operator, user: {token: "$token"}}]
+contexts: [{name: operator, context: {cluster: hub, user: emco-operator}}]
+current-context: operator
+KC
+  )
+}
+
 launch() {
-  KUBECONFIG=$BED_DIR/$HUB.kubeconfig EMCO_NAMESPACE=emco-system RUST_LOG=${RUST_LOG:-info,kube=warn} \
+  KUBECONFIG=$BED_DIR/operator.kubeconfig EMCO_NAMESPACE=emco-system EMCO_HEALTH_ADDR=127.0.0.1:18080 RUST_LOG=${RUST_LOG:-info,kube=warn} \
     nohup "$root/target/debug/emco-operator" >>"$BED_DIR/operator.log" 2>&1 &
   echo $! >"$pidfile"
 }
@@ -32,6 +55,7 @@ start() {
   k apply --server-side --force-conflicts -f crds/ >/dev/null
   k wait --for condition=Established --timeout=60s -f crds/ >/dev/null
   k create namespace emco-system --dry-run=client -o yaml | k apply -f - >/dev/null
+  operator_identity
   for m in $MEMBERS; do # the Secret's content is never printed
     k -n emco-system create secret generic "$m-kubeconfig" --from-file=kubeconfig="$BED_DIR/$m.kubeconfig" \
       --dry-run=client -o yaml | k apply -f - >/dev/null

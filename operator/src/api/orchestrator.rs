@@ -28,6 +28,7 @@ fn values_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     category = "emco",
     shortname = "emcoproject",
     status = "ProjectStatus",
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 63").message("a project name has at most 63 characters (it becomes a label value)"),
     printcolumn(name = "Namespace", type_ = "string", json_path = ".status.namespace"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -36,6 +37,7 @@ fn values_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 pub struct ProjectSpec {
     /// The hub namespace of this project; defaults to the project's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: Option<String>,
     /// Subjects bound to the `admin` role in the project's namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -165,7 +167,9 @@ pub struct Dependency {
     pub app: String,
     #[serde(default)]
     pub op_status: OpStatus,
+    /// At most a day.
     #[serde(default)]
+    #[schemars(range(max = 86400))]
     pub wait_seconds: u32,
 }
 
@@ -343,6 +347,7 @@ pub struct DeploymentIntentGroupSpec {
     pub stop: bool,
     /// EMCO rollback: go back to the inputs of an earlier revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 2147483647))]
     pub rollback_to: Option<u32>,
 }
 

@@ -25,6 +25,7 @@ use super::orchestrator::OpStatus;
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "Deployed", type_ = "string", json_path = ".status.deployed"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready"),
+    printcolumn(name = "Superseded-By", type_ = "string", json_path = ".spec.supersededBy"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -38,6 +39,10 @@ pub struct AppContextSpec {
     /// The AppContext this one replaces (an update): what it applied and this one does not is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<String>,
+    /// Set on a revision once a newer one replaces it: rsync leaves it alone from then on (the newer
+    /// revision prunes what only this one applied), unless it is told to terminate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<String>,
     /// Namespace on the members for namespaced resources that name none; created when missing.
     pub namespace: String,
     pub apps: Vec<ContextApp>,
@@ -74,6 +79,7 @@ pub struct ContextDependency {
     pub app: String,
     pub op_status: OpStatus,
     #[serde(default)]
+    #[schemars(range(max = 86400))]
     pub wait_seconds: u32,
 }
 

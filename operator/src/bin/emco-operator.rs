@@ -3,8 +3,18 @@
 
 use tracing_subscriber::EnvFilter;
 
+fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some(emco::render::sandbox::WORKER_ARG) {
+        emco::render::sandbox::worker_main();
+    }
+    // /proc/self/exe still runs this binary after it is replaced on disk.
+    let exe = std::path::PathBuf::from("/proc/self/exe");
+    emco::render::sandbox::enable(if exe.exists() { exe } else { std::env::current_exe()? });
+    operator()
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn operator() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn")))
@@ -13,5 +23,8 @@ async fn main() -> anyhow::Result<()> {
     let namespace = std::env::var("EMCO_NAMESPACE").unwrap_or_else(|_| "emco-system".into());
     let hub = kube::Client::try_default().await?;
     tracing::info!(%namespace, "emco-operator starting");
+    if let Ok(addr) = std::env::var("EMCO_HEALTH_ADDR") {
+        tokio::spawn(emco::health::serve(addr));
+    }
     emco::controller::run(hub, namespace).await
 }

@@ -7,17 +7,22 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::{Node, Secret};
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
+use serde_json::json;
 
 use crate::api::clm::{Cluster, ClusterStatus, NodeInventory};
 use crate::api::condition;
+use crate::api::rsync::AppContext;
 use crate::controller::{Context, write_status};
+use crate::rsync;
 
 /// How often a healthy member is probed again.
 const PROBE_INTERVAL: Duration = Duration::from_secs(30);
+/// A Cluster stays while AppContexts still have work on it (terminate needs its kubeconfig).
+const FINALIZER: &str = "clm.emco.io/in-use";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -51,6 +56,15 @@ pub async fn run(
 }
 
 async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api = Api::<Cluster>::all(ctx.hub.clone());
+    if cluster.metadata.deletion_timestamp.is_some() {
+        return retire(&api, &cluster, &ctx).await;
+    }
+    if !cluster.finalizers().iter().any(|f| f == FINALIZER) {
+        let finalizers: Vec<&str> = cluster.finalizers().iter().map(String::as_str).chain([FINALIZER]).collect();
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cluster.resource_version()}});
+        api.patch(&cluster.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+    }
     let mut status = cluster.status.clone().unwrap_or_default();
     status.observed_generation = cluster.metadata.generation;
     let generation = cluster.metadata.generation;
@@ -111,6 +125,42 @@ fn record_probe(status: &mut ClusterStatus, version: String, nodes: Vec<NodeInve
 fn set_unreachable(status: &mut ClusterStatus, reason: &str, message: &str, generation: Option<i64>) {
     condition::set(&mut status.conditions, condition::new("Reachable", false, reason, message, generation));
     condition::set(&mut status.conditions, condition::new("Ready", false, reason, message, generation));
+}
+
+/// A deleted Cluster goes once no AppContext has work left on it; then its client, watches and
+/// records are dropped.
+async fn retire(api: &Api<Cluster>, cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
+    let name = cluster.name_any();
+    let users: Vec<String> = Api::<AppContext>::all(ctx.hub.clone())
+        .list(&ListParams::default())
+        .await?
+        .into_iter()
+        .filter(|a| a.finalizers().iter().any(|f| f == rsync::FINALIZER))
+        .filter(|a| a.spec.apps.iter().flat_map(|app| &app.clusters).any(|c| c.cluster == name))
+        .map(|a| format!("{}/{}", a.namespace().unwrap_or_default(), a.name_any()))
+        .collect();
+    if !users.is_empty() {
+        let mut status = cluster.status.clone().unwrap_or_default();
+        let message = format!("deleting: waiting until AppContexts are done with it: {}", users.join(", "));
+        condition::set(
+            &mut status.conditions,
+            condition::new("Ready", false, "InUse", message, cluster.metadata.generation),
+        );
+        write_status(api, cluster, cluster.status.as_ref(), &status).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    ctx.members.forget(&name);
+    ctx.monitor.forget_cluster(&name);
+    ctx.applied.forget_cluster(&name);
+    let finalizers: Vec<&String> = cluster.finalizers().iter().filter(|f| *f != FINALIZER).collect();
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cluster.resource_version()}});
+    match api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        other => {
+            other?;
+        }
+    }
+    Ok(Action::await_change())
 }
 
 fn error_policy(cluster: Arc<Cluster>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -19,13 +19,13 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{PartialObjectMeta, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::api::dcm::LogicalCloud;
 use crate::api::orchestrator::{
@@ -39,8 +39,7 @@ use crate::controller::{Context, write_status};
 const FINALIZER: &str = "orchestrator.emco.io/terminate";
 /// Revisions kept (their AppContexts and bundles), as Helm's default history.
 const HISTORY: usize = 10;
-/// Annotation on an AppContext: the hash of the DIG inputs it was made from.
-const INPUT_HASH: &str = "emco.io/input-hash";
+use store::INPUT_HASH;
 
 /// Why a revision could not be made; the stage names the condition reason.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +54,8 @@ pub enum PipelineError {
     Plan(#[from] plan::PlanError),
     #[error("rollback to revision {revision}: {reason}")]
     RollbackUnavailable { revision: u32, reason: String },
+    #[error("planning failed: {0}")]
+    Crashed(String),
 }
 
 impl From<resolve::ResolveError> for PipelineError {
@@ -71,6 +72,7 @@ impl PipelineError {
             PipelineError::Place(e) => e.reason(),
             PipelineError::Plan(e) => e.reason(),
             PipelineError::RollbackUnavailable { .. } => "RevisionNotFound",
+            PipelineError::Crashed(_) => "PlanFailed",
         }
     }
 }
@@ -83,7 +85,9 @@ pub enum Error {
 
 pub async fn run(ctx: Arc<Context>) {
     let hub = ctx.hub.clone();
-    let controller = Controller::new(Api::<Dig>::all(hub.clone()), watcher::Config::default());
+    // A DIG that cannot be read (written before a schema bound existed, say) is reported and
+    // skipped; it must not stop the watch of every other DIG.
+    let controller = Controller::new(Api::<DeserializeGuard<Dig>>::all(hub.clone()), watcher::Config::default());
     let digs = controller.store();
     let (s1, s2, s3, s4, s5) = (digs.clone(), digs.clone(), digs.clone(), digs.clone(), digs);
     // Chart packages and values files are ConfigMaps: a change wakes the DIGs of its namespace.
@@ -112,16 +116,49 @@ pub async fn run(ctx: Arc<Context>) {
 }
 
 /// The DIGs in `input`'s namespace that name it.
-fn referencing<K: Resource>(digs: &Store<Dig>, input: &K, names: impl Fn(&Dig, &str) -> bool) -> Vec<ObjectRef<Dig>> {
+fn referencing<K: Resource>(
+    digs: &Store<DeserializeGuard<Dig>>,
+    input: &K,
+    names: impl Fn(&Dig, &str) -> bool,
+) -> Vec<ObjectRef<DeserializeGuard<Dig>>> {
     let (ns, name) = (input.meta().namespace.clone(), input.meta().name.clone().unwrap_or_default());
     digs.state()
         .into_iter()
-        .filter(|d| d.metadata.namespace == ns && names(d, &name))
+        .filter(|d| d.0.as_ref().is_ok_and(|d| d.metadata.namespace == ns && names(d, &name)))
         .map(|d| ObjectRef::from_obj(d.as_ref()))
         .collect()
 }
 
-async fn reconcile(dig: Arc<Dig>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(guard: Arc<DeserializeGuard<Dig>>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let dig = match &guard.0 {
+        Ok(dig) => Arc::new(dig.clone()),
+        Err(invalid) => {
+            let name = format!(
+                "{}/{}",
+                invalid.metadata.namespace.clone().unwrap_or_default(),
+                invalid.metadata.name.clone().unwrap_or_default()
+            );
+            tracing::warn!(dig = %name, error = %invalid.error, "skipping a DeploymentIntentGroup that cannot be read");
+            let reference = k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some(Dig::api_version(&()).into()),
+                kind: Some(Dig::kind(&()).into()),
+                name: invalid.metadata.name.clone(),
+                namespace: invalid.metadata.namespace.clone(),
+                uid: invalid.metadata.uid.clone(),
+                ..Default::default()
+            };
+            let note = format!("cannot be read, so it is not reconciled: {}", invalid.error);
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "Unreadable".into(),
+                note: Some(note),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            let _ = ctx.recorder.publish(&event, &reference).await;
+            return Ok(Action::await_change());
+        }
+    };
     let api = Api::<Dig>::namespaced(ctx.hub.clone(), &dig.namespace().unwrap_or_default());
     let current = current_context(&ctx, &dig).await?;
     if let Some(c) = &current {
@@ -139,6 +176,12 @@ async fn reconcile(dig: Arc<Dig>, ctx: Arc<Context>) -> Result<Action, Error> {
     status.observed_generation = dig.metadata.generation;
     let action = lifecycle(&ctx, &dig, current, &mut status).await?;
     write_status(&api, dig.as_ref(), dig.status.as_ref(), &status).await?;
+    // Best effort, after the new revision is recorded: a failure here never holds the DIG back.
+    let mut trimmed = status.clone();
+    match forget_old_revisions(&ctx, &dig, &mut trimmed).await {
+        Ok(()) => write_status(&api, dig.as_ref(), Some(&status), &trimmed).await?,
+        Err(e) => tracing::warn!(dig = %key(&dig), error = %e, "deleting revisions beyond the history failed"),
+    }
     Ok(action)
 }
 
@@ -202,16 +245,22 @@ async fn lifecycle(
     if up_to_date(current.as_ref(), &hash) {
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
-    match decide(&inputs, status.revision.unwrap_or(0) + 1) {
+    // Rendering runs charts' code: off the async workers (and, in the operator, in a child process).
+    let revision = status.revision.unwrap_or(0) + 1;
+    let decided = tokio::task::spawn_blocking(move || decide(&inputs, revision)).await;
+    match decided.unwrap_or_else(|e| Err(PipelineError::Crashed(e.to_string()))) {
         Ok(plan) => advance(ctx, dig, current.as_ref(), status, &plan, &hash).await,
         Err(e) => Ok(refuse(ctx, dig, current.as_ref(), status, e).await),
     }
 }
 
-/// Whether `current` is live and was made from inputs with this hash.
+/// Whether `current` is live and was made from inputs with this hash. A context marked superseded
+/// whose successor was never recorded (a failed store) is not: a new revision takes over.
 fn up_to_date(current: Option<&AppContext>, hash: &str) -> bool {
     current.is_some_and(|c| {
-        c.spec.operation != Operation::Terminate && c.annotations().get(INPUT_HASH).map(String::as_str) == Some(hash)
+        c.spec.operation != Operation::Terminate
+            && c.spec.superseded_by.is_none()
+            && c.annotations().get(INPUT_HASH).map(String::as_str) == Some(hash)
     })
 }
 
@@ -226,7 +275,6 @@ async fn advance(
 ) -> Result<Action, Error> {
     let revision = status.revision.unwrap_or(0) + 1;
     let context = new_revision(ctx, dig, current, status, plan, revision, hash).await?;
-    forget_old_revisions(ctx, dig, status).await?;
     status::mirror(status, Some(&context), dig.metadata.generation);
     let note = format!("revision {} in AppContext {}", context.spec.revision, context.name_any());
     publish(ctx, dig, EventType::Normal, "RevisionCreated", note).await;
@@ -298,9 +346,22 @@ async fn new_revision(
     revision: u32,
     hash: &str,
 ) -> Result<AppContext, Error> {
-    let replaces = current.filter(|c| c.spec.operation != Operation::Terminate).map(|c| c.name_any());
-    let mut context = store::store(&ctx.hub, dig, plan, revision, replaces).await?;
-    annotate_hash(ctx, &mut context, hash).await?;
+    let mut replaces = current.filter(|c| c.spec.operation != Operation::Terminate).cloned();
+    let mut revision = revision;
+    let context = loop {
+        if let Some(old) = &replaces {
+            supersede(ctx, old, &store::context_name(&dig.name_any(), revision)).await?;
+        }
+        let name = replaces.as_ref().map(|c| c.name_any());
+        match store::store(&ctx.hub, dig, plan, revision, name, hash).await? {
+            store::Stored::Context(c) => break c,
+            store::Stored::Taken(live) => {
+                tracing::info!(dig = %key(dig), revision, "revision made from older inputs found; going on after it");
+                replaces = Some(live);
+                revision += 1;
+            }
+        }
+    };
     status.revision = Some(revision);
     status.app_context = Some(context.name_any());
     status.history.push(Revision {
@@ -338,7 +399,7 @@ fn decide(inputs: &resolve::Inputs, revision: u32) -> Result<plan::Plan, Pipelin
 fn input_hash(inputs: &resolve::Inputs) -> String {
     let s = &inputs.dig.spec;
     let charts: BTreeMap<&String, String> =
-        inputs.charts.iter().map(|(app, tgz)| (app, hex(&Sha256::digest(tgz)))).collect();
+        inputs.charts.iter().map(|(app, tgz)| (app, crate::hex::digest(tgz, 64))).collect();
     let all = json!([
         [s.composite_app, s.composite_profile, s.logical_cloud, s.release, s.override_values, s.intents],
         inputs.composite_app.spec,
@@ -347,20 +408,16 @@ fn input_hash(inputs: &resolve::Inputs) -> String {
         inputs.placement.spec,
         charts,
     ]);
-    hex(&Sha256::digest(all.to_string().as_bytes())[..8])
+    crate::hex::digest(all.to_string().as_bytes(), 16)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-async fn annotate_hash(ctx: &Context, context: &mut AppContext, hash: &str) -> kube::Result<()> {
-    if context.annotations().get(INPUT_HASH).map(String::as_str) == Some(hash) {
+/// Tells rsync that `old` is replaced by the revision `by`: it leaves `old` alone from now on.
+async fn supersede(ctx: &Context, old: &AppContext, by: &str) -> kube::Result<()> {
+    if old.spec.superseded_by.as_deref() == Some(by) {
         return Ok(());
     }
-    let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &context.namespace().unwrap_or_default());
-    let patch = json!({"metadata": {"annotations": {INPUT_HASH: hash}}});
-    *context = api.patch(&context.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+    let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &old.namespace().unwrap_or_default());
+    api.patch(&old.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"supersededBy": by}}))).await?;
     Ok(())
 }
 
@@ -371,8 +428,8 @@ async fn current_context(ctx: &Context, dig: &Dig) -> kube::Result<Option<AppCon
 }
 
 /// Asks rsync to remove what `context` applied.
-/// An update still under way has not pruned the revision it replaces: that one is terminated too,
-/// or what only it applied would stay on the members.
+/// An update still under way has not pruned the revisions it replaces: those still holding rsync's
+/// finalizer are terminated too, or what only they applied would stay on the members.
 async fn terminate(ctx: &Context, context: &AppContext) -> kube::Result<()> {
     if context.spec.operation == Operation::Terminate {
         return Ok(());
@@ -380,12 +437,18 @@ async fn terminate(ctx: &Context, context: &AppContext) -> kube::Result<()> {
     let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &context.namespace().unwrap_or_default());
     let patch = json!({"spec": {"operation": "Terminate"}});
     api.patch(&context.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    if let Some(replaced) = &context.spec.replaces
-        && let Some(old) = api.get_opt(replaced).await?
-        && !old.finalizers().is_empty()
-        && old.spec.operation != Operation::Terminate
-    {
-        api.patch(replaced, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let mut seen = vec![context.name_any()];
+    let mut next = context.spec.replaces.clone();
+    while let Some(replaced) = next.take().filter(|r| !seen.contains(r)) {
+        let Some(old) = api.get_opt(&replaced).await? else { break };
+        if !old.finalizers().iter().any(|f| f == crate::rsync::FINALIZER) {
+            break;
+        }
+        if old.spec.operation != Operation::Terminate {
+            api.patch(&replaced, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
+        next = old.spec.replaces.clone();
+        seen.push(replaced);
     }
     Ok(())
 }
@@ -450,8 +513,8 @@ fn key(dig: &Dig) -> String {
     format!("dig/{}/{}", dig.namespace().unwrap_or_default(), dig.name_any())
 }
 
-fn error_policy(dig: Arc<Dig>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = key(&dig);
+fn error_policy(dig: Arc<DeserializeGuard<Dig>>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("dig/{}/{}", dig.namespace().unwrap_or_default(), dig.name_any());
     tracing::warn!(dig = %key, %error, "deployment intent group reconcile failed");
     Action::requeue(ctx.retry_after(&key))
 }

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use kube::ResourceExt;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::place::Placement;
 use super::resolve::Inputs;
@@ -56,6 +55,7 @@ impl PlanError {
         match self {
             PlanError::Chart { .. } => "InvalidChart",
             PlanError::Values { .. } => "InvalidValues",
+            PlanError::Render { source: render::RenderError::Limit { .. }, .. } => "RenderLimitExceeded",
             PlanError::Render { .. } => "TemplateError",
         }
     }
@@ -145,9 +145,7 @@ fn label(resource: &mut Value, inputs: &Inputs, app: &str) {
 }
 
 fn digest(resources: &[Value]) -> String {
-    let bytes = serde_json::to_vec(resources).expect("JSON values serialize");
-    let sum = Sha256::digest(&bytes);
-    sum.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    crate::hex::digest(&serde_json::to_vec(resources).expect("JSON values serialize"), 12)
 }
 
 #[cfg(test)]

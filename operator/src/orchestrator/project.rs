@@ -35,27 +35,55 @@ pub async fn run(ctx: Arc<Context>) {
 
 async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = project.namespace_name();
-    let namespaces = Api::<Namespace>::all(ctx.hub.clone());
-    let existing = namespaces.get_opt(&ns).await?;
+    let existing = Api::<Namespace>::all(ctx.hub.clone()).get_opt(&ns).await?;
     let mut status = project.status.clone().unwrap_or_default();
     let generation = project.metadata.generation;
-    let owned_elsewhere =
-        existing.as_ref().is_some_and(|n| n.labels().get(labels::PROJECT).is_some_and(|p| p != &project.name_any()));
-    if owned_elsewhere {
-        let msg = format!("namespace {ns} already belongs to another project");
-        condition::set(&mut status.conditions, condition::new("Ready", false, "NamespaceTaken", msg, generation));
-    } else {
-        let uid = project.metadata.uid.clone();
-        let ours = existing.as_ref().is_none_or(|n| n.owner_references().iter().any(|o| Some(&o.uid) == uid.as_ref()));
-        apply_namespace(&ctx, &project, &ns, ours).await?;
-        apply_admins(&ctx, &project, &ns).await?;
-        let msg = format!("namespace {ns} is ready");
-        condition::set(&mut status.conditions, condition::new("Ready", true, "NamespaceReady", msg, generation));
-        status.namespace = Some(ns);
+    match claim(&project, &ns, existing.as_ref(), &ctx.operator_namespace) {
+        Err((reason, msg)) => {
+            condition::set(&mut status.conditions, condition::new("Ready", false, reason, msg, generation));
+            status.namespace = None;
+        }
+        Ok(create) => {
+            apply_namespace(&ctx, &project, &ns, create).await?;
+            apply_admins(&ctx, &project, &ns).await?;
+            let msg = format!("namespace {ns} is ready");
+            condition::set(&mut status.conditions, condition::new("Ready", true, "NamespaceReady", msg, generation));
+            status.namespace = Some(ns);
+        }
     }
     status.observed_generation = generation;
     write_status(&Api::all(ctx.hub.clone()), project.as_ref(), project.status.as_ref(), &status).await?;
     Ok(Action::await_change())
+}
+
+/// Whether `project` may have namespace `ns` (`Ok(true)`: create and own it; `Ok(false)`: it is
+/// already the project's), or why not. A project gets a namespace it creates, or one an admin
+/// labelled `emco.io/project=<project>`; never the operator's, `default` or a `kube-*` one.
+pub fn claim(
+    project: &Project,
+    ns: &str,
+    existing: Option<&Namespace>,
+    operator_namespace: &str,
+) -> Result<bool, (&'static str, String)> {
+    if ns == operator_namespace || ns == "default" || ns.starts_with("kube-") {
+        return Err(("NamespaceReserved", format!("namespace {ns} is reserved for the system or the operator")));
+    }
+    let Some(existing) = existing else { return Ok(true) };
+    match existing.labels().get(labels::PROJECT) {
+        Some(p) if p == &project.name_any() => {
+            let uid = project.metadata.uid.as_ref();
+            Ok(existing.owner_references().iter().any(|o| Some(&o.uid) == uid))
+        }
+        Some(_) => Err(("NamespaceTaken", format!("namespace {ns} already belongs to another project"))),
+        None => Err((
+            "NamespaceNotClaimable",
+            format!(
+                "namespace {ns} exists and was not made for this project: an admin can label it {}={} to hand it over",
+                labels::PROJECT,
+                project.name_any()
+            ),
+        )),
+    }
 }
 
 /// Labels the namespace; a namespace the project created is also owned by it, so it goes with it.

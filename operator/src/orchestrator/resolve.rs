@@ -46,9 +46,14 @@ pub enum ResolveError {
     ValuesKeyMissing { name: String, key: String },
     #[error("app {app}: {source}")]
     Repository { app: String, source: repository::RepositoryError },
+    #[error("charts and values files of this DIG add up to {bytes} bytes, over the budget of {budget} bytes")]
+    OverBudget { bytes: usize, budget: usize },
     #[error("hub API: {0}")]
     Hub(#[from] kube::Error),
 }
+
+/// Bytes of packaged charts and values files one DIG may name (each chart also has its own limits).
+pub const DIG_INPUT_BYTES: usize = 32 * 1024 * 1024;
 
 impl ResolveError {
     /// The condition reason.
@@ -66,6 +71,7 @@ impl ResolveError {
             ResolveError::ChartKeyMissing { .. } => "ChartNotFound",
             ResolveError::ValuesKeyMissing { .. } => "ValuesNotFound",
             ResolveError::Repository { .. } => "ChartFetchFailed",
+            ResolveError::OverBudget { .. } => "InputsTooLarge",
             ResolveError::Hub(_) => "HubError",
         }
     }
@@ -102,18 +108,28 @@ pub async fn resolve(ctx: &Context, dig: &DeploymentIntentGroup) -> Result<Input
         .map(|c| (*c).clone())
         .collect();
     let mut charts = BTreeMap::new();
+    let mut bytes = 0;
     for app in &composite_app.spec.apps {
-        charts.insert(app.name.clone(), chart(ctx, &ns, &app.name, &app.chart).await?);
+        let tgz = chart(ctx, &ns, &app.name, &app.chart).await?;
+        bytes = within_budget(bytes + tgz.len())?;
+        charts.insert(app.name.clone(), tgz);
     }
     let mut values_files = BTreeMap::new();
     for p in profile.iter().flat_map(|p| &p.spec.profiles) {
         let mut files = Vec::new();
         for source in &p.values_from {
-            files.push(values_file(ctx, &ns, &source.config_map).await?);
+            let file = values_file(ctx, &ns, &source.config_map).await?;
+            bytes = within_budget(bytes + file.1.len())?;
+            files.push(file);
         }
         values_files.insert(p.app.clone(), files);
     }
     Ok(Inputs { dig: dig.clone(), composite_app, profile, values_files, logical_cloud, placement, clusters, charts })
+}
+
+/// `bytes` if within [`DIG_INPUT_BYTES`].
+fn within_budget(bytes: usize) -> Result<usize, ResolveError> {
+    if bytes > DIG_INPUT_BYTES { Err(ResolveError::OverBudget { bytes, budget: DIG_INPUT_BYTES }) } else { Ok(bytes) }
 }
 
 async fn get<K>(ctx: &Context, ns: &str, kind: &'static str, name: &str) -> Result<K, ResolveError>
@@ -136,9 +152,10 @@ async fn chart(ctx: &Context, ns: &str, app: &str, source: &ChartSource) -> Resu
         if let Some(tgz) = ctx.repository_charts.get(&key) {
             return Ok(tgz);
         }
-        let tgz = repository::fetch_chart(&ctx.http, &repo.url, &repo.chart, repo.version.as_deref())
-            .await
-            .map_err(|source| ResolveError::Repository { app: app.to_string(), source })?;
+        let tgz =
+            repository::fetch_chart(&ctx.http, &ctx.repository_hosts, &repo.url, &repo.chart, repo.version.as_deref())
+                .await
+                .map_err(|source| ResolveError::Repository { app: app.to_string(), source })?;
         ctx.repository_charts.put(key, tgz.clone());
         return Ok(tgz);
     }

@@ -19,14 +19,27 @@ pub fn context_name(dig: &str, revision: u32) -> String {
     format!("{dig}-{revision}")
 }
 
-/// Writes `plan` as revision `revision` of `dig`; returns the AppContext.
+/// Annotation on an AppContext: the hash of the DIG inputs it was made from.
+pub const INPUT_HASH: &str = "emco.io/input-hash";
+
+/// What `store` found or made.
+pub enum Stored {
+    /// The AppContext of the revision, made now or by an earlier try from the same inputs.
+    Context(AppContext),
+    /// The revision exists, made from other inputs (a crash before the DIG status recorded it):
+    /// it is live and the plan goes into a later revision.
+    Taken(AppContext),
+}
+
+/// Writes `plan`, made from inputs with hash `hash`, as revision `revision` of `dig`.
 pub async fn store(
     hub: &Client,
     dig: &DeploymentIntentGroup,
     plan: &Plan,
     revision: u32,
     replaces: Option<String>,
-) -> kube::Result<AppContext> {
+    hash: &str,
+) -> kube::Result<Stored> {
     let ns = dig.namespace().unwrap_or_default();
     let mut apps = Vec::new();
     for app in &plan.apps {
@@ -50,6 +63,7 @@ pub async fn store(
             name: Some(context_name(&dig.name_any(), revision)),
             namespace: Some(ns.clone()),
             labels: Some(owner_labels(dig, revision)),
+            annotations: Some(BTreeMap::from([(INPUT_HASH.to_string(), hash.to_string())])),
             owner_references: Some(vec![dig.controller_owner_ref(&()).expect("DIGs have a uid")]),
             finalizers: Some(vec![rsync::FINALIZER.into()]),
             ..Default::default()
@@ -60,6 +74,7 @@ pub async fn store(
             operation,
             stop: false,
             replaces,
+            superseded_by: None,
             namespace: plan.namespace.clone(),
             apps,
         },
@@ -67,8 +82,12 @@ pub async fn store(
     };
     let api = Api::<AppContext>::namespaced(hub.clone(), &ns);
     match api.create(&PostParams::default(), &context).await {
-        Err(kube::Error::Api(e)) if e.code == 409 => api.get(&context.name_any()).await,
-        other => other,
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let existing = api.get(&context.name_any()).await?;
+            let same = existing.annotations().get(INPUT_HASH).map(String::as_str) == Some(hash);
+            Ok(if same { Stored::Context(existing) } else { Stored::Taken(existing) })
+        }
+        other => other.map(Stored::Context),
     }
 }
 

@@ -50,7 +50,7 @@ pub enum ChartError {
 }
 
 /// A loaded chart.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Chart {
     /// `name` from `Chart.yaml`.
     pub name: String,
@@ -67,7 +67,7 @@ pub struct Chart {
 }
 
 /// One file under `templates/`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Template {
     /// Path inside the chart, e.g. `templates/deployment.yaml`.
     pub path: String,

@@ -34,16 +34,18 @@
 //! needs a string `apiVersion`, `kind` and `metadata.name`.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 use tera::{Context, Tera};
 
 use super::chart::{Chart, Template};
 use super::filters;
+use super::limits::{self, Budget};
 use super::values::{from_yaml, type_name};
 
 /// Release and cluster facts a chart renders against.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RenderContext {
     /// `Release.Name`.
     pub release_name: String,
@@ -59,8 +61,16 @@ pub struct RenderContext {
 
 /// A chart that does not render to valid manifests. Never contains values or rendered text
 /// beyond what tera itself puts in its messages.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum RenderError {
+    /// The chart broke one of the rendering limits ([`super::limits`]).
+    #[error("chart {chart}: {limit}")]
+    Limit {
+        /// Chart name.
+        chart: String,
+        /// Which limit, in words.
+        limit: String,
+    },
     /// tera could not parse or render a template.
     #[error("chart {chart}, {file}{}: {message}", line_suffix(.line))]
     Template {
@@ -97,13 +107,21 @@ fn line_suffix(line: &Option<usize>) -> String {
 /// the manifests, file by file in path order.
 pub(super) fn render_templates(chart: &Chart, values: &Value, ctx: &RenderContext) -> Result<Vec<Value>, RenderError> {
     tracing::debug!(chart = %chart.name, templates = chart.templates.len(), "rendering chart");
-    let tera = build_tera(chart)?;
+    let limit = |limit: String| RenderError::Limit { chart: chart.name.clone(), limit };
+    limits::check_cycles(chart).map_err(limit)?;
+    let mut budget = Budget::new();
+    let tera = build_tera(chart, budget.deadline)?;
     let mut context = base_context(chart, values, ctx);
     let mut manifests = Vec::new();
     for template in chart.templates.iter().filter(|t| is_rendered(&t.path)) {
         context.insert("Template", &json!({"Name": template.path, "BasePath": "templates"}));
-        let text = tera.render(&template.path, &context).map_err(|e| template_error(chart, Some(template), &e))?;
-        manifests.extend(parse_manifests(&chart.name, &template.path, &text)?);
+        if let Err(e) = tera.render_to(&template.path, &context, &mut budget) {
+            return Err(match budget.broken.take() {
+                Some(broken) => limit(broken),
+                None => template_error(chart, Some(template), &e),
+            });
+        }
+        manifests.extend(parse_manifests(&chart.name, &template.path, &budget.take())?);
     }
     Ok(manifests)
 }
@@ -118,11 +136,12 @@ fn is_rendered(path: &str) -> bool {
     !name.starts_with('_') && matches!(extension, "yaml" | "yml" | "json" | "tpl")
 }
 
-fn build_tera(chart: &Chart) -> Result<Tera, RenderError> {
+fn build_tera(chart: &Chart, deadline: Instant) -> Result<Tera, RenderError> {
     let mut tera = Tera::default();
     tera.autoescape_on(vec![]);
     filters::register(&mut tera);
     tera.register_function("get_env", get_env_disabled);
+    tera.register_function("range", move |args: &HashMap<String, Value>| bounded_range(args, deadline));
     let sources = chart
         .templates
         .iter()
@@ -133,6 +152,24 @@ fn build_tera(chart: &Chart) -> Result<Tera, RenderError> {
         template_error(chart, mentioned_template(chart, &chain), &e)
     })?;
     Ok(tera)
+}
+
+/// tera's `range` (`start`, `end`, `step_by`), at most [`limits::RANGE_ITEMS`] items, and only
+/// before the render's deadline: nested loops cannot run for ever.
+fn bounded_range(args: &HashMap<String, Value>, deadline: Instant) -> tera::Result<Value> {
+    if Instant::now() > deadline {
+        return Err(tera::Error::msg(format!("rendering took longer than {} s", limits::DEADLINE.as_secs())));
+    }
+    let arg = |name: &str, default: Option<u64>| match args.get(name) {
+        Some(v) => v.as_u64().ok_or_else(|| tera::Error::msg(format!("`range`: `{name}` must be a whole number"))),
+        None => default.ok_or_else(|| tera::Error::msg(format!("`range` needs `{name}`"))),
+    };
+    let (start, end, step) = (arg("start", Some(0))?, arg("end", None)?, arg("step_by", Some(1))?.max(1));
+    let items = end.saturating_sub(start).div_ceil(step);
+    if items > limits::RANGE_ITEMS as u64 {
+        return Err(tera::Error::msg(format!("`range` of {items} items is over the limit of {}", limits::RANGE_ITEMS)));
+    }
+    Ok(Value::Array((start..end).step_by(step as usize).map(Value::from).collect()))
 }
 
 /// Charts must not read the operator's environment (it may hold credentials).

@@ -11,6 +11,7 @@ use serde_json::Value;
 use sha2::Digest as _;
 use tera::{Error, Result, Tera};
 
+use super::limits;
 use super::values::{from_yaml, type_name};
 
 /// Registers the filters on `tera`, replacing tera's own `indent` and `int`.
@@ -74,19 +75,29 @@ fn from_yaml_filter(value: &Value, _: &Args) -> Result<Value> {
     from_yaml(text).map_err(|e| Error::msg(format!("fromYaml: {e}")))
 }
 
-fn pad(text: &str, n: i64) -> String {
-    let pad = " ".repeat(usize::try_from(n).unwrap_or(0));
-    format!("{pad}{}", text.replace('\n', &format!("\n{pad}")))
+/// `text` with every line prefixed by `n` spaces; `n` within 0..=[`limits::INDENT`] and the
+/// result within [`limits::OUTPUT_BYTES`].
+fn pad(filter: &str, text: &str, n: i64) -> Result<String> {
+    let width = usize::try_from(n)
+        .ok()
+        .filter(|w| *w as i64 <= limits::INDENT)
+        .ok_or_else(|| Error::msg(format!("`{filter}`: n={n} is not between 0 and {}", limits::INDENT)))?;
+    let lines = text.matches('\n').count() + 1;
+    if text.len().saturating_add(lines.saturating_mul(width)) > limits::OUTPUT_BYTES {
+        return Err(Error::msg(format!("`{filter}`: the result would be over the output limit")));
+    }
+    let pad = " ".repeat(width);
+    Ok(format!("{pad}{}", text.replace('\n', &format!("\n{pad}"))))
 }
 
 /// `indent(n=N)`: prefixes every line with N spaces.
 fn indent(value: &Value, args: &Args) -> Result<Value> {
-    Ok(Value::String(pad(&text(value), int_arg("indent", args, "n")?)))
+    Ok(Value::String(pad("indent", &text(value), int_arg("indent", args, "n")?)?))
 }
 
 /// `nindent(n=N)`: a newline, then `indent(n=N)`.
 fn nindent(value: &Value, args: &Args) -> Result<Value> {
-    let indented = pad(&text(value), int_arg("nindent", args, "n")?);
+    let indented = pad("nindent", &text(value), int_arg("nindent", args, "n")?)?;
     Ok(Value::String(format!("\n{indented}")))
 }
 
@@ -164,7 +175,7 @@ fn int(value: &Value, _: &Args) -> Result<Value> {
 /// `sha256sum`: lowercase hex SHA-256 of the text.
 fn sha256sum(value: &Value, _: &Args) -> Result<Value> {
     let digest = sha2::Sha256::digest(text(value).as_bytes());
-    Ok(Value::String(digest.iter().map(|b| format!("{b:02x}")).collect()))
+    Ok(Value::String(crate::hex::encode(&digest)))
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@
 pub mod chart;
 mod engine;
 mod filters;
+pub mod limits;
 pub mod repository;
+pub mod sandbox;
 pub mod values;
 
 pub use chart::{Chart, ChartError, Template, load_chart};
@@ -26,7 +28,7 @@ pub fn render_app(
     values: &serde_json::Value,
     ctx: &RenderContext,
 ) -> Result<Vec<serde_json::Value>, RenderError> {
-    engine::render_templates(chart, values, ctx)
+    sandbox::render(chart, values, ctx)
 }
 
 #[cfg(test)]

@@ -1,17 +1,23 @@
 //! Helm HTTP chart repositories: finding a chart version in `index.yaml` and downloading it.
+//!
+//! Repository URLs come from tenants, so requests are fenced: link-local addresses (cloud metadata
+//! services) are refused however they are reached (literal, DNS, redirect), a redirect never goes
+//! from https to plain http, an optional allow-list of hosts (`EMCO_REPOSITORY_HOSTS`) applies to
+//! every request, and errors show URLs without credentials or query and never a response body.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::Url;
 use serde::Deserialize;
-use sha2::Digest as _;
-
-use super::values::from_yaml;
 
 /// Largest chart archive downloaded, in bytes.
 pub const MAX_CHART_BYTES: usize = 20 * 1024 * 1024;
-/// Largest `index.yaml` downloaded, in bytes (big public repositories have big indexes).
-const MAX_INDEX_BYTES: usize = 50 * 1024 * 1024;
+/// Largest `index.yaml` downloaded, in bytes (big public repositories have big indexes); it is
+/// parsed straight into the few fields used.
+const MAX_INDEX_BYTES: usize = 16 * 1024 * 1024;
 
 /// A chart that could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +86,14 @@ pub enum RepositoryError {
         /// What is wrong.
         message: String,
     },
+    /// The URL's host is not one the operator may reach.
+    #[error("{url}: {why}")]
+    Refused {
+        /// The URL refused.
+        url: String,
+        /// Why.
+        why: String,
+    },
     /// The archive does not match the index's sha256 digest.
     #[error("GET {url}: sha256 digest is {actual}, the index says {expected}")]
     Digest {
@@ -114,57 +128,141 @@ struct Entry {
 /// index's sha256 `digest` when there is one, and may be at most [`MAX_CHART_BYTES`].
 pub async fn fetch_chart(
     http: &reqwest::Client,
+    hosts: &[String],
     url: &str,
     chart: &str,
     version: Option<&str>,
 ) -> Result<Vec<u8>, RepositoryError> {
     let repo = url.trim_end_matches('/');
     let index_url = format!("{repo}/index.yaml");
-    let index = parse_index(&index_url, &get(http, &index_url, MAX_INDEX_BYTES).await?)?;
+    let index = parse_index(&index_url, &get(http, hosts, &index_url, MAX_INDEX_BYTES).await?)?;
     let entries = index
         .entries
         .get(chart)
-        .ok_or_else(|| RepositoryError::ChartNotFound { url: index_url.clone(), chart: chart.to_owned() })?;
+        .ok_or_else(|| RepositoryError::ChartNotFound { url: shown(&index_url), chart: chart.to_owned() })?;
     let entry = pick(entries, version).ok_or_else(|| RepositoryError::VersionNotFound {
-        url: index_url.clone(),
+        url: shown(&index_url),
         chart: chart.to_owned(),
         wanted: version.map_or("stable version".to_owned(), |v| format!("version {v}")),
         available: entries.iter().map(|e| e.version.clone()).collect(),
     })?;
     let chart_url = chart_url(repo, entry).map_err(|message| RepositoryError::BadChartUrl {
-        url: index_url,
+        url: shown(&index_url),
         chart: chart.to_owned(),
         version: entry.version.clone(),
         message,
     })?;
     tracing::debug!(%chart_url, "fetching chart");
-    let tgz = get(http, chart_url.as_str(), MAX_CHART_BYTES).await?;
+    let tgz = get(http, hosts, chart_url.as_str(), MAX_CHART_BYTES).await?;
     verify_digest(chart_url.as_str(), entry.digest.as_deref(), &tgz)?;
     Ok(tgz)
 }
 
-async fn get(http: &reqwest::Client, url: &str, limit: usize) -> Result<Vec<u8>, RepositoryError> {
-    let http_error = |source| RepositoryError::Http { url: url.to_owned(), source };
+async fn get(http: &reqwest::Client, hosts: &[String], url: &str, limit: usize) -> Result<Vec<u8>, RepositoryError> {
+    let parsed = Url::parse(url).map_err(|e| RepositoryError::Refused { url: shown(url), why: e.to_string() })?;
+    allowed(&parsed, hosts).map_err(|why| RepositoryError::Refused { url: shown(url), why })?;
+    let http_error = |source: reqwest::Error| RepositoryError::Http { url: shown(url), source: source.without_url() };
     let mut response = http.get(url).send().await.map_err(http_error)?;
     let status = response.status();
     if !status.is_success() {
-        return Err(RepositoryError::Status { url: url.to_owned(), status: status.as_u16() });
+        return Err(RepositoryError::Status { url: shown(url), status: status.as_u16() });
     }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(http_error)? {
         if body.len() + chunk.len() > limit {
-            return Err(RepositoryError::TooLarge { url: url.to_owned(), limit });
+            return Err(RepositoryError::TooLarge { url: shown(url), limit });
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
 }
 
+/// `url` for messages: no user, password, query or fragment.
+pub fn shown(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(invalid URL)".to_owned(),
+    }
+}
+
+/// Whether the operator may fetch `url`: http(s), an allowed host, not a link-local address.
+pub fn allowed(url: &Url, hosts: &[String]) -> Result<(), String> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("scheme {} is not allowed (http or https only)", url.scheme()));
+    }
+    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    if !hosts.is_empty() && !hosts.contains(&host) {
+        return Err(format!("host {host} is not in the operator's repository allow-list"));
+    }
+    match host.parse::<IpAddr>() {
+        Ok(ip) if forbidden(ip) => Err(format!("address {ip} is link-local (cloud metadata); refused")),
+        _ => Ok(()),
+    }
+}
+
+/// Link-local addresses and the well-known metadata services.
+fn forbidden(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local() || v4.octets() == [100, 100, 100, 200],
+        IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.segments()[..4] == [0xfd00, 0x0ec2, 0, 0]
+                || v6.to_ipv4_mapped().is_some_and(|v4| forbidden(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// The HTTP client for chart repositories: 30 s timeout, at most 5 redirects, none from https to
+/// http or to a refused host, and names that resolve to link-local addresses refused.
+pub fn client(hosts: Vec<String>) -> reqwest::Result<reqwest::Client> {
+    let policy_hosts = hosts.clone();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+            let downgrade =
+                attempt.url().scheme() != "https" && attempt.previous().iter().any(|u| u.scheme() == "https");
+            if attempt.previous().len() >= 5 {
+                attempt.error("too many redirects")
+            } else if downgrade {
+                attempt.error("redirect from https to plain http refused")
+            } else if let Err(why) = allowed(attempt.url(), &policy_hosts) {
+                attempt.error(why)
+            } else {
+                attempt.follow()
+            }
+        }))
+        .dns_resolver(Arc::new(Resolver))
+        .build()
+}
+
+/// The system resolver, less link-local answers.
+struct Resolver;
+
+impl reqwest::dns::Resolve for Resolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.filter(|a| !forbidden(a.ip())).collect();
+            if addrs.is_empty() {
+                return Err(format!("{host} resolves to no address the operator may reach").into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 fn parse_index(url: &str, body: &[u8]) -> Result<Index, RepositoryError> {
-    let error = |message: String| RepositoryError::Index { url: url.to_owned(), message };
-    let text = std::str::from_utf8(body).map_err(|_| error("not UTF-8 text".to_owned()))?;
-    let value = from_yaml(text).map_err(|e| error(e.to_string()))?;
-    serde_json::from_value(value).map_err(|e| error(e.to_string()))
+    // Parser messages can quote the body: say only what is wrong in general.
+    let error = |message: &str| RepositoryError::Index { url: shown(url), message: message.to_owned() };
+    let text = std::str::from_utf8(body).map_err(|_| error("not UTF-8 text"))?;
+    serde_saphyr::from_str(text).map_err(|_| error("not a Helm repository index (YAML with `entries`)"))
 }
 
 /// The exact `version`, or the highest stable one.
@@ -191,7 +289,7 @@ fn stable_key(version: &str) -> Option<Vec<u64>> {
 fn chart_url(repo: &str, entry: &Entry) -> Result<Url, String> {
     let first = entry.urls.first().ok_or("the index lists no urls")?;
     let base = Url::parse(&format!("{repo}/")).map_err(|e| format!("repository URL: {e}"))?;
-    base.join(first).map_err(|e| format!("{first:?}: {e}"))
+    base.join(first).map_err(|e| format!("{}: {e}", shown(first)))
 }
 
 fn verify_digest(url: &str, expected: Option<&str>, tgz: &[u8]) -> Result<(), RepositoryError> {
@@ -199,9 +297,9 @@ fn verify_digest(url: &str, expected: Option<&str>, tgz: &[u8]) -> Result<(), Re
         return Ok(());
     };
     let expected = expected.trim_start_matches("sha256:").to_ascii_lowercase();
-    let actual: String = sha2::Sha256::digest(tgz).iter().map(|b| format!("{b:02x}")).collect();
+    let actual = crate::hex::digest(tgz, 64);
     if actual != expected {
-        return Err(RepositoryError::Digest { url: url.to_owned(), expected, actual });
+        return Err(RepositoryError::Digest { url: shown(url), expected, actual });
     }
     Ok(())
 }
@@ -277,7 +375,7 @@ mod tests {
     }
 
     fn sha256_hex(bytes: &[u8]) -> String {
-        sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex::digest(bytes, 64)
     }
 
     fn demo_tgz(version: &str) -> Vec<u8> {
@@ -313,7 +411,7 @@ mod tests {
     async fn fetches_the_highest_stable_version() {
         let server = repository().await;
         let url = format!("{}/repo/", server.base);
-        let bytes = fetch_chart(&client(), &url, "demo", None).await.unwrap();
+        let bytes = fetch_chart(&client(), &[], &url, "demo", None).await.unwrap();
         assert_eq!(load_chart(&bytes).unwrap().version, "1.10.0");
     }
 
@@ -321,7 +419,7 @@ mod tests {
     async fn fetches_an_exact_pre_release_from_an_absolute_url() {
         let server = repository().await;
         let url = format!("{}/repo", server.base);
-        let bytes = fetch_chart(&client(), &url, "demo", Some("2.0.0-rc1")).await.unwrap();
+        let bytes = fetch_chart(&client(), &[], &url, "demo", Some("2.0.0-rc1")).await.unwrap();
         assert_eq!(load_chart(&bytes).unwrap().version, "2.0.0-rc1");
     }
 
@@ -329,7 +427,7 @@ mod tests {
     async fn unknown_version_lists_the_available_ones() {
         let server = repository().await;
         let url = format!("{}/repo", server.base);
-        let err = fetch_chart(&client(), &url, "demo", Some("3.0.0")).await.unwrap_err();
+        let err = fetch_chart(&client(), &[], &url, "demo", Some("3.0.0")).await.unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -337,7 +435,7 @@ mod tests {
                  available: 1.0.0, 1.10.0, 1.9.0, 2.0.0-rc1"
             )
         );
-        let err = fetch_chart(&client(), &url, "other", None).await.unwrap_err();
+        let err = fetch_chart(&client(), &[], &url, "other", None).await.unwrap_err();
         assert!(err.to_string().contains("chart other has no stable version"), "{err}");
     }
 
@@ -345,7 +443,7 @@ mod tests {
     async fn chart_missing_from_index() {
         let server = repository().await;
         let url = format!("{}/repo", server.base);
-        let err = fetch_chart(&client(), &url, "nope", None).await.unwrap_err();
+        let err = fetch_chart(&client(), &[], &url, "nope", None).await.unwrap_err();
         assert_eq!(err.to_string(), format!("{url}/index.yaml: chart nope is not in the repository index"));
     }
 
@@ -353,7 +451,7 @@ mod tests {
     async fn http_errors_name_url_and_status() {
         let server = serve(Routes::new()).await;
         let url = format!("{}/missing", server.base);
-        let err = fetch_chart(&client(), &url, "demo", None).await.unwrap_err();
+        let err = fetch_chart(&client(), &[], &url, "demo", None).await.unwrap_err();
         assert_eq!(err.to_string(), format!("GET {url}/index.yaml: HTTP status 404"));
     }
 
@@ -369,7 +467,7 @@ mod tests {
             ("/demo.tgz".to_owned(), 200, archive.clone()),
         ])
         .await;
-        let err = fetch_chart(&client(), &server.base, "demo", None).await.unwrap_err();
+        let err = fetch_chart(&client(), &[], &server.base, "demo", None).await.unwrap_err();
         let RepositoryError::Digest { url, actual, .. } = &err else { panic!("{err}") };
         assert_eq!(url, &format!("{}/demo.tgz", server.base));
         assert_eq!(actual, &sha256_hex(&archive));
@@ -383,7 +481,7 @@ mod tests {
             ("/demo.tgz".to_owned(), 200, vec![0; MAX_CHART_BYTES + 1]),
         ])
         .await;
-        let err = fetch_chart(&client(), &server.base, "demo", None).await.unwrap_err();
+        let err = fetch_chart(&client(), &[], &server.base, "demo", None).await.unwrap_err();
         assert!(matches!(err, RepositoryError::TooLarge { .. }), "{err}");
     }
 
@@ -396,5 +494,38 @@ mod tests {
         assert_eq!(pick(&entries, None).unwrap().version, "1.10.0+build");
         assert_eq!(pick(&entries, Some("1.2.0-rc1")).unwrap().version, "1.2.0-rc1");
         assert!(pick(&entries, Some("1.2.0")).is_none());
+    }
+}
+
+#[cfg(test)]
+mod fence_tests {
+    use super::*;
+
+    #[test]
+    fn link_local_and_metadata_addresses_are_refused() {
+        for url in [
+            "http://169.254.169.254/latest",
+            "http://[fe80::1]/x",
+            "http://100.100.100.200/",
+            "http://[::ffff:169.254.1.1]/",
+        ] {
+            assert!(allowed(&Url::parse(url).unwrap(), &[]).is_err(), "{url}");
+        }
+        assert!(allowed(&Url::parse("https://charts.example/x").unwrap(), &[]).is_ok());
+        assert!(allowed(&Url::parse("file:///etc/passwd").unwrap(), &[]).is_err());
+    }
+
+    #[test]
+    fn the_allow_list_applies_when_set() {
+        let hosts = vec!["charts.example".to_string()];
+        assert!(allowed(&Url::parse("https://charts.example/a").unwrap(), &hosts).is_ok());
+        assert!(
+            allowed(&Url::parse("https://elsewhere.example/a").unwrap(), &hosts).unwrap_err().contains("allow-list")
+        );
+    }
+
+    #[test]
+    fn urls_are_shown_without_credentials_or_query() {
+        assert_eq!(shown("https://user:s3cret@charts.example/idx?token=t#f"), "https://charts.example/idx");
     }
 }

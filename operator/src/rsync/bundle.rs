@@ -21,8 +21,10 @@ pub const PART_BYTES: usize = 512 * 1024;
 pub const SECRET_TYPE: &str = "emco.io/bundle";
 /// The data key of a bundle part.
 pub const DATA_KEY: &str = "bundle.json.gz";
-/// Largest decompressed bundle accepted.
-const MAX_BUNDLE_BYTES: u64 = 256 * 1024 * 1024;
+/// Largest decompressed bundle accepted (a chart renders at most 16 MiB of text).
+pub const MAX_BUNDLE_BYTES: u64 = 32 * 1024 * 1024;
+/// Bytes of decoded bundles rsync keeps in memory (JSON size); the oldest go first.
+pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -49,29 +51,46 @@ pub fn encode(resources: &[Value]) -> Vec<Vec<u8>> {
 
 /// The resources held by `parts`, joined in order.
 pub fn decode(name: &str, parts: &[Vec<u8>]) -> Result<Vec<Value>, BundleError> {
+    decode_sized(name, parts).map(|(resources, _)| resources)
+}
+
+/// The resources held by `parts` and their size as JSON.
+fn decode_sized(name: &str, parts: &[Vec<u8>]) -> Result<(Vec<Value>, usize), BundleError> {
     let joined = parts.concat();
     let mut json = Vec::new();
     GzDecoder::new(joined.as_slice())
-        .take(MAX_BUNDLE_BYTES)
+        .take(MAX_BUNDLE_BYTES + 1)
         .read_to_end(&mut json)
         .map_err(|e| BundleError::Corrupt(name.into(), e.to_string()))?;
-    serde_json::from_slice(&json).map_err(|e| BundleError::Corrupt(name.into(), e.to_string()))
+    if json.len() as u64 > MAX_BUNDLE_BYTES {
+        return Err(BundleError::Corrupt(name.into(), format!("over {MAX_BUNDLE_BYTES} bytes decompressed")));
+    }
+    let resources = serde_json::from_slice(&json).map_err(|e| BundleError::Corrupt(name.into(), e.to_string()))?;
+    Ok((resources, json.len()))
 }
 
 /// A bundle's resources, shared by every reader.
 pub type Resources = Arc<Vec<Value>>;
 
-/// Bundles read so far, by namespace and name.
+/// Bundles read so far, by namespace and name, within [`CACHE_BYTES`].
 #[derive(Default)]
 pub struct BundleCache {
-    loaded: Mutex<HashMap<(String, String), Resources>>,
+    loaded: Mutex<Loaded>,
+}
+
+#[derive(Default)]
+struct Loaded {
+    bundles: HashMap<(String, String), (Resources, usize)>,
+    /// Keys in the order they were loaded.
+    order: std::collections::VecDeque<(String, String)>,
+    bytes: usize,
 }
 
 impl BundleCache {
     /// The resources of `bundle` in namespace `ns`, read from the hub the first time only.
     pub async fn load(&self, hub: &Client, ns: &str, bundle: &BundleRef) -> Result<Resources, BundleError> {
         let key = (ns.to_string(), bundle.name.clone());
-        if let Some(found) = self.loaded.lock().unwrap().get(&key) {
+        if let Some((found, _)) = self.loaded.lock().unwrap().bundles.get(&key) {
             return Ok(found.clone());
         }
         let api = Api::<Secret>::namespaced(hub.clone(), ns);
@@ -82,12 +101,19 @@ impl BundleCache {
             let data = secret.data.and_then(|mut d| d.remove(DATA_KEY)).ok_or_else(|| BundleError::Missing(name))?;
             parts.push(data.0);
         }
-        let resources = Arc::new(decode(&bundle.name, &parts)?);
+        let (resources, size) = decode_sized(&bundle.name, &parts)?;
+        let resources = Arc::new(resources);
         let mut loaded = self.loaded.lock().unwrap();
-        if loaded.len() > 512 {
-            loaded.clear();
+        while loaded.bytes + size > CACHE_BYTES {
+            let Some(oldest) = loaded.order.pop_front() else { break };
+            if let Some((_, n)) = loaded.bundles.remove(&oldest) {
+                loaded.bytes -= n;
+            }
         }
-        loaded.insert(key, resources.clone());
+        if size <= CACHE_BYTES && loaded.bundles.insert(key.clone(), (resources.clone(), size)).is_none() {
+            loaded.order.push_back(key);
+            loaded.bytes += size;
+        }
         Ok(resources)
     }
 }

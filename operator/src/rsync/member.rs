@@ -1,5 +1,6 @@
 //! rsync's work on one member cluster for one app: apply its resources in kind order with
-//! server-side apply, read them back for readiness, or delete them (reverse order).
+//! server-side apply, read them back for readiness and drift, or delete them (reverse order).
+//! Only objects that carry this DIG's owner labels (or do not exist yet) are applied or deleted.
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -8,13 +9,16 @@ use kube::core::GroupVersionKind;
 use kube::{Api, Client};
 use serde_json::Value;
 
+use super::drift::Applied;
 use super::monitor::{self, Monitor};
 use super::{order, ready};
 use crate::api::labels;
 use crate::members::Members;
 
-/// Field manager of everything rsync applies to members.
+/// Prefix of the field manager of everything rsync applies to members; one manager per DIG.
 pub const FIELD_MANAGER: &str = "emco-rsync";
+/// On a chart object: take over an object that exists on the member and is not this DIG's.
+pub const ADOPT: &str = "emco.io/adopt";
 /// At most this many failures are reported per app and cluster.
 const MAX_FAILURES: usize = 10;
 
@@ -27,6 +31,8 @@ pub struct Outcome {
     pub failed: Vec<String>,
     /// The first few resources that are absent or not ready.
     pub not_ready: Vec<String>,
+    /// Resources whose fields on the member no longer match what rsync applied.
+    pub drifted: Vec<Value>,
 }
 
 /// Why one request failed.
@@ -44,6 +50,40 @@ fn classify(e: kube::Error) -> Failure {
     }
 }
 
+/// The DIG a member object belongs to, from its owner labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub project: String,
+    pub dig: String,
+}
+
+impl Owner {
+    /// Whether `live` carries this owner's labels.
+    fn owns(&self, live: &Value) -> bool {
+        let l = &live["metadata"]["labels"];
+        l[labels::PROJECT].as_str() == Some(&self.project) && l[labels::DIG].as_str() == Some(&self.dig)
+    }
+
+    /// Server-side apply field manager of this DIG (at most 128 characters, as the API requires).
+    pub fn field_manager(&self) -> String {
+        let name = format!("{FIELD_MANAGER}/{}/{}", self.project, self.dig);
+        if name.len() <= 128 { name } else { format!("{FIELD_MANAGER}/{}", crate::hex::digest(name.as_bytes(), 16)) }
+    }
+
+    /// Why `live` may not be touched, naming who it belongs to.
+    fn refusal(&self, live: &Value) -> Failure {
+        let l = &live["metadata"]["labels"];
+        let holder = match (l[labels::PROJECT].as_str(), l[labels::DIG].as_str()) {
+            (Some(p), Some(d)) => format!("it belongs to DIG {p}/{d}"),
+            _ => "it was not created by EMCO".to_string(),
+        };
+        Failure::Refused(format!(
+            "exists and is not managed by DIG {}/{} ({holder}; annotate it in the chart with {ADOPT}: \"true\" to take it over)",
+            self.project, self.dig
+        ))
+    }
+}
+
 /// One member of one reconcile: the client, what it serves, and the default namespace.
 pub struct Member<'a> {
     pub name: &'a str,
@@ -53,6 +93,9 @@ pub struct Member<'a> {
     pub members: &'a Members,
     pub monitor: &'a Monitor,
     pub namespace: &'a str,
+    pub owner: Owner,
+    /// What rsync last applied and saw, to tell drift from server defaults.
+    pub applied: &'a Applied,
 }
 
 /// Where one resource lives on a member.
@@ -64,9 +107,9 @@ struct Target {
 }
 
 impl Member<'_> {
-    /// The API of `obj`'s kind, and its name, namespaced as the member serves it.
-    async fn target(&self, obj: &Value) -> Result<(Api<DynamicObject>, String), Failure> {
-        self.locate(obj).await.map(|t| (t.api, t.name))
+    /// The key of `obj` in what rsync remembers of this member.
+    fn key(&self, obj: &Value) -> String {
+        identity(obj, self.namespace)
     }
 
     /// Where `obj` lives on the member.
@@ -94,7 +137,10 @@ impl Member<'_> {
     /// `obj` as the member has it: from the monitor's watch when it has it, else asked directly
     /// (just applied and not yet seen by the watch, or the watch not ready).
     async fn read(&self, obj: &Value) -> Result<Option<Value>, Failure> {
-        let t = self.locate(obj).await?;
+        self.read_at(&self.locate(obj).await?).await
+    }
+
+    async fn read_at(&self, t: &Target) -> Result<Option<Value>, Failure> {
         if let Some(cache) = self.monitor.cache(self.name, &self.client_key, &self.client, &t.resource).await
             && let Some(live) = cache.get(&monitor::object_ref(&t.resource, t.namespace.as_deref(), &t.name))
         {
@@ -129,13 +175,28 @@ impl Member<'_> {
         }
         let mut ordered: Vec<&Value> = resources.iter().collect();
         order::install_order(&mut ordered);
+        let params = PatchParams::apply(&self.owner.field_manager()).force();
         for obj in ordered {
             let applied = async {
-                let (api, name) = self.target(obj).await?;
-                api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj)).await.map_err(classify)
+                let t = self.locate(obj).await?;
+                if let Some(live) = self.read_at(&t).await?
+                    && !self.owner.owns(&live)
+                    && obj["metadata"]["annotations"][ADOPT] != "true"
+                {
+                    return Err(self.owner.refusal(&live));
+                }
+                t.api.patch(&t.name, &params, &Patch::Apply(obj)).await.map_err(classify)
             };
             match applied.await {
-                Ok(_) => out.present += 1,
+                Ok(live) => {
+                    out.present += 1;
+                    self.applied.record(
+                        self.name,
+                        &self.key(obj),
+                        obj,
+                        &serde_json::to_value(live).unwrap_or_default(),
+                    );
+                }
                 Err(f) => record(&mut out, f, &describe(obj)),
             }
             if !out.reachable {
@@ -169,8 +230,14 @@ impl Member<'_> {
         let mut out = Outcome { reachable: true, ..Default::default() };
         for obj in resources {
             match self.read(obj).await {
+                Ok(Some(live)) if !self.owner.owns(&live) => {
+                    record(&mut out, self.owner.refusal(&live), &describe(obj))
+                }
                 Ok(Some(live)) => {
                     out.present += 1;
+                    if self.applied.drifted(self.name, &self.key(obj), obj, &live) {
+                        out.drifted.push(obj.clone());
+                    }
                     let is_ready = ready::is_ready(&live);
                     out.ready += u32::from(is_ready);
                     if !is_ready && out.not_ready.len() < MAX_FAILURES {
@@ -200,11 +267,23 @@ impl Member<'_> {
         order::install_order(&mut ordered);
         for obj in ordered.into_iter().rev() {
             let deleted = async {
-                let (api, name) = self.target(obj).await?;
-                api.delete(&name, &DeleteParams::background()).await.map_err(classify)
+                let t = self.locate(obj).await?;
+                let Some(live) = self.read_at(&t).await? else { return Ok(()) };
+                if !self.owner.owns(&live) {
+                    tracing::debug!(cluster = self.name, object = %describe(obj), "not deleted: not this DIG's");
+                    return Ok(());
+                }
+                let uid = live["metadata"]["uid"].as_str().map(String::from);
+                let params = DeleteParams {
+                    preconditions: Some(kube::api::Preconditions { uid, resource_version: None }),
+                    ..DeleteParams::background()
+                };
+                self.applied.forget(self.name, &self.key(obj));
+                t.api.delete(&t.name, &params).await.map(|_| ()).map_err(classify)
             };
             match deleted.await {
-                Ok(_) => {}
+                Ok(()) => {}
+                Err(Failure::Refused(m)) if m.ends_with("(409)") => {}
                 Err(Failure::Refused(m)) if m.ends_with("(404)") || m.contains("is not served") => {}
                 Err(f) => {
                     out.present += 1;

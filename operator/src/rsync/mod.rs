@@ -3,6 +3,7 @@
 //! prunes what an update dropped, deletes everything on terminate, and writes one coalesced status.
 
 pub mod bundle;
+pub mod drift;
 pub mod member;
 pub mod monitor;
 pub mod order;
@@ -14,17 +15,19 @@ use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
 use futures::{StreamExt, stream};
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ListParams, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::api::clm::Cluster;
-use crate::api::condition;
 use crate::api::orchestrator::OpStatus;
 use crate::api::rsync::{AppContext, AppContextStatus, AppStatus, ClusterStatus, ContextApp, ContextState, Operation};
+use crate::api::{condition, labels};
 use crate::controller::{Context, write_status};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use member::{Member, Outcome};
@@ -60,6 +63,7 @@ pub async fn run(ctx: Arc<Context>, wakeups: tokio::sync::mpsc::UnboundedReceive
             .into_iter()
             .filter(|a| a.namespace().as_deref() == Some(project.as_str()) && a.spec.owner.name == dig)
             .filter(|a| a.status.as_ref().is_none_or(|s| s.state != ContextState::Terminated))
+            .filter(|a| !inert(a))
             .map(|a| ObjectRef::from_obj(a.as_ref()))
             .collect();
         stream::iter(refs)
@@ -72,6 +76,7 @@ pub async fn run(ctx: Arc<Context>, wakeups: tokio::sync::mpsc::UnboundedReceive
                 .state()
                 .into_iter()
                 .filter(|a| a.spec.apps.iter().flat_map(|app| &app.clusters).any(|c| c.cluster == name))
+                .filter(|a| !inert(a))
                 .map(|a| ObjectRef::from_obj(a.as_ref()))
                 .collect::<Vec<_>>()
         })
@@ -95,7 +100,19 @@ struct Unit {
     resources: Arc<Vec<Value>>,
 }
 
+/// A revision a newer one replaced: rsync does nothing for it (its status stays as history; the
+/// newer revision prunes what only it applied), unless the orchestrator asks it to terminate.
+fn inert(actx: &AppContext) -> bool {
+    actx.spec.superseded_by.is_some() && actx.spec.operation != Operation::Terminate
+}
+
 async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if inert(&actx) {
+        if actx.metadata.deletion_timestamp.is_some() {
+            release(&ctx, &actx).await?;
+        }
+        return Ok(Action::await_change());
+    }
     let done = actx.status.as_ref().is_some_and(|s| s.state == ContextState::Terminated);
     if done && actx.spec.operation == Operation::Terminate && actx.finalizers().is_empty() {
         return Ok(Action::await_change());
@@ -247,7 +264,10 @@ async fn sync_unit(
         member.apply(&unit.resources).await
     };
     if outcome.reachable {
-        let seen = member.observe(&unit.resources).await;
+        let mut seen = member.observe(&unit.resources).await;
+        if !seen.drifted.is_empty() {
+            repair(ctx, actx, &member, &mut seen).await;
+        }
         outcome.failed.extend(seen.failed);
         outcome = Outcome { failed: outcome.failed, ..seen };
     }
@@ -257,6 +277,32 @@ async fn sync_unit(
     status.failed = outcome.failed;
     status.not_ready = outcome.not_ready;
     (key(unit), status)
+}
+
+/// Applies again what changed on the member in fields rsync applied; one Event per object.
+async fn repair(ctx: &Context, actx: &AppContext, member: &Member<'_>, seen: &mut Outcome) {
+    let drifted = std::mem::take(&mut seen.drifted);
+    let repaired = member.apply(&drifted).await;
+    seen.failed.extend(repaired.failed.iter().cloned());
+    for obj in drifted.iter().filter(|o| !repaired.failed.iter().any(|f| f.starts_with(&member::describe(o)))) {
+        let note = format!(
+            "{} on {} differed from revision {}; applied again",
+            member::describe(obj),
+            member.name,
+            actx.spec.revision
+        );
+        tracing::info!(appcontext = %actx.name_any(), cluster = member.name, object = %member::describe(obj), "drift repaired");
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "DriftRepaired".into(),
+            note: Some(note),
+            action: "Repair".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &actx.object_ref(&())).await {
+            tracing::debug!(error = %e, "could not publish event");
+        }
+    }
 }
 
 /// A client for `cluster`, or why there is none.
@@ -271,6 +317,8 @@ async fn connect<'a>(ctx: &'a Context, actx: &'a AppContext, cluster: &'a str) -
         members: &ctx.members,
         monitor: &ctx.monitor,
         namespace: &actx.spec.namespace,
+        owner: member::Owner { project: actx.namespace().unwrap_or_default(), dig: actx.spec.owner.name.clone() },
+        applied: &ctx.applied,
     })
 }
 
@@ -314,8 +362,10 @@ async fn bounded<'a, T>(work: Vec<BoxFuture<'a, T>>) -> Vec<T> {
     stream::iter(work).buffer_unordered(CONCURRENCY).collect().await
 }
 
-/// After an update is applied: deletes, on each cluster, what the replaced context applied and
-/// this one does not. Done once; the `Pruned` condition records it.
+/// After an update is applied: deletes, on each cluster, what the replaced contexts applied and
+/// this one does not. The replaced context is followed back through `replaces` while a context
+/// still holds rsync's finalizer (a revision replaced before it could prune its own predecessor).
+/// Done once; the `Pruned` condition records it.
 async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut AppContextStatus) -> Result<(), Error> {
     let generation = actx.metadata.generation;
     let done =
@@ -325,20 +375,51 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
         return Ok(());
     }
     let ns = actx.namespace().unwrap_or_default();
-    let Some(old_name) = &actx.spec.replaces else { return Ok(()) };
-    let Some(old) = Api::<AppContext>::namespaced(ctx.hub.clone(), &ns).get_opt(old_name).await? else {
-        condition::set(
-            &mut status.conditions,
-            condition::new("Pruned", true, "ReplacedContextGone", format!("{old_name} no longer exists"), generation),
-        );
-        return Ok(());
-    };
     let mut keep: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for u in units {
         keep.entry(&u.cluster)
             .or_default()
             .extend(u.resources.iter().map(|r| member::identity(r, &actx.spec.namespace)));
     }
+    let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &ns);
+    let mut failures = Vec::new();
+    let mut pruned = Vec::new();
+    let mut next = actx.spec.replaces.clone();
+    while let Some(old_name) = next.take() {
+        let Some(old) = api.get_opt(&old_name).await? else { break };
+        let first = pruned.is_empty();
+        if !first && !old.finalizers().iter().any(|f| f == FINALIZER) {
+            break;
+        }
+        let failed = prune_one(ctx, &old, &keep).await?;
+        if failed.is_empty() {
+            release(ctx, &old).await?;
+        }
+        failures.extend(failed);
+        next = old.spec.replaces.clone().filter(|n| !pruned.contains(n) && *n != actx.name_any());
+        pruned.push(old_name);
+    }
+    let (ok, reason, message) = match (failures.first(), pruned.is_empty()) {
+        (Some(f), _) => (false, "PruneFailed", f.clone()),
+        (None, true) => (true, "ReplacedContextGone", "the replaced revision no longer exists".to_string()),
+        (None, false) => {
+            (true, "Pruned", format!("removed what {} applied and this revision does not", pruned.join(", ")))
+        }
+    };
+    condition::set(&mut status.conditions, condition::new("Pruned", ok, reason, message, generation));
+    if !ok {
+        status.state = ContextState::Updating;
+    }
+    Ok(())
+}
+
+/// Deletes what `old` applied and `keep` (per cluster) does not have; the failures.
+async fn prune_one(
+    ctx: &Context,
+    old: &AppContext,
+    keep: &BTreeMap<&str, BTreeSet<String>>,
+) -> Result<Vec<String>, Error> {
+    let ns = old.namespace().unwrap_or_default();
     let mut failures = Vec::new();
     for app in &old.spec.apps {
         for c in &app.clusters {
@@ -351,44 +432,51 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
             if dropped.is_empty() {
                 continue;
             }
-            match connect(ctx, &old, &c.cluster).await {
+            match connect(ctx, old, &c.cluster).await {
                 Ok(m) => failures.extend(m.delete(&dropped).await.failed),
                 Err(message) => failures.push(message),
             }
         }
     }
-    if failures.is_empty() {
-        release(ctx, &old).await?;
-    }
-    let (ok, reason, message) = match failures.first() {
-        None => (true, "Pruned", format!("removed what {old_name} applied and this revision does not")),
-        Some(f) => (false, "PruneFailed", f.clone()),
-    };
-    condition::set(&mut status.conditions, condition::new("Pruned", ok, reason, message, generation));
-    if !ok {
-        status.state = ContextState::Updating;
-    }
-    Ok(())
+    Ok(failures)
 }
 
 /// Lets `actx` and its bundles go: rsync is done with what they applied.
 async fn release(ctx: &Context, actx: &AppContext) -> kube::Result<()> {
     let ns = actx.namespace().unwrap_or_default();
-    let drop_finalizer = json!({"metadata": {"finalizers": null}});
-    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.hub.clone(), &ns);
-    let bundles: BTreeSet<_> =
-        actx.spec.apps.iter().flat_map(|a| &a.clusters).map(|c| &c.bundle).map(|b| (b.name.clone(), b.parts)).collect();
-    for (name, parts) in bundles {
-        for i in 0..parts {
+    let secrets = Api::<PartialObjectMeta<Secret>>::namespaced(ctx.hub.clone(), &ns);
+    // Every bundle Secret of the revision, also parts a crash left unreferenced.
+    let selector = format!("{}={},{}={}", labels::DIG, actx.spec.owner.name, labels::REVISION, actx.spec.revision);
+    for part in secrets.list_metadata(&ListParams::default().labels(&selector)).await? {
+        if part.finalizers().iter().any(|f| f == FINALIZER) {
+            let patch = without_finalizer(part.finalizers(), part.resource_version());
             ignore_missing(
-                secrets
-                    .patch(&bundle::part_name(&name, i), &PatchParams::default(), &Patch::Merge(&drop_finalizer))
-                    .await,
+                secrets.patch_metadata(&part.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await,
             )?;
         }
     }
     let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &ns);
-    ignore_missing(api.patch(&actx.name_any(), &PatchParams::default(), &Patch::Merge(&drop_finalizer)).await)
+    if !actx.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let patch = without_finalizer(actx.finalizers(), actx.resource_version());
+    match api.patch(&actx.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        // Changed since read (another finalizer, say): read again and retry.
+        Err(kube::Error::Api(e)) if e.code == 409 => match api.get_opt(&actx.name_any()).await? {
+            Some(fresh) => {
+                let patch = without_finalizer(fresh.finalizers(), fresh.resource_version());
+                ignore_missing(api.patch(&actx.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await)
+            }
+            None => Ok(()),
+        },
+        other => ignore_missing(other),
+    }
+}
+
+/// A merge patch that removes rsync's finalizer and keeps everyone else's, guarded by `version`.
+fn without_finalizer(finalizers: &[String], version: Option<String>) -> Value {
+    let kept: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER).collect();
+    json!({"metadata": {"finalizers": kept, "resourceVersion": version}})
 }
 
 fn ignore_missing<T>(r: kube::Result<T>) -> kube::Result<()> {

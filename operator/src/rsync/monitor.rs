@@ -71,6 +71,16 @@ impl Monitor {
         ready.then_some(store)
     }
 
+    /// Stops the watches of a deleted cluster.
+    pub fn forget_cluster(&self, cluster: &str) {
+        self.watches.lock().unwrap().retain(|(c, _), w| {
+            if c == cluster {
+                w.task.abort();
+            }
+            c != cluster
+        });
+    }
+
     fn start(&self, client: Client, resource: &ApiResource, client_key: &str) -> Watch {
         let writer: Writer<DynamicObject> = Writer::new(resource.clone());
         let store = writer.as_reader();

@@ -467,3 +467,42 @@ pub async fn apply_sample(hub: &Client, ns: &str, dig: &str) -> Result<()> {
 pub fn complete(f: &Option<String>) -> bool {
     f.as_deref().and_then(|f| f.split_once('/')).is_some_and(|(a, b)| a == b && b != "0")
 }
+
+/// Restarts the operator of the bed (`hub.sh restart`) and returns the new process id.
+pub fn restart_operator() -> Result<u32> {
+    let out = std::process::Command::new("bash").arg(repo_root().join("tests/e2e/hub.sh")).arg("restart").output()?;
+    if !out.status.success() {
+        bail!("restart failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    operator_pid()
+}
+
+/// The process id of the bed's operator.
+pub fn operator_pid() -> Result<u32> {
+    let pidfile = Bed::get().dir.join("operator.pid");
+    Ok(std::fs::read_to_string(&pidfile).with_context(|| format!("reading {}", pidfile.display()))?.trim().parse()?)
+}
+
+/// Sets the DIG's desired state (`Instantiated` or `Terminated`).
+pub async fn set_dig_state(hub: &Client, ns: &str, name: &str, state: &str) -> Result<()> {
+    use kube::api::{Patch, PatchParams};
+    Api::<emco::api::orchestrator::DeploymentIntentGroup>::namespaced(hub.clone(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"state": state}})))
+        .await?;
+    Ok(())
+}
+
+/// The ConfigMaps labelled as deployed by DIG `dig` on every member: (member, name, data).
+pub async fn configmaps_everywhere(bed: &Bed, dig: &str) -> Result<Vec<(String, String, BTreeMap<String, String>)>> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let selector = format!("{}={dig}", emco::api::labels::DIG);
+    let mut found = Vec::new();
+    for m in &bed.members {
+        let api = Api::<ConfigMap>::all(bed.client(m).await);
+        for cm in api.list(&kube::api::ListParams::default().labels(&selector)).await? {
+            found.push((m.clone(), cm.metadata.name.clone().unwrap_or_default(), cm.data.unwrap_or_default()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}

@@ -163,3 +163,85 @@ async fn cluster_with_missing_or_garbage_kubeconfig_is_not_ready_with_a_reason()
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn numbers_out_of_range_are_refused_at_apply() -> Result<()> {
+    let hub = Bed::get().hub().await;
+    let ns = format!("bounds-{}", unique_suffix());
+    project(&hub, &ns).await?;
+    let app = |wait: serde_json::Value| {
+        json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "CompositeApp", "metadata": {"name": "ca", "namespace": ns},
+               "spec": {"apps": [{"name": "db", "chart": {"configMap": {"name": "c"}}},
+                                 {"name": "web", "chart": {"configMap": {"name": "c"}},
+                                  "dependsOn": [{"app": "db", "opStatus": "Ready", "waitSeconds": wait}]}]}})
+    };
+    let err = apply(&hub, &app(json!(4294967296u64))).await.unwrap_err();
+    assert!(format!("{err:#}").contains("waitSeconds"), "{err:#}");
+    apply(&hub, &app(json!(30))).await?;
+    let dig = |rollback: serde_json::Value| {
+        json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "DeploymentIntentGroup", "metadata": {"name": "d", "namespace": ns},
+               "spec": {"compositeApp": "ca", "logicalCloud": "lc", "intents": {"genericPlacementIntent": "gpi"}, "rollbackTo": rollback}})
+    };
+    let err = apply(&hub, &dig(json!(4294967296u64))).await.unwrap_err();
+    assert!(format!("{err:#}").contains("rollbackTo"), "{err:#}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn projects_cannot_claim_system_or_foreign_namespaces() -> Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let hub = Bed::get().hub().await;
+    let suffix = unique_suffix();
+    let foreign = format!("foreign-{suffix}");
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": foreign}}))?;
+    Api::<Namespace>::all(hub.clone()).create(&Default::default(), &ns).await?;
+    let projects = Api::<emco::api::orchestrator::Project>::all(hub.clone());
+    for (namespace, reason) in [
+        ("kube-system", "NamespaceReserved"),
+        ("emco-system", "NamespaceReserved"),
+        (foreign.as_str(), "NamespaceNotClaimable"),
+    ] {
+        let name = format!("claim-{}-{suffix}", namespace.split('-').next().unwrap_or_default());
+        apply(
+            &hub,
+            &json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "Project",
+                            "metadata": {"name": name}, "spec": {"namespace": namespace}}),
+        )
+        .await?;
+        wait_until(&format!("project {name} refused"), Duration::from_secs(30), || async {
+            let p = projects.get(&name).await?;
+            let conditions = p.status.map(|s| s.conditions).unwrap_or_default();
+            Ok(match condition::get(&conditions, "Ready") {
+                Some(r) if r.status == "False" && r.reason == reason => Ok(()),
+                other => Err(format!("{other:?}")),
+            })
+        })
+        .await?;
+        let labels = Api::<Namespace>::all(hub.clone()).get(namespace).await?.metadata.labels.unwrap_or_default();
+        assert!(!labels.contains_key(emco::api::labels::PROJECT), "{namespace} was labelled: {labels:?}");
+        projects.delete(&name, &Default::default()).await?;
+    }
+    // An admin hands the namespace over with the label: then the project takes it.
+    let name = format!("claim-handed-{suffix}");
+    let label = json!({"metadata": {"labels": {emco::api::labels::PROJECT: name}}});
+    Api::<Namespace>::all(hub.clone())
+        .patch(&foreign, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&label))
+        .await?;
+    apply(
+        &hub,
+        &json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "Project",
+                        "metadata": {"name": name}, "spec": {"namespace": foreign}}),
+    )
+    .await?;
+    wait_until(&format!("project {name} Ready"), Duration::from_secs(30), || async {
+        let p = projects.get(&name).await?;
+        Ok(if p.status.is_some_and(|s| condition::is_true(&s.conditions, "Ready")) {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        })
+    })
+    .await?;
+    projects.delete(&name, &Default::default()).await?;
+    Ok(())
+}

@@ -21,7 +21,7 @@ async fn a_second_replica_waits_while_the_first_holds_the_lease() -> Result<()> 
 
     let second = format!("second-{}", unique_suffix());
     let mut child = tokio::process::Command::new(repo_root().join("target/debug/emco-operator"))
-        .env("KUBECONFIG", bed.kubeconfig(&bed.hub))
+        .env("KUBECONFIG", bed.dir.join("operator.kubeconfig"))
         .env("EMCO_NAMESPACE", "emco-system")
         .env("POD_NAME", &second)
         .env("RUST_LOG", "info")

@@ -35,7 +35,8 @@ async fn a_restart_right_after_apply_finishes_the_same_revision() -> Result<()> 
         for d in deployments.items {
             let managers: Vec<String> =
                 d.metadata.managed_fields.unwrap_or_default().into_iter().filter_map(|m| m.manager).collect();
-            assert!(managers.iter().all(|m| m == "emco-rsync" || m == "kube-controller-manager"), "{managers:?}");
+            let ours = format!("emco-rsync/{ns}/{ns}");
+            assert!(managers.iter().all(|m| *m == ours || m == "kube-controller-manager"), "{managers:?}");
             assert_eq!(
                 d.metadata.generation,
                 Some(1),

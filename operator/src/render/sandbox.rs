@@ -1,0 +1,132 @@
+//! Rendering in a child process. The operator binary runs itself with [`WORKER_ARG`] for each
+//! chart: the child gets the chart, values and release facts on stdin, renders under
+//! [`limits`](super::limits) with its memory capped ([`limits::WORKER_MEMORY`]) and an empty
+//! environment, and answers on stdout. Whatever a chart does to the child (exhausts its stack or
+//! memory, runs past the deadline), the operator goes on and the chart's DIG gets the reason.
+//! Without [`enable`] (unit tests, `crdgen`) charts render in the calling thread.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::engine::{self, RenderContext, RenderError};
+use super::{Chart, limits};
+
+/// The argument that makes the operator binary a render worker.
+pub const WORKER_ARG: &str = "render-worker";
+/// The child is killed this long after the renderer's own deadline.
+const GRACE: Duration = Duration::from_secs(3);
+
+static WORKER: OnceLock<PathBuf> = OnceLock::new();
+
+/// Renders every chart from now on in a child process running `exe` with [`WORKER_ARG`].
+pub fn enable(exe: PathBuf) {
+    let _ = WORKER.set(exe);
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Job {
+    chart: Chart,
+    values: Value,
+    ctx: RenderContext,
+}
+
+/// Renders in a child process when enabled, else here.
+pub fn render(chart: &Chart, values: &Value, ctx: &RenderContext) -> Result<Vec<Value>, RenderError> {
+    match WORKER.get() {
+        Some(exe) => in_child(exe, chart, values, ctx),
+        None => engine::render_templates(chart, values, ctx),
+    }
+}
+
+fn in_child(exe: &PathBuf, chart: &Chart, values: &Value, ctx: &RenderContext) -> Result<Vec<Value>, RenderError> {
+    let limit = |limit: String| RenderError::Limit { chart: chart.name.clone(), limit };
+    let job = serde_json::to_vec(&Job { chart: chart.clone(), values: values.clone(), ctx: ctx.clone() })
+        .map_err(|e| limit(format!("cannot pass the chart to the renderer: {e}")))?;
+    let mut child = Command::new(exe)
+        .arg(WORKER_ARG)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| limit(format!("cannot start the renderer: {e}")))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let writer = std::thread::spawn(move || stdin.write_all(&job));
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut answer = Vec::new();
+        // Manifests are at most the output limit, as JSON a little more.
+        let _ = (&mut stdout).take(2 * limits::OUTPUT_BYTES as u64).read_to_end(&mut answer);
+        answer
+    });
+    let mut stderr = child.stderr.take().expect("piped");
+    let complaints = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = (&mut stderr).take(64 * 1024).read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + limits::DEADLINE + GRACE;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) => return Err(limit(format!("the renderer was lost: {e}"))),
+        }
+    };
+    let _ = writer.join();
+    let answer = reader.join().unwrap_or_default();
+    let complaints = complaints.join().unwrap_or_default();
+    match status {
+        None => Err(limit(format!("rendering took longer than {} s", limits::DEADLINE.as_secs()))),
+        Some(s) if s.success() => serde_json::from_slice::<Result<Vec<Value>, RenderError>>(&answer)
+            .unwrap_or_else(|_| Err(limit("the renderer's answer was cut short (output over the limit)".into()))),
+        Some(_) => Err(limit(crash_reason(&complaints))),
+    }
+}
+
+/// Why the child died, in the words of the limit it hit.
+fn crash_reason(stderr: &str) -> String {
+    if stderr.contains("overflowed its stack") {
+        "recursion too deep: the template exhausted the renderer's stack".into()
+    } else if stderr.contains("memory allocation") || stderr.contains("capacity overflow") {
+        format!("rendering needed more than {} MiB of memory", limits::WORKER_MEMORY / (1024 * 1024))
+    } else {
+        "the renderer crashed".into()
+    }
+}
+
+/// The child's side: caps its own memory, renders the job on stdin, answers on stdout.
+pub fn worker_main() -> ! {
+    cap_memory();
+    let mut input = Vec::new();
+    let answer = match std::io::stdin().read_to_end(&mut input) {
+        Ok(_) => match serde_json::from_slice::<Job>(&input) {
+            Ok(job) => engine::render_templates(&job.chart, &job.values, &job.ctx),
+            Err(e) => Err(RenderError::Limit { chart: "?".into(), limit: format!("unreadable job: {e}") }),
+        },
+        Err(e) => Err(RenderError::Limit { chart: "?".into(), limit: format!("unreadable job: {e}") }),
+    };
+    let mut out = std::io::stdout().lock();
+    let ok = serde_json::to_writer(&mut out, &answer).is_ok() && out.flush().is_ok();
+    std::process::exit(if ok { 0 } else { 1 })
+}
+
+fn cap_memory() {
+    let cap = libc::rlimit { rlim_cur: limits::WORKER_MEMORY, rlim_max: limits::WORKER_MEMORY };
+    // SAFETY: setrlimit only reads the struct passed by reference.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_DATA, &cap);
+        let cpu = libc::rlimit { rlim_cur: 15, rlim_max: 15 };
+        libc::setrlimit(libc::RLIMIT_CPU, &cpu);
+    }
+}
