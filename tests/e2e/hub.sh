@@ -44,7 +44,7 @@ KC
 
 launch() {
   KUBECONFIG=$BED_DIR/operator.kubeconfig EMCO_NAMESPACE=emco-system EMCO_HEALTH_ADDR=127.0.0.1:18080 RUST_LOG=${RUST_LOG:-info,kube=warn} \
-    nohup "$root/target/debug/emco-operator" >>"$BED_DIR/operator.log" 2>&1 &
+    nohup "${EMCO_OPERATOR_BIN:-$root/target/debug/emco-operator}" >>"$BED_DIR/operator.log" 2>&1 &
   echo $! >"$pidfile"
 }
 

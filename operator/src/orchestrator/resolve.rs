@@ -45,7 +45,7 @@ pub enum ResolveError {
     #[error("ConfigMap {name} has no key {key}")]
     ValuesKeyMissing { name: String, key: String },
     #[error("app {app}: {source}")]
-    Repository { app: String, source: repository::RepositoryError },
+    Repository { app: String, source: Box<repository::RepositoryError> },
     #[error("charts and values files of this DIG add up to {bytes} bytes, over the budget of {budget} bytes")]
     OverBudget { bytes: usize, budget: usize },
     #[error("hub API: {0}")]
@@ -155,7 +155,7 @@ async fn chart(ctx: &Context, ns: &str, app: &str, source: &ChartSource) -> Resu
         let tgz =
             repository::fetch_chart(&ctx.http, &ctx.repository_hosts, &repo.url, &repo.chart, repo.version.as_deref())
                 .await
-                .map_err(|source| ResolveError::Repository { app: app.to_string(), source })?;
+                .map_err(|source| ResolveError::Repository { app: app.to_string(), source: Box::new(source) })?;
         ctx.repository_charts.put(key, tgz.clone());
         return Ok(tgz);
     }

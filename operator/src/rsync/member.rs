@@ -140,14 +140,21 @@ impl Member<'_> {
         self.read_at(&self.locate(obj).await?).await
     }
 
+    /// Objects from a watch's initial list come without `apiVersion` and `kind`: they are set from
+    /// the kind asked for, so that readiness and drift judge every copy alike.
     async fn read_at(&self, t: &Target) -> Result<Option<Value>, Failure> {
+        let typed = |mut live: Value| {
+            live["apiVersion"] = Value::from(t.resource.api_version.as_str());
+            live["kind"] = Value::from(t.resource.kind.as_str());
+            live
+        };
         if let Some(cache) = self.monitor.cache(self.name, &self.client_key, &self.client, &t.resource).await
             && let Some(live) = cache.get(&monitor::object_ref(&t.resource, t.namespace.as_deref(), &t.name))
         {
-            return Ok(Some(serde_json::to_value(live.as_ref()).unwrap_or_default()));
+            return Ok(Some(typed(serde_json::to_value(live.as_ref()).unwrap_or_default())));
         }
         let live = t.api.get_opt(&t.name).await.map_err(classify)?;
-        Ok(live.map(|l| serde_json::to_value(l).unwrap_or_default()))
+        Ok(live.map(|l| typed(serde_json::to_value(l).unwrap_or_default())))
     }
 
     /// Creates the default namespace when missing; never deletes it (it may hold others' objects).
@@ -179,23 +186,23 @@ impl Member<'_> {
         for obj in ordered {
             let applied = async {
                 let t = self.locate(obj).await?;
-                if let Some(live) = self.read_at(&t).await?
-                    && !self.owner.owns(&live)
-                    && obj["metadata"]["annotations"][ADOPT] != "true"
-                {
-                    return Err(self.owner.refusal(&live));
+                match self.read_at(&t).await? {
+                    // A CRD is shared by everyone on the member: created if absent, never taken over.
+                    Some(live) if shared(obj) && !self.owner.owns(&live) => return Ok(None),
+                    Some(live) if !self.owner.owns(&live) && obj["metadata"]["annotations"][ADOPT] != "true" => {
+                        return Err(self.owner.refusal(&live));
+                    }
+                    _ => {}
                 }
-                t.api.patch(&t.name, &params, &Patch::Apply(obj)).await.map_err(classify)
+                t.api.patch(&t.name, &params, &Patch::Apply(obj)).await.map(Some).map_err(classify)
             };
             match applied.await {
                 Ok(live) => {
                     out.present += 1;
-                    self.applied.record(
-                        self.name,
-                        &self.key(obj),
-                        obj,
-                        &serde_json::to_value(live).unwrap_or_default(),
-                    );
+                    if let Some(live) = live {
+                        let live = serde_json::to_value(live).unwrap_or_default();
+                        self.applied.record(self.name, &self.key(obj), obj, &live);
+                    }
                 }
                 Err(f) => record(&mut out, f, &describe(obj)),
             }
@@ -230,6 +237,10 @@ impl Member<'_> {
         let mut out = Outcome { reachable: true, ..Default::default() };
         for obj in resources {
             match self.read(obj).await {
+                Ok(Some(live)) if shared(obj) && !self.owner.owns(&live) => {
+                    out.present += 1;
+                    out.ready += u32::from(ready::is_ready(&live));
+                }
                 Ok(Some(live)) if !self.owner.owns(&live) => {
                     record(&mut out, self.owner.refusal(&live), &describe(obj))
                 }
@@ -296,6 +307,12 @@ impl Member<'_> {
         }
         out
     }
+}
+
+/// Kinds shared by every tenant of a member (CRDs): created when absent, left alone when another
+/// made them, never deleted.
+fn shared(obj: &Value) -> bool {
+    obj["kind"] == "CustomResourceDefinition"
 }
 
 fn record(out: &mut Outcome, failure: Failure, what: &str) {
