@@ -24,7 +24,7 @@ pub mod labels {
 
 /// Every CRD this operator serves, in the order `crdgen` prints them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
+    let mut crds = vec![
         clm::ClusterProvider::crd(),
         clm::Cluster::crd(),
         orchestrator::Project::crd(),
@@ -34,7 +34,34 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         orchestrator::GenericPlacementIntent::crd(),
         dcm::LogicalCloud::crd(),
         rsync::AppContext::crd(),
-    ]
+    ];
+    crds.iter_mut().for_each(optional_spec);
+    crds
+}
+
+/// The contract lets `spec` be left out where every field in it is optional: for such a kind the
+/// schema defaults `spec` to `{}` instead of requiring it. Derived from the schema, so a kind whose
+/// spec gains a required field becomes strict again by itself.
+fn optional_spec(crd: &mut CustomResourceDefinition) {
+    for version in &mut crd.spec.versions {
+        let Some(root) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) else { continue };
+        let spec_all_optional = root
+            .properties
+            .as_ref()
+            .and_then(|p| p.get("spec"))
+            .is_some_and(|spec| spec.required.as_ref().is_none_or(Vec::is_empty));
+        if !spec_all_optional {
+            continue;
+        }
+        if let Some(required) = root.required.as_mut() {
+            required.retain(|r| r != "spec");
+        }
+        root.required = root.required.take().filter(|r| !r.is_empty());
+        if let Some(spec) = root.properties.as_mut().and_then(|p| p.get_mut("spec")) {
+            spec.default =
+                Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON(serde_json::json!({})));
+        }
+    }
 }
 
 /// `crds()` as one YAML stream, each document preceded by `---`.
