@@ -10,6 +10,7 @@ pub mod api;
 pub mod clm;
 pub mod controller;
 pub mod dcm;
+pub mod finalizer;
 pub mod health;
 pub mod hex;
 pub mod leader;

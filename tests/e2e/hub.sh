@@ -19,6 +19,12 @@ stop() {
     log "operator stopped"
   fi
   rm -f "$pidfile"
+  # An operator left by two restarts racing would keep the Lease: none may outlive a stop.
+  local stray
+  for stray in $(pgrep -xf "${EMCO_OPERATOR_BIN:-$root/target/debug/emco-operator}"); do
+    kill "$stray" 2>/dev/null && log "stopped a stray operator (pid $stray)"
+  done
+  for _ in $(seq 50); do pgrep -xf "${EMCO_OPERATOR_BIN:-$root/target/debug/emco-operator}" >/dev/null || break; sleep 0.1; done
 }
 
 # The chart's ServiceAccount, ClusterRole, Role and bindings, as `helm install` would make them,

@@ -7,16 +7,16 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::{Node, Secret};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
 
 use crate::api::clm::{Cluster, ClusterStatus, NodeInventory};
 use crate::api::condition;
 use crate::api::rsync::AppContext;
 use crate::controller::{Context, write_status};
+use crate::finalizer;
 use crate::rsync;
 
 /// How often a healthy member is probed again.
@@ -60,11 +60,7 @@ async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, E
     if cluster.metadata.deletion_timestamp.is_some() {
         return retire(&api, &cluster, &ctx).await;
     }
-    if !cluster.finalizers().iter().any(|f| f == FINALIZER) {
-        let finalizers: Vec<&str> = cluster.finalizers().iter().map(String::as_str).chain([FINALIZER]).collect();
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cluster.resource_version()}});
-        api.patch(&cluster.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
-    }
+    finalizer::add(&api, cluster.as_ref(), FINALIZER).await?;
     let mut status = cluster.status.clone().unwrap_or_default();
     status.observed_generation = cluster.metadata.generation;
     let generation = cluster.metadata.generation;
@@ -135,7 +131,7 @@ async fn retire(api: &Api<Cluster>, cluster: &Cluster, ctx: &Context) -> Result<
         .list(&ListParams::default())
         .await?
         .into_iter()
-        .filter(|a| a.finalizers().iter().any(|f| f == rsync::FINALIZER))
+        .filter(|a| finalizer::has(a, rsync::FINALIZER))
         .filter(|a| a.spec.apps.iter().flat_map(|app| &app.clusters).any(|c| c.cluster == name))
         .map(|a| format!("{}/{}", a.namespace().unwrap_or_default(), a.name_any()))
         .collect();
@@ -152,14 +148,7 @@ async fn retire(api: &Api<Cluster>, cluster: &Cluster, ctx: &Context) -> Result<
     ctx.members.forget(&name);
     ctx.monitor.forget_cluster(&name);
     ctx.applied.forget_cluster(&name);
-    let finalizers: Vec<&String> = cluster.finalizers().iter().filter(|f| *f != FINALIZER).collect();
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cluster.resource_version()}});
-    match api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        other => {
-            other?;
-        }
-    }
+    finalizer::remove(api, cluster, FINALIZER).await?;
     Ok(Action::await_change())
 }
 

@@ -2,6 +2,7 @@
 //! fields of a DeploymentIntentGroup into AppContext revisions through the pipeline
 //! resolve → validate → place → plan → store, and mirrors rsync's progress into the DIG's status.
 
+pub mod lifecycle;
 pub mod place;
 pub mod plan;
 pub mod project;
@@ -29,17 +30,18 @@ use serde_json::json;
 
 use crate::api::dcm::LogicalCloud;
 use crate::api::orchestrator::{
-    CompositeApp, CompositeProfile, DeploymentIntentGroup as Dig, DeploymentIntentGroupStatus, DesiredState, DigState,
+    CompositeApp, CompositeProfile, DeploymentIntentGroup as Dig, DeploymentIntentGroupStatus, DigState,
     GenericPlacementIntent, Revision,
 };
 use crate::api::rsync::{AppContext, Operation};
 use crate::api::{condition, labels};
 use crate::controller::{Context, write_status};
+use crate::finalizer;
+use lifecycle::{Read, Step};
 
 const FINALIZER: &str = "orchestrator.emco.io/terminate";
 /// Revisions kept (their AppContexts and bundles), as Helm's default history.
 const HISTORY: usize = 10;
-use store::INPUT_HASH;
 
 /// Why a revision could not be made; the stage names the condition reason.
 #[derive(Debug, thiserror::Error)]
@@ -164,17 +166,41 @@ async fn reconcile(guard: Arc<DeserializeGuard<Dig>>, ctx: Arc<Context>) -> Resu
     if let Some(c) = &current {
         pass_stop(&ctx, c, dig.spec.stop).await?;
     }
-    if dig.metadata.deletion_timestamp.is_some() {
-        return cleanup(&api, &dig, current, &ctx).await;
+    // Decide (pure), reading the inputs only when the decision needs them.
+    let mut read = Read::NotYet;
+    let mut inputs = None;
+    let step = loop {
+        match lifecycle::decide(&dig, current.as_ref(), &read) {
+            Step::ReadInputs => {
+                let resolved = resolve::resolve(&ctx, &dig).await;
+                read = match &resolved {
+                    Ok(i) => Read::Hash(input_hash(i)),
+                    Err(e) if e.is_transient() => Read::Transient,
+                    Err(_) => Read::Refused,
+                };
+                inputs = Some(resolved);
+            }
+            step => break step,
+        }
+    };
+    match step {
+        Step::TerminateBeforeDelete => {
+            terminate(&ctx, current.as_ref().expect("a live revision to terminate")).await?;
+            let mut status = dig.status.clone().unwrap_or_default();
+            status::mirror(&mut status, current.as_ref(), dig.metadata.generation);
+            write_status(&api, dig.as_ref(), dig.status.as_ref(), &status).await?;
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+        Step::Release => {
+            finalizer::remove(&api, dig.as_ref(), FINALIZER).await?;
+            return Ok(Action::await_change());
+        }
+        _ => {}
     }
-    if !dig.finalizers().iter().any(|f| f == FINALIZER) {
-        let finalizers: Vec<&str> = dig.finalizers().iter().map(String::as_str).chain([FINALIZER]).collect();
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": dig.resource_version()}});
-        api.patch(&dig.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
-    }
+    finalizer::add(&api, dig.as_ref(), FINALIZER).await?;
     let mut status = dig.status.clone().unwrap_or_default();
     status.observed_generation = dig.metadata.generation;
-    let action = lifecycle(&ctx, &dig, current, &mut status).await?;
+    let action = execute(&ctx, &dig, step, current, inputs, &mut status).await?;
     write_status(&api, dig.as_ref(), dig.status.as_ref(), &status).await?;
     // Best effort, after the new revision is recorded: a failure here never holds the DIG back.
     let mut trimmed = status.clone();
@@ -185,83 +211,72 @@ async fn reconcile(guard: Arc<DeserializeGuard<Dig>>, ctx: Arc<Context>) -> Resu
     Ok(action)
 }
 
-/// Drives the DIG toward its desired state; returns when to look again.
-async fn lifecycle(
+/// Carries out `step` for a DIG that is not being deleted; returns when to look again.
+async fn execute(
     ctx: &Context,
     dig: &Dig,
+    step: Step,
     current: Option<AppContext>,
+    inputs: Option<Result<resolve::Inputs, resolve::ResolveError>>,
     status: &mut DeploymentIntentGroupStatus,
 ) -> Result<Action, Error> {
     let generation = dig.metadata.generation;
-    if !dig.spec.approved {
-        condition::set(
-            &mut status.conditions,
-            condition::new("Approved", false, "NotApproved", "set spec.approved to deploy", generation),
-        );
+    let later = Action::requeue(Duration::from_secs(300));
+    if step == Step::AwaitApproval {
+        let cond = condition::new("Approved", false, "NotApproved", "set spec.approved to deploy", generation);
+        condition::set(&mut status.conditions, cond);
         if current.is_none() {
             status.state = DigState::Created;
-            condition::set(
-                &mut status.conditions,
-                condition::new("Ready", false, "NotApproved", "waiting for approval", generation),
-            );
+            let cond = condition::new("Ready", false, "NotApproved", "waiting for approval", generation);
+            condition::set(&mut status.conditions, cond);
         }
         return Ok(Action::await_change());
     }
     condition::set(&mut status.conditions, condition::new("Approved", true, "Approved", "approved", generation));
-    if dig.spec.state == DesiredState::Terminated {
-        if let Some(c) = &current {
-            terminate(ctx, c).await?;
-        }
-        status::mirror(status, current.as_ref(), generation);
-        return Ok(Action::requeue(Duration::from_secs(300)));
-    }
     // Progress of the current revision first; a new one below replaces it.
     status::mirror(status, current.as_ref(), generation);
-    if let Some(target) = dig.spec.rollback_to {
-        let hash = format!("rollback-{target}");
-        if up_to_date(current.as_ref(), &hash) {
-            return Ok(Action::requeue(Duration::from_secs(300)));
+    match (&step, inputs) {
+        (Step::Terminate, _) => {
+            terminate(ctx, current.as_ref().expect("a live revision to terminate")).await?;
+            status::mirror(status, current.as_ref(), generation);
+            Ok(later)
         }
-        return match rollback_plan(ctx, dig, status, target).await {
-            Ok(plan) => advance(ctx, dig, current.as_ref(), status, &plan, &hash).await,
+        (Step::RollBack(target), _) => match rollback_plan(ctx, dig, status, *target).await {
+            Ok(plan) => advance(ctx, dig, current.as_ref(), status, &plan, &lifecycle::rollback_hash(*target)).await,
             Err(e) => Ok(refuse(ctx, dig, current.as_ref(), status, e).await),
-        };
-    }
-    let inputs = match resolve::resolve(ctx, dig).await {
-        Ok(inputs) => inputs,
-        Err(e) if e.is_transient() => {
+        },
+        (Step::RefuseRollback(target), _) => {
+            let kept: Vec<String> = status.history.iter().map(|h| h.revision.to_string()).collect();
+            let reason = format!("not in the history (kept: {})", kept.join(", "));
+            let e = PipelineError::RollbackUnavailable { revision: *target, reason };
+            Ok(refuse(ctx, dig, current.as_ref(), status, e).await)
+        }
+        (Step::RetryInputs, Some(Err(e))) => {
             // What is deployed stays; say why nothing newer can be read, and retry with backoff.
             let cond = condition::new("InputsResolved", false, e.reason(), e.to_string(), generation);
             condition::set(&mut status.conditions, cond);
             tracing::warn!(dig = %key(dig), error = %e, "reading the DIG's inputs failed");
-            return Ok(Action::requeue(ctx.retry_after(&key(dig))));
+            Ok(Action::requeue(ctx.retry_after(&key(dig))))
         }
-        Err(e) => return Ok(refuse(ctx, dig, current.as_ref(), status, e.into()).await),
-    };
-    let resolved = condition::new("InputsResolved", true, "Resolved", "every input was read", generation);
-    condition::set(&mut status.conditions, resolved);
-    ctx.succeeded(&key(dig));
-    let hash = input_hash(&inputs);
-    if up_to_date(current.as_ref(), &hash) {
-        return Ok(Action::requeue(Duration::from_secs(300)));
+        (Step::Refuse, Some(Err(e))) => Ok(refuse(ctx, dig, current.as_ref(), status, e.into()).await),
+        (Step::UpToDate | Step::NewRevision, Some(Ok(inputs))) => {
+            let resolved = condition::new("InputsResolved", true, "Resolved", "every input was read", generation);
+            condition::set(&mut status.conditions, resolved);
+            ctx.succeeded(&key(dig));
+            if step == Step::UpToDate {
+                return Ok(later);
+            }
+            let hash = input_hash(&inputs);
+            // Rendering runs charts' code: off the async workers (and, in the operator, in a child process).
+            let revision = status.revision.unwrap_or(0) + 1;
+            let planned = tokio::task::spawn_blocking(move || plan_revision(&inputs, revision)).await;
+            match planned.unwrap_or_else(|e| Err(PipelineError::Crashed(e.to_string()))) {
+                Ok(plan) => advance(ctx, dig, current.as_ref(), status, &plan, &hash).await,
+                Err(e) => Ok(refuse(ctx, dig, current.as_ref(), status, e).await),
+            }
+        }
+        _ => Ok(later),
     }
-    // Rendering runs charts' code: off the async workers (and, in the operator, in a child process).
-    let revision = status.revision.unwrap_or(0) + 1;
-    let decided = tokio::task::spawn_blocking(move || decide(&inputs, revision)).await;
-    match decided.unwrap_or_else(|e| Err(PipelineError::Crashed(e.to_string()))) {
-        Ok(plan) => advance(ctx, dig, current.as_ref(), status, &plan, &hash).await,
-        Err(e) => Ok(refuse(ctx, dig, current.as_ref(), status, e).await),
-    }
-}
-
-/// Whether `current` is live and was made from inputs with this hash. A context marked superseded
-/// whose successor was never recorded (a failed store) is not: a new revision takes over.
-fn up_to_date(current: Option<&AppContext>, hash: &str) -> bool {
-    current.is_some_and(|c| {
-        c.spec.operation != Operation::Terminate
-            && c.spec.superseded_by.is_none()
-            && c.annotations().get(INPUT_HASH).map(String::as_str) == Some(hash)
-    })
 }
 
 /// Makes `plan` the next revision.
@@ -387,7 +402,7 @@ async fn new_revision(
 }
 
 /// Stages 2 to 4 (pure): validate, place and render the resolved inputs.
-fn decide(inputs: &resolve::Inputs, revision: u32) -> Result<plan::Plan, PipelineError> {
+fn plan_revision(inputs: &resolve::Inputs, revision: u32) -> Result<plan::Plan, PipelineError> {
     validate::validate(inputs)?;
     let placement = place::place(&inputs.placement, &inputs.clusters, &inputs.logical_cloud.name_any())?;
     Ok(plan::plan(inputs, &placement, revision)?)
@@ -441,7 +456,7 @@ async fn terminate(ctx: &Context, context: &AppContext) -> kube::Result<()> {
     let mut next = context.spec.replaces.clone();
     while let Some(replaced) = next.take().filter(|r| !seen.contains(r)) {
         let Some(old) = api.get_opt(&replaced).await? else { break };
-        if !old.finalizers().iter().any(|f| f == crate::rsync::FINALIZER) {
+        if !finalizer::has(&old, crate::rsync::FINALIZER) {
             break;
         }
         if old.spec.operation != Operation::Terminate {
@@ -462,7 +477,7 @@ async fn forget_old_revisions(ctx: &Context, dig: &Dig, status: &mut DeploymentI
     while status.history.len() > HISTORY {
         let oldest = &status.history[0];
         if let Some(old) = contexts.get_opt(&oldest.app_context).await?
-            && !old.finalizers().is_empty()
+            && finalizer::has(&old, crate::rsync::FINALIZER)
         {
             break;
         }
@@ -482,24 +497,6 @@ async fn pass_stop(ctx: &Context, context: &AppContext, stop: bool) -> kube::Res
     let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &context.namespace().unwrap_or_default());
     api.patch(&context.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"stop": stop}}))).await?;
     Ok(())
-}
-
-/// Deleting a DIG: terminate first, and let it go only when nothing is left on the members, or
-/// when `stop` gave up (what could not be deleted then stays on the members).
-async fn cleanup(api: &Api<Dig>, dig: &Dig, current: Option<AppContext>, ctx: &Context) -> Result<Action, Error> {
-    let gave_up = dig.spec.stop && current.as_ref().is_some_and(status::stopped);
-    let done = gave_up || current.as_ref().is_none_or(status::terminated);
-    if !done {
-        terminate(ctx, current.as_ref().expect("not done means a context")).await?;
-        let mut status = dig.status.clone().unwrap_or_default();
-        status::mirror(&mut status, current.as_ref(), dig.metadata.generation);
-        write_status(api, dig, dig.status.as_ref(), &status).await?;
-        return Ok(Action::requeue(Duration::from_secs(2)));
-    }
-    let finalizers: Vec<_> = dig.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": dig.resource_version()}});
-    api.patch(&dig.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
-    Ok(Action::await_change())
 }
 
 async fn publish(ctx: &Context, dig: &Dig, type_: EventType, reason: &str, note: String) {

@@ -7,15 +7,7 @@ use crate::api::rsync::{AppContext, ContextState, Operation};
 
 use super::PipelineError;
 
-/// Whether rsync has removed everything `context` applied.
-pub fn terminated(context: &AppContext) -> bool {
-    context.status.as_ref().is_some_and(|s| s.state == ContextState::Terminated)
-}
-
-/// Whether rsync gave up `context`'s operation because of `stop`.
-pub fn stopped(context: &AppContext) -> bool {
-    context.spec.stop && context.status.as_ref().is_some_and(|s| condition::is_true(&s.conditions, "Stopped"))
-}
+use super::lifecycle::stopped;
 
 /// Copies rsync's progress on `context` into the DIG status.
 pub fn mirror(status: &mut Status, context: Option<&AppContext>, generation: Option<i64>) {

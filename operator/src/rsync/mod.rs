@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod drift;
+pub mod machine;
 pub mod member;
 pub mod monitor;
 pub mod order;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use futures::future::{BoxFuture, FutureExt};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ListParams, PartialObjectMeta, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -26,10 +27,12 @@ use serde_json::{Value, json};
 
 use crate::api::clm::Cluster;
 use crate::api::orchestrator::OpStatus;
-use crate::api::rsync::{AppContext, AppContextStatus, AppStatus, ClusterStatus, ContextApp, ContextState, Operation};
+use crate::api::rsync::{AppContext, AppContextStatus, AppStatus, ClusterStatus, ContextState, Operation};
 use crate::api::{condition, labels};
 use crate::controller::{Context, write_status};
+use crate::finalizer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use machine::Pass;
 use member::{Member, Outcome};
 
 /// (app, cluster) pairs worked on at once within one AppContext.
@@ -100,22 +103,23 @@ struct Unit {
     resources: Arc<Vec<Value>>,
 }
 
-/// A revision a newer one replaced: rsync does nothing for it (its status stays as history; the
-/// newer revision prunes what only it applied), unless the orchestrator asks it to terminate.
+/// A revision a newer one replaced: rsync does nothing for it (see [`machine::next`]).
 fn inert(actx: &AppContext) -> bool {
-    actx.spec.superseded_by.is_some() && actx.spec.operation != Operation::Terminate
+    matches!(machine::next(actx), Pass::Inert { .. })
 }
 
+/// One pass: [`machine::next`] decides, this carries it out.
 async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, Error> {
-    if inert(&actx) {
-        if actx.metadata.deletion_timestamp.is_some() {
+    let pass = machine::next(&actx);
+    match pass {
+        Pass::Inert { release: true } | Pass::Stop { release: true } => {
             release(&ctx, &actx).await?;
+            return Ok(Action::await_change());
         }
-        return Ok(Action::await_change());
-    }
-    let done = actx.status.as_ref().is_some_and(|s| s.state == ContextState::Terminated);
-    if done && actx.spec.operation == Operation::Terminate && actx.finalizers().is_empty() {
-        return Ok(Action::await_change());
+        Pass::Inert { .. } | Pass::Done => return Ok(Action::await_change()),
+        Pass::Stop { .. } => return stopped(&ctx, &actx).await,
+        Pass::Refuse => return refused(&ctx, &actx).await,
+        Pass::Terminate | Pass::Deploy { .. } => {}
     }
     let ns = actx.namespace().unwrap_or_default();
     let mut units = Vec::new();
@@ -126,20 +130,17 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
         }
     }
     let previous = actx.status.clone().unwrap_or_default();
-    let deleting = actx.metadata.deletion_timestamp.is_some();
-    if actx.spec.stop && !finished(&previous, actx.spec.operation) {
-        return stopped(&ctx, &actx, previous, deleting).await;
-    }
-    let operation = if deleting { Operation::Terminate } else { actx.spec.operation };
-    let mut status = match operation {
-        Operation::Terminate => terminate(&ctx, &actx, &units).await,
+    let mut status = match pass {
+        Pass::Terminate => terminate(&ctx, &actx, &units).await,
         _ => deploy(&ctx, &actx, &units, &previous).await,
     };
-    if actx.spec.operation == Operation::Update && status.state == ContextState::Updated {
+    if pass == (Pass::Deploy { prune: true }) && status.state == ContextState::Updated {
         prune(&ctx, &actx, &units, &mut status).await?;
+    } else if actx.spec.operation == Operation::Update && pass != Pass::Terminate {
+        carry_pruned(&previous, &mut status);
     }
     status.observed_generation = actx.metadata.generation;
-    if !deleting {
+    if actx.metadata.deletion_timestamp.is_none() {
         write_status(&Api::namespaced(ctx.hub.clone(), &ns), actx.as_ref(), Some(&previous), &status).await?;
     }
     if status.state == ContextState::Terminated {
@@ -149,28 +150,28 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
     Ok(next_look(&ctx, &actx, &status))
 }
 
-/// Whether the context's operation has run to its end (there is nothing left to stop).
-fn finished(status: &AppContextStatus, operation: Operation) -> bool {
-    matches!(
-        (status.state, operation),
-        (ContextState::Instantiated, Operation::Instantiate)
-            | (ContextState::Updated, Operation::Update)
-            | (ContextState::Terminated, Operation::Terminate)
-    )
+/// Keeps the `Pruned` condition of an update that pruned already.
+fn carry_pruned(previous: &AppContextStatus, status: &mut AppContextStatus) {
+    if let Some(pruned) = condition::get(&previous.conditions, "Pruned") {
+        condition::set(&mut status.conditions, pruned.clone());
+    }
 }
 
-/// EMCO stop: rsync gives up the running operation and leaves the members as they are. A context
-/// being deleted lets go of its finalizers: what it applied stays on the members.
-async fn stopped(
-    ctx: &Context,
-    actx: &AppContext,
-    previous: AppContextStatus,
-    deleting: bool,
-) -> Result<Action, Error> {
-    if deleting {
-        release(ctx, actx).await?;
-        return Ok(Action::await_change());
-    }
+/// The event is not valid in the context's state (EMCO skips it): say so, touch nothing.
+async fn refused(ctx: &Context, actx: &AppContext) -> Result<Action, Error> {
+    let previous = actx.status.clone().unwrap_or_default();
+    let mut status = previous.clone();
+    let message = format!("{:?} is not valid from state {:?}", actx.spec.operation, previous.state);
+    let cond = condition::new("Deployed", false, "InvalidTransition", message, actx.metadata.generation);
+    condition::set(&mut status.conditions, cond);
+    let ns = actx.namespace().unwrap_or_default();
+    write_status(&Api::namespaced(ctx.hub.clone(), &ns), actx, Some(&previous), &status).await?;
+    Ok(Action::await_change())
+}
+
+/// EMCO stop: rsync gives up the running operation and leaves the members as they are.
+async fn stopped(ctx: &Context, actx: &AppContext) -> Result<Action, Error> {
+    let previous = actx.status.clone().unwrap_or_default();
     let mut status = previous.clone();
     let message =
         format!("stop is set: {:?} abandoned at {}", actx.spec.operation, status.deployed.clone().unwrap_or_default());
@@ -188,16 +189,8 @@ async fn deploy(ctx: &Context, actx: &AppContext, units: &[Unit], previous: &App
     let mut results: BTreeMap<(String, String), ClusterStatus> = BTreeMap::new();
     let mut since: BTreeMap<(String, OpStatus), Time> = BTreeMap::new();
     let now = k8s_openapi::jiff::Timestamp::now();
-    for app in dependency_order(&actx.spec.apps) {
-        let waiting: Vec<String> = app
-            .depends_on
-            .iter()
-            .filter(|d| {
-                let reached = since.get(&(d.app.clone(), d.op_status)).map(|t| t.0);
-                reached.is_none_or(|t| now < t + k8s_openapi::jiff::SignedDuration::from_secs(d.wait_seconds.into()))
-            })
-            .map(|d| d.app.clone())
-            .collect();
+    for app in machine::dependency_order(&actx.spec.apps) {
+        let waiting = machine::waiting_for(app, &since, now);
         let app_units = units.iter().filter(|u| u.app == app.name);
         if !waiting.is_empty() {
             for u in app_units {
@@ -325,7 +318,7 @@ async fn connect<'a>(ctx: &'a Context, actx: &'a AppContext, cluster: &'a str) -
 /// Deletes everything the context applied, app by app in reverse dependency order.
 async fn terminate(ctx: &Context, actx: &AppContext, units: &[Unit]) -> AppContextStatus {
     let mut results = BTreeMap::new();
-    for app in dependency_order(&actx.spec.apps).into_iter().rev() {
+    for app in machine::dependency_order(&actx.spec.apps).into_iter().rev() {
         let mut work = Vec::new();
         for u in units.iter().filter(|u| u.app == app.name) {
             work.push(terminate_unit(ctx, actx, u).boxed());
@@ -368,12 +361,6 @@ async fn bounded<'a, T>(work: Vec<BoxFuture<'a, T>>) -> Vec<T> {
 /// Done once; the `Pruned` condition records it.
 async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut AppContextStatus) -> Result<(), Error> {
     let generation = actx.metadata.generation;
-    let done =
-        actx.status.as_ref().and_then(|s| condition::get(&s.conditions, "Pruned")).filter(|c| c.status == "True");
-    if let Some(pruned) = done {
-        condition::set(&mut status.conditions, pruned.clone());
-        return Ok(());
-    }
     let ns = actx.namespace().unwrap_or_default();
     let mut keep: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for u in units {
@@ -385,12 +372,15 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
     let mut failures = Vec::new();
     let mut pruned = Vec::new();
     let mut next = actx.spec.replaces.clone();
-    while let Some(old_name) = next.take() {
+    let mut chain_clusters = Vec::new();
+    while let Some(old_name) = next.clone() {
         let Some(old) = api.get_opt(&old_name).await? else { break };
         let first = pruned.is_empty();
-        if !first && !old.finalizers().iter().any(|f| f == FINALIZER) {
+        if !first && !finalizer::has(&old, FINALIZER) {
+            next = None;
             break;
         }
+        chain_clusters.extend(old.spec.apps.iter().flat_map(|a| &a.clusters).map(|c| c.cluster.clone()));
         let failed = prune_one(ctx, &old, &keep).await?;
         if failed.is_empty() {
             release(ctx, &old).await?;
@@ -398,6 +388,17 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
         failures.extend(failed);
         next = old.spec.replaces.clone().filter(|n| !pruned.contains(n) && *n != actx.name_any());
         pruned.push(old_name);
+    }
+    // What no context names any more (a replaced context already deleted, say): every object of
+    // this DIG the member watches show, on every cluster it may be on, that this revision lacks.
+    let chain_complete = next.is_none();
+    let mut clusters: BTreeSet<String> = keep.keys().map(|c| c.to_string()).collect();
+    clusters.extend(chain_clusters);
+    if !chain_complete {
+        clusters.extend(ctx.clusters.state().iter().map(|c| c.name_any()));
+    }
+    for cluster in &clusters {
+        failures.extend(sweep(ctx, actx, cluster, keep.get(cluster.as_str())).await);
     }
     let (ok, reason, message) = match (failures.first(), pruned.is_empty()) {
         (Some(f), _) => (false, "PruneFailed", f.clone()),
@@ -411,6 +412,45 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
         status.state = ContextState::Updating;
     }
     Ok(())
+}
+
+/// Deletes from `cluster` every object of this context's DIG that its member watches have seen
+/// and that `keep` (this revision's objects there) lacks; the failures.
+async fn sweep(ctx: &Context, actx: &AppContext, cluster: &str, keep: Option<&BTreeSet<String>>) -> Vec<String> {
+    let (project, dig) = (actx.namespace().unwrap_or_default(), &actx.spec.owner.name);
+    let kept = |group: &str, kind: &str, ns: Option<&str>, name: &str| {
+        keep.is_some_and(|k| match ns {
+            Some(ns) => k.contains(&format!("{group}/{kind}/{ns}/{name}")),
+            // Cluster-scoped: the bundle's identity carries the default namespace.
+            None => k.iter().any(|i| i.starts_with(&format!("{group}/{kind}/")) && i.ends_with(&format!("/{name}"))),
+        })
+    };
+    let mut stale = Vec::new();
+    for (resource, store) in ctx.monitor.caches_of(cluster) {
+        for obj in store.state() {
+            let labels = obj.labels();
+            let ours = labels.get(labels::PROJECT) == Some(&project) && labels.get(labels::DIG) == Some(dig);
+            let (ns, name) = (obj.namespace(), obj.name_any());
+            if ours
+                && resource.kind != "CustomResourceDefinition"
+                && !kept(&resource.group, &resource.kind, ns.as_deref(), &name)
+            {
+                let mut meta = json!({"name": name});
+                if let Some(ns) = ns {
+                    meta["namespace"] = json!(ns);
+                }
+                stale.push(json!({"apiVersion": resource.api_version, "kind": resource.kind, "metadata": meta}));
+            }
+        }
+    }
+    if stale.is_empty() {
+        return Vec::new();
+    }
+    tracing::info!(appcontext = %actx.name_any(), cluster, objects = stale.len(), "pruning objects no revision names");
+    match connect(ctx, actx, cluster).await {
+        Ok(m) => m.delete(&stale.iter().collect::<Vec<_>>()).await.failed,
+        Err(message) => vec![message],
+    }
 }
 
 /// Deletes what `old` applied and `keep` (per cluster) does not have; the failures.
@@ -444,66 +484,14 @@ async fn prune_one(
 /// Lets `actx` and its bundles go: rsync is done with what they applied.
 async fn release(ctx: &Context, actx: &AppContext) -> kube::Result<()> {
     let ns = actx.namespace().unwrap_or_default();
-    let secrets = Api::<PartialObjectMeta<Secret>>::namespaced(ctx.hub.clone(), &ns);
+    let secrets = Api::<Secret>::namespaced(ctx.hub.clone(), &ns);
     // Every bundle Secret of the revision, also parts a crash left unreferenced.
     let selector = format!("{}={},{}={}", labels::DIG, actx.spec.owner.name, labels::REVISION, actx.spec.revision);
     for part in secrets.list_metadata(&ListParams::default().labels(&selector)).await? {
-        if part.finalizers().iter().any(|f| f == FINALIZER) {
-            let patch = without_finalizer(part.finalizers(), part.resource_version());
-            ignore_missing(
-                secrets.patch_metadata(&part.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await,
-            )?;
-        }
+        finalizer::remove_from_metadata(&secrets, &part, FINALIZER).await?;
     }
     let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &ns);
-    if !actx.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(());
-    }
-    let patch = without_finalizer(actx.finalizers(), actx.resource_version());
-    match api.patch(&actx.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-        // Changed since read (another finalizer, say): read again and retry.
-        Err(kube::Error::Api(e)) if e.code == 409 => match api.get_opt(&actx.name_any()).await? {
-            Some(fresh) => {
-                let patch = without_finalizer(fresh.finalizers(), fresh.resource_version());
-                ignore_missing(api.patch(&actx.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await)
-            }
-            None => Ok(()),
-        },
-        other => ignore_missing(other),
-    }
-}
-
-/// A merge patch that removes rsync's finalizer and keeps everyone else's, guarded by `version`.
-fn without_finalizer(finalizers: &[String], version: Option<String>) -> Value {
-    let kept: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER).collect();
-    json!({"metadata": {"finalizers": kept, "resourceVersion": version}})
-}
-
-fn ignore_missing<T>(r: kube::Result<T>) -> kube::Result<()> {
-    match r {
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        other => other.map(|_| ()),
-    }
-}
-
-/// Apps with every dependency before its dependents (validate rejected cycles).
-fn dependency_order(apps: &[ContextApp]) -> Vec<&ContextApp> {
-    let mut ordered: Vec<&ContextApp> = Vec::new();
-    while ordered.len() < apps.len() {
-        let before = ordered.len();
-        for app in apps {
-            let placed = |name: &str| ordered.iter().any(|o| o.name == name);
-            let known = |name: &str| apps.iter().any(|a| a.name == name);
-            if !placed(&app.name) && app.depends_on.iter().all(|d| placed(&d.app) || !known(&d.app)) {
-                ordered.push(app);
-            }
-        }
-        if ordered.len() == before {
-            let rest: Vec<&ContextApp> = apps.iter().filter(|a| !ordered.iter().any(|o| o.name == a.name)).collect();
-            ordered.extend(rest);
-        }
-    }
-    ordered
+    finalizer::remove_fresh(&api, actx, FINALIZER).await
 }
 
 /// Whether `app` reached `op` on every cluster it went to in this pass.

@@ -21,6 +21,7 @@ pub type Wakeup = (String, String);
 struct Watch {
     /// Which client (kubeconfig version) it watches with.
     client_key: String,
+    resource: ApiResource,
     store: Store<DynamicObject>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -71,6 +72,12 @@ impl Monitor {
         ready.then_some(store)
     }
 
+    /// Every kind watched on `cluster` with what its watch has seen so far.
+    pub fn caches_of(&self, cluster: &str) -> Vec<(ApiResource, Store<DynamicObject>)> {
+        let watches = self.watches.lock().unwrap();
+        watches.iter().filter(|((c, _), _)| c == cluster).map(|(_, w)| (w.resource.clone(), w.store.clone())).collect()
+    }
+
     /// Stops the watches of a deleted cluster.
     pub fn forget_cluster(&self, cluster: &str) {
         self.watches.lock().unwrap().retain(|(c, _), w| {
@@ -102,7 +109,7 @@ impl Monitor {
                 }
             }
         });
-        Watch { client_key: client_key.to_string(), store, task }
+        Watch { client_key: client_key.to_string(), resource: resource.clone(), store, task }
     }
 }
 
