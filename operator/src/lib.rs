@@ -8,14 +8,16 @@
 
 pub mod api;
 pub mod clm;
-pub mod controller;
+pub mod controllers;
 pub mod dcm;
 pub mod finalizer;
+pub mod graph;
 pub mod health;
 pub mod hex;
 pub mod leader;
 pub mod members;
 pub mod orchestrator;
+pub mod reconcile;
 pub mod render;
 pub mod rsync;
 

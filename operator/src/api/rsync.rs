@@ -157,13 +157,26 @@ pub struct AppStatus {
     pub ready_since: Option<Time>,
 }
 
+/// EMCO cluster connectivity, as rsync last found it.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Connectivity {
+    /// The member answered.
+    Available,
+    /// The member did not answer; rsync retries.
+    Retrying,
+    /// Not tried yet (waiting for a dependency, or no client).
+    #[default]
+    Unknown,
+}
+
 /// Progress of one app on one cluster.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterStatus {
     pub cluster: String,
     /// `Available`, `Retrying` or `Unknown` (EMCO cluster connectivity).
-    pub connectivity: String,
+    #[schemars(with = "String")]
+    pub connectivity: Connectivity,
     pub resources: u32,
     pub deployed: u32,
     pub ready: u32,

@@ -26,5 +26,5 @@ async fn operator() -> anyhow::Result<()> {
     if let Ok(addr) = std::env::var("EMCO_HEALTH_ADDR") {
         tokio::spawn(emco::health::serve(addr));
     }
-    emco::controller::run(hub, namespace).await
+    emco::controllers::run(hub, namespace).await
 }

@@ -15,14 +15,25 @@ use kube::{Api, Client, ResourceExt};
 use crate::api::clm::{Cluster, ClusterStatus, NodeInventory};
 use crate::api::condition;
 use crate::api::rsync::AppContext;
-use crate::controller::{Context, write_status};
 use crate::finalizer;
+use crate::reconcile::{Backoff, write_status};
 use crate::rsync;
 
 /// How often a healthy member is probed again.
 const PROBE_INTERVAL: Duration = Duration::from_secs(30);
 /// A Cluster stays while AppContexts still have work on it (terminate needs its kubeconfig).
 const FINALIZER: &str = "clm.emco.io/in-use";
+
+/// What the cluster controller needs: member clients, and rsync's per-member state to drop when a
+/// Cluster goes.
+pub struct Context {
+    pub hub: Client,
+    pub members: crate::members::Members,
+    pub clusters: kube::runtime::reflector::Store<Cluster>,
+    pub monitor: Arc<rsync::monitor::Monitor>,
+    pub applied: Arc<rsync::drift::Applied>,
+    pub backoff: Backoff,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -154,5 +165,5 @@ async fn retire(api: &Api<Cluster>, cluster: &Cluster, ctx: &Context) -> Result<
 
 fn error_policy(cluster: Arc<Cluster>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(cluster = %cluster.name_any(), %error, "cluster reconcile failed");
-    Action::requeue(ctx.retry_after(&format!("cluster/{}", cluster.name_any())))
+    Action::requeue(ctx.backoff.retry_after(&format!("cluster/{}", cluster.name_any())))
 }

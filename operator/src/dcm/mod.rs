@@ -15,7 +15,14 @@ use crate::api::condition;
 use crate::api::dcm::{
     LogicalCloud, LogicalCloudClusterStatus, LogicalCloudDesiredState, LogicalCloudStatus, LogicalCloudType,
 };
-use crate::controller::{Context, write_status};
+use crate::reconcile::{Backoff, write_status};
+
+/// What the logical cloud controller needs.
+pub struct Context {
+    pub hub: kube::Client,
+    pub clusters: kube::runtime::reflector::Store<crate::api::clm::Cluster>,
+    pub backoff: Backoff,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -98,5 +105,5 @@ fn desired_status(lc: &LogicalCloud, ctx: &Context) -> LogicalCloudStatus {
 
 fn error_policy(lc: Arc<LogicalCloud>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(logical_cloud = %lc.name_any(), %error, "logical cloud reconcile failed");
-    Action::requeue(ctx.retry_after(&format!("lc/{}", lc.name_any())))
+    Action::requeue(ctx.backoff.retry_after(&format!("lc/{}", lc.name_any())))
 }

@@ -21,7 +21,7 @@ use kube::ResourceExt;
 use crate::api::orchestrator::{DeploymentIntentGroup as Dig, DesiredState};
 use crate::api::rsync::{AppContext, ContextState, Operation};
 
-use super::store::INPUT_HASH;
+use super::revisions::INPUT_HASH;
 
 /// What reading the DIG's inputs gave.
 #[derive(Debug, Clone, PartialEq, Eq)]

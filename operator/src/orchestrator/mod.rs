@@ -7,8 +7,8 @@ pub mod place;
 pub mod plan;
 pub mod project;
 pub mod resolve;
+pub mod revisions;
 pub mod status;
-pub mod store;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -19,7 +19,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{PartialObjectMeta, Patch, PatchParams};
+use kube::api::PartialObjectMeta;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
@@ -28,20 +28,18 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
+use crate::api::condition;
 use crate::api::dcm::LogicalCloud;
 use crate::api::orchestrator::{
     CompositeApp, CompositeProfile, DeploymentIntentGroup as Dig, DeploymentIntentGroupStatus, DigState,
     GenericPlacementIntent, Revision,
 };
 use crate::api::rsync::{AppContext, Operation};
-use crate::api::{condition, labels};
-use crate::controller::{Context, write_status};
 use crate::finalizer;
+use crate::reconcile::{Backoff, write_status};
 use lifecycle::{Read, Step};
 
 const FINALIZER: &str = "orchestrator.emco.io/terminate";
-/// Revisions kept (their AppContexts and bundles), as Helm's default history.
-const HISTORY: usize = 10;
 
 /// Why a revision could not be made; the stage names the condition reason.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +81,22 @@ impl PipelineError {
 pub enum Error {
     #[error("hub API: {0}")]
     Hub(#[from] kube::Error),
+}
+
+/// What the DIG reconciler needs: the hub, the cluster inventory, chart repositories, and the
+/// bundles of earlier revisions (rollback).
+pub struct Context {
+    pub hub: kube::Client,
+    pub clusters: Store<crate::api::clm::Cluster>,
+    /// For Helm HTTP repositories (fenced: see `render::repository::client`).
+    pub http: reqwest::Client,
+    /// Hosts charts may be fetched from; empty: any.
+    pub repository_hosts: Vec<String>,
+    /// Charts read from Helm repositories in the last minute.
+    pub repository_charts: crate::render::repository::RecentCharts,
+    pub recorder: kube::runtime::events::Recorder,
+    pub bundles: Arc<crate::rsync::bundle::BundleCache>,
+    pub backoff: Backoff,
 }
 
 pub async fn run(ctx: Arc<Context>) {
@@ -162,9 +176,9 @@ async fn reconcile(guard: Arc<DeserializeGuard<Dig>>, ctx: Arc<Context>) -> Resu
         }
     };
     let api = Api::<Dig>::namespaced(ctx.hub.clone(), &dig.namespace().unwrap_or_default());
-    let current = current_context(&ctx, &dig).await?;
+    let current = revisions::current_context(&ctx, &dig).await?;
     if let Some(c) = &current {
-        pass_stop(&ctx, c, dig.spec.stop).await?;
+        revisions::pass_stop(&ctx, c, dig.spec.stop).await?;
     }
     // Decide (pure), reading the inputs only when the decision needs them.
     let mut read = Read::NotYet;
@@ -185,7 +199,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<Dig>>, ctx: Arc<Context>) -> Resu
     };
     match step {
         Step::TerminateBeforeDelete => {
-            terminate(&ctx, current.as_ref().expect("a live revision to terminate")).await?;
+            revisions::terminate(&ctx, current.as_ref().expect("a live revision to terminate")).await?;
             let mut status = dig.status.clone().unwrap_or_default();
             status::mirror(&mut status, current.as_ref(), dig.metadata.generation);
             write_status(&api, dig.as_ref(), dig.status.as_ref(), &status).await?;
@@ -204,7 +218,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<Dig>>, ctx: Arc<Context>) -> Resu
     write_status(&api, dig.as_ref(), dig.status.as_ref(), &status).await?;
     // Best effort, after the new revision is recorded: a failure here never holds the DIG back.
     let mut trimmed = status.clone();
-    match forget_old_revisions(&ctx, &dig, &mut trimmed).await {
+    match revisions::forget_old_revisions(&ctx, &dig, &mut trimmed).await {
         Ok(()) => write_status(&api, dig.as_ref(), Some(&status), &trimmed).await?,
         Err(e) => tracing::warn!(dig = %key(&dig), error = %e, "deleting revisions beyond the history failed"),
     }
@@ -237,11 +251,11 @@ async fn execute(
     status::mirror(status, current.as_ref(), generation);
     match (&step, inputs) {
         (Step::Terminate, _) => {
-            terminate(ctx, current.as_ref().expect("a live revision to terminate")).await?;
+            revisions::terminate(ctx, current.as_ref().expect("a live revision to terminate")).await?;
             status::mirror(status, current.as_ref(), generation);
             Ok(later)
         }
-        (Step::RollBack(target), _) => match rollback_plan(ctx, dig, status, *target).await {
+        (Step::RollBack(target), _) => match revisions::rollback_plan(ctx, dig, status, *target).await {
             Ok(plan) => advance(ctx, dig, current.as_ref(), status, &plan, &lifecycle::rollback_hash(*target)).await,
             Err(e) => Ok(refuse(ctx, dig, current.as_ref(), status, e).await),
         },
@@ -256,13 +270,13 @@ async fn execute(
             let cond = condition::new("InputsResolved", false, e.reason(), e.to_string(), generation);
             condition::set(&mut status.conditions, cond);
             tracing::warn!(dig = %key(dig), error = %e, "reading the DIG's inputs failed");
-            Ok(Action::requeue(ctx.retry_after(&key(dig))))
+            Ok(Action::requeue(ctx.backoff.retry_after(&key(dig))))
         }
         (Step::Refuse, Some(Err(e))) => Ok(refuse(ctx, dig, current.as_ref(), status, e.into()).await),
         (Step::UpToDate | Step::NewRevision, Some(Ok(inputs))) => {
             let resolved = condition::new("InputsResolved", true, "Resolved", "every input was read", generation);
             condition::set(&mut status.conditions, resolved);
-            ctx.succeeded(&key(dig));
+            ctx.backoff.succeeded(&key(dig));
             if step == Step::UpToDate {
                 return Ok(later);
             }
@@ -296,47 +310,6 @@ async fn advance(
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-/// EMCO rollback: the plan of an earlier revision still in the history, read from its bundles.
-async fn rollback_plan(
-    ctx: &Context,
-    dig: &Dig,
-    status: &DeploymentIntentGroupStatus,
-    target: u32,
-) -> Result<plan::Plan, PipelineError> {
-    let unavailable = |reason: String| PipelineError::RollbackUnavailable { revision: target, reason };
-    let kept: Vec<String> = status.history.iter().map(|h| h.revision.to_string()).collect();
-    let entry = status
-        .history
-        .iter()
-        .find(|h| h.revision == target)
-        .ok_or_else(|| unavailable(format!("not in the history (kept: {})", kept.join(", "))))?;
-    let ns = dig.namespace().unwrap_or_default();
-    let old = Api::<AppContext>::namespaced(ctx.hub.clone(), &ns)
-        .get_opt(&entry.app_context)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?
-        .ok_or_else(|| unavailable(format!("AppContext {} is gone", entry.app_context)))?;
-    let mut apps = Vec::new();
-    for app in &old.spec.apps {
-        let mut bundles: Vec<plan::PlannedBundle> = Vec::new();
-        for c in &app.clusters {
-            if let Some(b) = bundles.iter_mut().find(|b| c.bundle.name.ends_with(&b.hash)) {
-                b.clusters.push(c.cluster.clone());
-                continue;
-            }
-            let resources = ctx.bundles.load(&ctx.hub, &ns, &c.bundle).await.map_err(|e| unavailable(e.to_string()))?;
-            let hash = c.bundle.name.rsplit('-').next().unwrap_or_default().to_string();
-            bundles.push(plan::PlannedBundle {
-                hash,
-                resources: resources.as_ref().clone(),
-                clusters: vec![c.cluster.clone()],
-            });
-        }
-        apps.push(plan::PlannedApp { name: app.name.clone(), depends_on: app.depends_on.clone(), bundles });
-    }
-    Ok(plan::Plan { namespace: old.spec.namespace.clone(), apps })
-}
-
 /// Records refused input; nothing new reaches the members. A change to the DIG or anything it
 /// names wakes the DIG again; the requeue covers what is not watched (chart repositories).
 async fn refuse(
@@ -365,12 +338,12 @@ async fn new_revision(
     let mut revision = revision;
     let context = loop {
         if let Some(old) = &replaces {
-            supersede(ctx, old, &store::context_name(&dig.name_any(), revision)).await?;
+            revisions::supersede(ctx, old, &revisions::context_name(&dig.name_any(), revision)).await?;
         }
         let name = replaces.as_ref().map(|c| c.name_any());
-        match store::store(&ctx.hub, dig, plan, revision, name, hash).await? {
-            store::Stored::Context(c) => break c,
-            store::Stored::Taken(live) => {
+        match revisions::store(&ctx.hub, dig, plan, revision, name, hash).await? {
+            revisions::Stored::Context(c) => break c,
+            revisions::Stored::Taken(live) => {
                 tracing::info!(dig = %key(dig), revision, "revision made from older inputs found; going on after it");
                 replaces = Some(live);
                 revision += 1;
@@ -408,15 +381,22 @@ fn plan_revision(inputs: &resolve::Inputs, revision: u32) -> Result<plan::Plan, 
     Ok(plan::plan(inputs, &placement, revision)?)
 }
 
-/// A hash of everything that shapes what is deployed: the DIG's deployment fields, the composite
-/// app, profile and values files, the placement intent and every chart's bytes. Not the clusters:
-/// placement is decided once per revision, so a cluster label change alone moves nothing.
+/// DIG spec fields that steer the lifecycle instead of shaping what is deployed.
+const LIFECYCLE_FIELDS: [&str; 4] = ["approved", "state", "stop", "rollbackTo"];
+
+/// A hash of everything that shapes what is deployed: the DIG's spec less its lifecycle fields (so
+/// a field added to the DIG counts unless it is listed there), the composite app, profile and
+/// values files, the placement intent and every chart's bytes. Not the clusters: placement is
+/// decided once per revision, so a cluster label change alone moves nothing.
 fn input_hash(inputs: &resolve::Inputs) -> String {
-    let s = &inputs.dig.spec;
+    let mut dig = serde_json::to_value(&inputs.dig.spec).expect("a DIG spec serializes");
+    if let Some(fields) = dig.as_object_mut() {
+        fields.retain(|k, _| !LIFECYCLE_FIELDS.contains(&k.as_str()));
+    }
     let charts: BTreeMap<&String, String> =
         inputs.charts.iter().map(|(app, tgz)| (app, crate::hex::digest(tgz, 64))).collect();
     let all = json!([
-        [s.composite_app, s.composite_profile, s.logical_cloud, s.release, s.override_values, s.intents],
+        dig,
         inputs.composite_app.spec,
         inputs.profile.as_ref().map(|p| &p.spec),
         inputs.values_files,
@@ -424,79 +404,6 @@ fn input_hash(inputs: &resolve::Inputs) -> String {
         charts,
     ]);
     crate::hex::digest(all.to_string().as_bytes(), 16)
-}
-
-/// Tells rsync that `old` is replaced by the revision `by`: it leaves `old` alone from now on.
-async fn supersede(ctx: &Context, old: &AppContext, by: &str) -> kube::Result<()> {
-    if old.spec.superseded_by.as_deref() == Some(by) {
-        return Ok(());
-    }
-    let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &old.namespace().unwrap_or_default());
-    api.patch(&old.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"supersededBy": by}}))).await?;
-    Ok(())
-}
-
-/// The AppContext of the DIG's current revision, if any.
-async fn current_context(ctx: &Context, dig: &Dig) -> kube::Result<Option<AppContext>> {
-    let Some(name) = dig.status.as_ref().and_then(|s| s.app_context.clone()) else { return Ok(None) };
-    Api::<AppContext>::namespaced(ctx.hub.clone(), &dig.namespace().unwrap_or_default()).get_opt(&name).await
-}
-
-/// Asks rsync to remove what `context` applied.
-/// An update still under way has not pruned the revisions it replaces: those still holding rsync's
-/// finalizer are terminated too, or what only they applied would stay on the members.
-async fn terminate(ctx: &Context, context: &AppContext) -> kube::Result<()> {
-    if context.spec.operation == Operation::Terminate {
-        return Ok(());
-    }
-    let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &context.namespace().unwrap_or_default());
-    let patch = json!({"spec": {"operation": "Terminate"}});
-    api.patch(&context.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    let mut seen = vec![context.name_any()];
-    let mut next = context.spec.replaces.clone();
-    while let Some(replaced) = next.take().filter(|r| !seen.contains(r)) {
-        let Some(old) = api.get_opt(&replaced).await? else { break };
-        if !finalizer::has(&old, crate::rsync::FINALIZER) {
-            break;
-        }
-        if old.spec.operation != Operation::Terminate {
-            api.patch(&replaced, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-        }
-        next = old.spec.replaces.clone();
-        seen.push(replaced);
-    }
-    Ok(())
-}
-
-/// Deletes the AppContexts and bundles of revisions beyond the last `HISTORY`, once rsync has
-/// released them (a context still holding its finalizer has work left and stays).
-async fn forget_old_revisions(ctx: &Context, dig: &Dig, status: &mut DeploymentIntentGroupStatus) -> kube::Result<()> {
-    let ns = dig.namespace().unwrap_or_default();
-    let contexts = Api::<AppContext>::namespaced(ctx.hub.clone(), &ns);
-    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.hub.clone(), &ns);
-    while status.history.len() > HISTORY {
-        let oldest = &status.history[0];
-        if let Some(old) = contexts.get_opt(&oldest.app_context).await?
-            && finalizer::has(&old, crate::rsync::FINALIZER)
-        {
-            break;
-        }
-        let _ = contexts.delete(&oldest.app_context, &Default::default()).await;
-        let selector = format!("{}={},{}={}", labels::DIG, dig.name_any(), labels::REVISION, oldest.revision);
-        secrets.delete_collection(&Default::default(), &kube::api::ListParams::default().labels(&selector)).await?;
-        status.history.remove(0);
-    }
-    Ok(())
-}
-
-/// EMCO stop reaches rsync through the current AppContext.
-async fn pass_stop(ctx: &Context, context: &AppContext, stop: bool) -> kube::Result<()> {
-    if context.spec.stop == stop {
-        return Ok(());
-    }
-    let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &context.namespace().unwrap_or_default());
-    api.patch(&context.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"stop": stop}}))).await?;
-    Ok(())
 }
 
 async fn publish(ctx: &Context, dig: &Dig, type_: EventType, reason: &str, note: String) {
@@ -513,5 +420,33 @@ fn key(dig: &Dig) -> String {
 fn error_policy(dig: Arc<DeserializeGuard<Dig>>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = format!("dig/{}/{}", dig.namespace().unwrap_or_default(), dig.name_any());
     tracing::warn!(dig = %key, %error, "deployment intent group reconcile failed");
-    Action::requeue(ctx.retry_after(&key))
+    Action::requeue(ctx.backoff.retry_after(&key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_dig_field_but_the_lifecycle_ones_makes_a_new_revision() {
+        let base = plan::tests::inputs();
+        let hash = input_hash(&base);
+        let with = |patch: serde_json::Value| {
+            let mut i = base.clone();
+            let mut spec = serde_json::to_value(&i.dig.spec).unwrap();
+            crate::render::merge(&mut spec, &patch);
+            i.dig.spec = serde_json::from_value(spec).unwrap();
+            input_hash(&i)
+        };
+        for lifecycle in
+            [json!({"approved": true}), json!({"state": "Terminated"}), json!({"stop": true}), json!({"rollbackTo": 3})]
+        {
+            assert_eq!(with(lifecycle.clone()), hash, "{lifecycle} must not make a revision");
+        }
+        for shaping in
+            [json!({"release": "other"}), json!({"compositeProfile": "p2"}), json!({"intents": {"gac": "g"}})]
+        {
+            assert_ne!(with(shaping.clone()), hash, "{shaping} must make a revision");
+        }
+    }
 }

@@ -40,6 +40,13 @@ pub struct PlannedBundle {
     pub clusters: Vec<String>,
 }
 
+impl PlannedBundle {
+    /// `resources` for `clusters`, named by their content.
+    pub fn new(resources: Vec<Value>, clusters: Vec<String>) -> PlannedBundle {
+        PlannedBundle { hash: digest(&resources), resources, clusters }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("app {app}: {source}")]
@@ -82,10 +89,10 @@ pub fn plan(inputs: &Inputs, placement: &Placement, revision: u32) -> Result<Pla
             let mut resources = render::render_app(&chart, &values, &ctx)
                 .map_err(|source| PlanError::Render { app: app.name.clone(), source })?;
             resources.iter_mut().for_each(|r| label(r, inputs, &app.name));
-            let hash = digest(&resources);
-            match bundles.iter_mut().find(|b| b.hash == hash) {
-                Some(b) => b.clusters.extend(group),
-                None => bundles.push(PlannedBundle { hash, resources, clusters: group }),
+            let planned = PlannedBundle::new(resources, group);
+            match bundles.iter_mut().find(|b| b.hash == planned.hash) {
+                Some(b) => b.clusters.extend(planned.clusters),
+                None => bundles.push(planned),
             }
         }
         let depends_on = app

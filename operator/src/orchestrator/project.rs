@@ -15,7 +15,15 @@ use serde_json::json;
 use crate::api::condition;
 use crate::api::labels;
 use crate::api::orchestrator::Project;
-use crate::controller::{Context, MANAGER, write_status};
+use crate::reconcile::{Backoff, MANAGER, write_status};
+
+/// What the project controller needs.
+pub struct Context {
+    pub hub: kube::Client,
+    /// No Project may claim the operator's own namespace.
+    pub operator_namespace: String,
+    pub backoff: Backoff,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -126,5 +134,5 @@ async fn apply_admins(ctx: &Context, project: &Project, ns: &str) -> kube::Resul
 
 fn error_policy(project: Arc<Project>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(project = %project.name_any(), %error, "project reconcile failed");
-    Action::requeue(ctx.retry_after(&format!("project/{}", project.name_any())))
+    Action::requeue(ctx.backoff.retry_after(&format!("project/{}", project.name_any())))
 }

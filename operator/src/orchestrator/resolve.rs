@@ -7,13 +7,13 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
+use super::Context;
 use crate::api::clm::Cluster;
 use crate::api::condition;
 use crate::api::dcm::LogicalCloud;
 use crate::api::orchestrator::{
     ChartSource, CompositeApp, CompositeProfile, ConfigMapKey, DeploymentIntentGroup, GenericPlacementIntent,
 };
-use crate::controller::Context;
 use crate::render::repository;
 
 /// Everything a DIG names, read at one point in time.

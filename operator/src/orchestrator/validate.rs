@@ -1,7 +1,7 @@
 //! Stage 2, validate (pure): the inputs agree with each other. Every intent, profile and override
 //! names an app of the composite app, every app has a placement, and app dependencies form no cycle.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use super::resolve::Inputs;
 
@@ -55,37 +55,14 @@ pub fn validate(inputs: &Inputs) -> Result<(), ValidateError> {
             return Err(ValidateError::AppNotPlaced { app: app.name.clone(), intent: placement.clone() });
         }
     }
-    acyclic(
-        ca.spec.apps.iter().map(|a| (a.name.as_str(), a.depends_on.iter().map(|d| d.app.as_str()).collect())).collect(),
-    )
+    let deps: Vec<(&str, Vec<&str>)> =
+        ca.spec.apps.iter().map(|a| (a.name.as_str(), a.depends_on.iter().map(|d| d.app.as_str()).collect())).collect();
+    acyclic(&deps)
 }
 
-/// Fails on the first app found on a dependency cycle.
-fn acyclic(deps: BTreeMap<&str, Vec<&str>>) -> Result<(), ValidateError> {
-    fn visit<'a>(
-        app: &'a str,
-        deps: &BTreeMap<&'a str, Vec<&'a str>>,
-        path: &mut Vec<&'a str>,
-        done: &mut BTreeSet<&'a str>,
-    ) -> Result<(), ValidateError> {
-        if path.contains(&app) {
-            return Err(ValidateError::DependencyCycle { app: app.to_string() });
-        }
-        if !done.insert(app) {
-            return Ok(());
-        }
-        path.push(app);
-        for next in deps.get(app).into_iter().flatten() {
-            visit(next, deps, path, done)?;
-        }
-        path.pop();
-        Ok(())
-    }
-    let mut done = BTreeSet::new();
-    for app in deps.keys() {
-        visit(app, &deps, &mut Vec::new(), &mut done)?;
-    }
-    Ok(())
+/// Fails on the first app found on (or behind) a dependency cycle.
+fn acyclic(deps: &[(&str, Vec<&str>)]) -> Result<(), ValidateError> {
+    crate::graph::order(deps).map(|_| ()).map_err(|app| ValidateError::DependencyCycle { app: app.to_string() })
 }
 
 #[cfg(test)]
@@ -110,9 +87,9 @@ mod tests {
 
     #[test]
     fn finds_a_cycle_and_accepts_a_chain() {
-        let chain = BTreeMap::from([("a", vec!["b"]), ("b", vec!["c"]), ("c", vec![])]);
-        assert_eq!(acyclic(chain), Ok(()));
-        let cycle = BTreeMap::from([("a", vec!["b"]), ("b", vec!["c"]), ("c", vec!["a"])]);
-        assert!(matches!(acyclic(cycle), Err(ValidateError::DependencyCycle { .. })));
+        let chain = [("a", vec!["b"]), ("b", vec!["c"]), ("c", vec![])];
+        assert_eq!(acyclic(&chain), Ok(()));
+        let cycle = [("a", vec!["b"]), ("b", vec!["c"]), ("c", vec!["a"])];
+        assert!(matches!(acyclic(&cycle), Err(ValidateError::DependencyCycle { .. })));
     }
 }

@@ -106,6 +106,39 @@ pub enum RepositoryError {
     },
 }
 
+/// Charts fetched from Helm repositories, kept for a minute: every DIG reconcile resolves its
+/// inputs, and a repository need not be asked each time.
+#[derive(Default)]
+pub struct RecentCharts {
+    charts: std::sync::Mutex<HashMap<ChartKey, (std::time::Instant, Vec<u8>)>>,
+}
+
+/// A chart in a repository: URL, chart name, version asked for.
+pub type ChartKey = (String, String, Option<String>);
+
+impl RecentCharts {
+    const TTL: Duration = Duration::from_secs(60);
+    /// Bytes of charts kept at most; the oldest go first.
+    pub const BUDGET: usize = 32 * 1024 * 1024;
+
+    pub fn get(&self, key: &ChartKey) -> Option<Vec<u8>> {
+        let charts = self.charts.lock().unwrap();
+        charts.get(key).filter(|(at, _)| at.elapsed() < Self::TTL).map(|(_, tgz)| tgz.clone())
+    }
+
+    pub fn put(&self, key: ChartKey, tgz: Vec<u8>) {
+        let mut charts = self.charts.lock().unwrap();
+        charts.retain(|_, (at, _)| at.elapsed() < Self::TTL);
+        while charts.values().map(|(_, c)| c.len()).sum::<usize>() + tgz.len() > Self::BUDGET {
+            let Some(oldest) = charts.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| k.clone()) else { break };
+            charts.remove(&oldest);
+        }
+        if tgz.len() <= Self::BUDGET {
+            charts.insert(key, (std::time::Instant::now(), tgz));
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Index {
     #[serde(default)]

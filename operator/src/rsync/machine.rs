@@ -103,25 +103,15 @@ pub fn waiting_for(app: &ContextApp, reached: &BTreeMap<(String, OpStatus), Time
         .collect()
 }
 
-/// Apps with every dependency before its dependents (validate rejected cycles; should one slip
-/// through, the rest follow in their own order).
+/// Apps with every dependency before its dependents (validate refused cycles; should one slip
+/// through, the apps go in their own order).
 pub fn dependency_order(apps: &[ContextApp]) -> Vec<&ContextApp> {
-    let mut ordered: Vec<&ContextApp> = Vec::new();
-    while ordered.len() < apps.len() {
-        let before = ordered.len();
-        for app in apps {
-            let placed = |name: &str| ordered.iter().any(|o| o.name == name);
-            let known = |name: &str| apps.iter().any(|a| a.name == name);
-            if !placed(&app.name) && app.depends_on.iter().all(|d| placed(&d.app) || !known(&d.app)) {
-                ordered.push(app);
-            }
-        }
-        if ordered.len() == before {
-            let rest: Vec<&ContextApp> = apps.iter().filter(|a| !ordered.iter().any(|o| o.name == a.name)).collect();
-            ordered.extend(rest);
-        }
+    let nodes: Vec<(&str, Vec<&str>)> =
+        apps.iter().map(|a| (a.name.as_str(), a.depends_on.iter().map(|d| d.app.as_str()).collect())).collect();
+    match crate::graph::order(&nodes) {
+        Ok(names) => names.iter().filter_map(|n| apps.iter().find(|a| a.name == *n)).collect(),
+        Err(_) => apps.iter().collect(),
     }
-    ordered
 }
 
 #[cfg(test)]

@@ -41,10 +41,18 @@ enum Failure {
     Unreachable(String),
     /// The member refused this resource (invalid, forbidden, kind not served).
     Refused(String),
+    /// Not found (404): the object, or the namespace it goes in.
+    Gone(String),
+    /// The member does not serve the object's kind.
+    NotServed(String),
+    /// The object changed identity since it was read (409 on a precondition): not ours to delete.
+    Changed,
 }
 
 fn classify(e: kube::Error) -> Failure {
     match e {
+        kube::Error::Api(s) if s.code == 404 => Failure::Gone(s.message),
+        kube::Error::Api(s) if s.code == 409 => Failure::Changed,
         kube::Error::Api(s) => Failure::Refused(format!("{} ({})", s.message, s.code)),
         other => Failure::Unreachable(other.to_string()),
     }
@@ -119,9 +127,7 @@ impl Member<'_> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
         let gvk = GroupVersionKind::gvk(group, version, kind);
         let served = self.members.kind(self.name, &self.client, &gvk).await.map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 404 => {
-                Failure::Refused(format!("{api_version} {kind} is not served by the cluster"))
-            }
+            kube::Error::Api(s) if s.code == 404 => Failure::NotServed(format!("{api_version} {kind}")),
             other => classify(other),
         })?;
         let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
@@ -294,8 +300,7 @@ impl Member<'_> {
             };
             match deleted.await {
                 Ok(()) => {}
-                Err(Failure::Refused(m)) if m.ends_with("(409)") => {}
-                Err(Failure::Refused(m)) if m.ends_with("(404)") || m.contains("is not served") => {}
+                Err(Failure::Gone(_) | Failure::Changed | Failure::NotServed(_)) => {}
                 Err(f) => {
                     out.present += 1;
                     record(&mut out, f, &describe(obj));
@@ -322,6 +327,9 @@ fn record(out: &mut Outcome, failure: Failure, what: &str) {
             format!("cluster unreachable: {m}")
         }
         Failure::Refused(m) => format!("{what}: {m}"),
+        Failure::NotServed(kind) => format!("{what}: {kind} is not served by the cluster"),
+        Failure::Gone(m) => format!("{what}: {m} (404)"),
+        Failure::Changed => format!("{what}: changed meanwhile (409)"),
     };
     if out.failed.len() < MAX_FAILURES {
         out.failed.push(message);

@@ -27,10 +27,12 @@ use serde_json::{Value, json};
 
 use crate::api::clm::Cluster;
 use crate::api::orchestrator::OpStatus;
-use crate::api::rsync::{AppContext, AppContextStatus, AppStatus, ClusterStatus, ContextState, Operation};
+use crate::api::rsync::{
+    AppContext, AppContextStatus, AppStatus, ClusterStatus, Connectivity, ContextState, Operation,
+};
 use crate::api::{condition, labels};
-use crate::controller::{Context, write_status};
 use crate::finalizer;
+use crate::reconcile::{Backoff, write_status};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use machine::Pass;
 use member::{Member, Outcome};
@@ -39,6 +41,22 @@ use member::{Member, Outcome};
 const CONCURRENCY: usize = 16;
 /// On AppContexts and their bundle Secrets: nothing goes before what it applied is deleted.
 pub const FINALIZER: &str = "rsync.emco.io/terminate";
+
+/// What rsync needs: the hub, the members (clients, watches, what was applied) and the bundles.
+pub struct Context {
+    pub hub: kube::Client,
+    /// Every registered Cluster, kept current by a reflector.
+    pub clusters: kube::runtime::reflector::Store<Cluster>,
+    pub members: crate::members::Members,
+    /// Watches on the members, for status and drift.
+    pub monitor: Arc<monitor::Monitor>,
+    /// What rsync applied to the members, for drift.
+    pub applied: Arc<drift::Applied>,
+    /// Bundles read (they never change).
+    pub bundles: Arc<bundle::BundleCache>,
+    pub recorder: kube::runtime::events::Recorder,
+    pub backoff: Backoff,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -198,7 +216,7 @@ async fn deploy(ctx: &Context, actx: &AppContext, units: &[Unit], previous: &App
                     key(u),
                     ClusterStatus {
                         cluster: u.cluster.clone(),
-                        connectivity: "Unknown".into(),
+                        connectivity: Connectivity::Unknown,
                         resources: u.resources.len() as u32,
                         ..Default::default()
                     },
@@ -239,7 +257,7 @@ async fn sync_unit(
     let total = unit.resources.len() as u32;
     let mut status = ClusterStatus {
         cluster: unit.cluster.clone(),
-        connectivity: "Unknown".into(),
+        connectivity: Connectivity::Unknown,
         resources: total,
         ..Default::default()
     };
@@ -264,7 +282,7 @@ async fn sync_unit(
         outcome.failed.extend(seen.failed);
         outcome = Outcome { failed: outcome.failed, ..seen };
     }
-    status.connectivity = if outcome.reachable { "Available" } else { "Retrying" }.into();
+    status.connectivity = if outcome.reachable { Connectivity::Available } else { Connectivity::Retrying };
     status.deployed = outcome.present;
     status.ready = outcome.ready;
     status.failed = outcome.failed;
@@ -333,7 +351,7 @@ async fn terminate_unit(ctx: &Context, actx: &AppContext, u: &Unit) -> ((String,
     let total = u.resources.len() as u32;
     let mut status = ClusterStatus {
         cluster: u.cluster.clone(),
-        connectivity: "Unknown".into(),
+        connectivity: Connectivity::Unknown,
         resources: total,
         deployed: total,
         ..Default::default()
@@ -342,7 +360,7 @@ async fn terminate_unit(ctx: &Context, actx: &AppContext, u: &Unit) -> ((String,
         Err(message) => status.failed = vec![message],
         Ok(member) => {
             let out = member.delete(&u.resources.iter().collect::<Vec<_>>()).await;
-            status.connectivity = if out.reachable { "Available" } else { "Retrying" }.into();
+            status.connectivity = if out.reachable { Connectivity::Available } else { Connectivity::Retrying };
             status.deployed = if out.reachable { out.present } else { total };
             status.failed = out.failed;
         }
@@ -504,7 +522,7 @@ fn dependency_met(results: &BTreeMap<(String, String), ClusterStatus>, app: &str
 
 /// A cluster rsync could not work on (not one merely waiting for a dependency).
 fn unreachable(c: &ClusterStatus) -> bool {
-    c.connectivity == "Retrying" || (c.connectivity == "Unknown" && !c.failed.is_empty())
+    c.connectivity == Connectivity::Retrying || (c.connectivity == Connectivity::Unknown && !c.failed.is_empty())
 }
 
 fn key(u: &Unit) -> (String, String) {
@@ -611,16 +629,16 @@ fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Act
     let failed = matches!(status.state, ContextState::InstantiateFailed | ContextState::UpdateFailed);
     match status.state {
         ContextState::Terminated => Action::await_change(),
-        _ if unreachable || failed => Action::requeue(ctx.retry_after(&key)),
+        _ if unreachable || failed => Action::requeue(ctx.backoff.retry_after(&key)),
         _ if condition::is_true(&status.conditions, "Ready") => {
-            ctx.succeeded(&key);
-            ctx.succeeded(&poll);
+            ctx.backoff.succeeded(&key);
+            ctx.backoff.succeeded(&poll);
             Action::requeue(Duration::from_secs(60))
         }
         _ => {
-            ctx.succeeded(&key);
+            ctx.backoff.succeeded(&key);
             // Changes on the members wake us too (monitor); a pass reads their caches, so it is cheap.
-            Action::requeue(ctx.backoff(&poll, Duration::from_millis(250), Duration::from_secs(5)))
+            Action::requeue(ctx.backoff.next(&poll, Duration::from_millis(250), Duration::from_secs(5)))
         }
     }
 }
@@ -628,7 +646,7 @@ fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Act
 fn error_policy(actx: Arc<AppContext>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = format!("appcontext/{}/{}", actx.namespace().unwrap_or_default(), actx.name_any());
     tracing::warn!(appcontext = %key, %error, "rsync reconcile failed");
-    Action::requeue(ctx.retry_after(&key))
+    Action::requeue(ctx.backoff.retry_after(&key))
 }
 
 #[cfg(test)]
@@ -650,23 +668,19 @@ mod tests {
         resources: u32,
         deployed: u32,
         ready: u32,
-        connectivity: &str,
+        connectivity: Connectivity,
     ) -> ((String, String), ClusterStatus) {
-        let status = ClusterStatus {
-            cluster: cluster.into(),
-            connectivity: connectivity.into(),
-            resources,
-            deployed,
-            ready,
-            ..Default::default()
-        };
+        let status =
+            ClusterStatus { cluster: cluster.into(), connectivity, resources, deployed, ready, ..Default::default() };
         ((app.into(), cluster.into()), status)
     }
 
     #[test]
     fn applied_everywhere_but_not_ready_is_instantiated_and_not_ready() {
-        let results =
-            BTreeMap::from([unit("edge", "e1", 3, 3, 3, "Available"), unit("edge", "e2", 3, 3, 1, "Available")]);
+        let results = BTreeMap::from([
+            unit("edge", "e1", 3, 3, 3, Connectivity::Available),
+            unit("edge", "e2", 3, 3, 1, Connectivity::Available),
+        ]);
         let s = summarize(&context("Instantiate"), Operation::Instantiate, results);
         assert_eq!(s.state, ContextState::Instantiated);
         assert_eq!((s.deployed.as_deref(), s.ready.as_deref()), (Some("6/6"), Some("4/6")));
@@ -676,12 +690,12 @@ mod tests {
 
     #[test]
     fn an_unreachable_cluster_keeps_instantiating_and_says_so() {
-        let mut down = unit("edge", "e2", 3, 0, 0, "Retrying");
+        let mut down = unit("edge", "e2", 3, 0, 0, Connectivity::Retrying);
         down.1.failed = vec!["cluster unreachable: connection refused".into()];
         let s = summarize(
             &context("Instantiate"),
             Operation::Instantiate,
-            BTreeMap::from([unit("edge", "e1", 3, 3, 3, "Available"), down]),
+            BTreeMap::from([unit("edge", "e1", 3, 3, 3, Connectivity::Available), down]),
         );
         assert_eq!(s.state, ContextState::Instantiating);
         assert_eq!(condition::get(&s.conditions, "Deployed").unwrap().reason, "ClusterUnreachable");
@@ -692,13 +706,13 @@ mod tests {
         let left = summarize(
             &context("Terminate"),
             Operation::Terminate,
-            BTreeMap::from([unit("edge", "e1", 3, 1, 0, "Available")]),
+            BTreeMap::from([unit("edge", "e1", 3, 1, 0, Connectivity::Available)]),
         );
         assert_eq!(left.state, ContextState::Terminating);
         let gone = summarize(
             &context("Terminate"),
             Operation::Terminate,
-            BTreeMap::from([unit("edge", "e1", 3, 0, 0, "Available")]),
+            BTreeMap::from([unit("edge", "e1", 3, 0, 0, Connectivity::Available)]),
         );
         assert_eq!(gone.state, ContextState::Terminated);
         assert_eq!(gone.deployed_counts["Deleted"], 3);

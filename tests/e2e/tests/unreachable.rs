@@ -46,14 +46,18 @@ async fn unreachable_member_is_retried_until_its_kubeconfig_is_mended() -> Resul
     let name = format!("{ns}-1");
     wait_until("the AppContext retrying an unreachable cluster", Duration::from_secs(60), || async {
         let status = contexts.get_opt(&name).await?.and_then(|c| c.status).unwrap_or_default();
-        let connectivity: Vec<String> =
-            status.apps.iter().flat_map(|a| &a.clusters).map(|c| c.connectivity.clone()).collect();
+        let connectivity: Vec<emco::api::rsync::Connectivity> =
+            status.apps.iter().flat_map(|a| &a.clusters).map(|c| c.connectivity).collect();
         let reason = condition::get(&status.conditions, "Deployed").map(|c| c.reason.clone());
-        Ok(if connectivity == ["Retrying"] && reason.as_deref() == Some("ClusterUnreachable") {
-            Ok(())
-        } else {
-            Err(format!("{connectivity:?} {reason:?}"))
-        })
+        Ok(
+            if connectivity == [emco::api::rsync::Connectivity::Retrying]
+                && reason.as_deref() == Some("ClusterUnreachable")
+            {
+                Ok(())
+            } else {
+                Err(format!("{connectivity:?} {reason:?}"))
+            },
+        )
     })
     .await?;
     let status = dig(&hub, &ns, &ns).await?.status.unwrap_or_default();

@@ -1,0 +1,254 @@
+//! Revisions: a DIG's AppContexts and their bundles. Stage 5, store, writes a plan as bundle
+//! Secrets and the AppContext of a new revision, both owned by the DIG (idempotent: a retry after
+//! a crash finds what it wrote and goes on). Also here: reading a revision's plan back (rollback),
+//! superseding, terminating and forgetting revisions. Bundles are read through
+//! `rsync::bundle::BundleCache` only.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+
+use super::plan::{self, Plan};
+use super::{Context, PipelineError};
+use crate::api::labels;
+use crate::api::orchestrator::{DeploymentIntentGroup, DeploymentIntentGroupStatus};
+use crate::finalizer;
+
+type Dig = DeploymentIntentGroup;
+use crate::api::rsync::{AppContext, AppContextSpec, BundleRef, ContextApp, ContextCluster, Operation, Owner};
+use crate::rsync::{self, bundle};
+
+/// Name of the AppContext of `revision` of `dig`.
+pub fn context_name(dig: &str, revision: u32) -> String {
+    format!("{dig}-{revision}")
+}
+
+/// Annotation on an AppContext: the hash of the DIG inputs it was made from.
+pub const INPUT_HASH: &str = "emco.io/input-hash";
+
+/// What `store` found or made.
+pub enum Stored {
+    /// The AppContext of the revision, made now or by an earlier try from the same inputs.
+    Context(AppContext),
+    /// The revision exists, made from other inputs (a crash before the DIG status recorded it):
+    /// it is live and the plan goes into a later revision.
+    Taken(AppContext),
+}
+
+/// Writes `plan`, made from inputs with hash `hash`, as revision `revision` of `dig`.
+pub async fn store(
+    hub: &Client,
+    dig: &DeploymentIntentGroup,
+    plan: &Plan,
+    revision: u32,
+    replaces: Option<String>,
+    hash: &str,
+) -> kube::Result<Stored> {
+    let ns = dig.namespace().unwrap_or_default();
+    let mut apps = Vec::new();
+    for app in &plan.apps {
+        let mut clusters = Vec::new();
+        for planned in &app.bundles {
+            let name = format!("{}-r{revision}-{}-{}", dig.name_any(), app.name, planned.hash);
+            let parts = bundle::encode(&planned.resources);
+            for (i, part) in parts.iter().enumerate() {
+                create_part(hub, dig, &ns, &bundle::part_name(&name, i as u32), part, revision).await?;
+            }
+            let bundle = BundleRef { name, parts: parts.len() as u32, resources: planned.resources.len() as u32 };
+            clusters
+                .extend(planned.clusters.iter().map(|c| ContextCluster { cluster: c.clone(), bundle: bundle.clone() }));
+        }
+        clusters.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+        apps.push(ContextApp { name: app.name.clone(), depends_on: app.depends_on.clone(), clusters });
+    }
+    let operation = if replaces.is_some() { Operation::Update } else { Operation::Instantiate };
+    let context = AppContext {
+        metadata: ObjectMeta {
+            name: Some(context_name(&dig.name_any(), revision)),
+            namespace: Some(ns.clone()),
+            labels: Some(owner_labels(dig, revision)),
+            annotations: Some(BTreeMap::from([(INPUT_HASH.to_string(), hash.to_string())])),
+            owner_references: Some(vec![dig.controller_owner_ref(&()).expect("DIGs have a uid")]),
+            finalizers: Some(vec![rsync::FINALIZER.into()]),
+            ..Default::default()
+        },
+        spec: AppContextSpec {
+            owner: Owner { kind: "DeploymentIntentGroup".into(), name: dig.name_any() },
+            revision,
+            operation,
+            stop: false,
+            replaces,
+            superseded_by: None,
+            namespace: plan.namespace.clone(),
+            apps,
+        },
+        status: None,
+    };
+    let api = Api::<AppContext>::namespaced(hub.clone(), &ns);
+    match api.create(&PostParams::default(), &context).await {
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let existing = api.get(&context.name_any()).await?;
+            let same = existing.annotations().get(INPUT_HASH).map(String::as_str) == Some(hash);
+            Ok(if same { Stored::Context(existing) } else { Stored::Taken(existing) })
+        }
+        other => other.map(Stored::Context),
+    }
+}
+
+fn owner_labels(dig: &DeploymentIntentGroup, revision: u32) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::MANAGED_BY.into(), labels::MANAGER.into()),
+        (labels::DIG.into(), dig.name_any()),
+        (labels::REVISION.into(), revision.to_string()),
+    ])
+}
+
+async fn create_part(
+    hub: &Client,
+    dig: &DeploymentIntentGroup,
+    ns: &str,
+    name: &str,
+    data: &[u8],
+    revision: u32,
+) -> kube::Result<()> {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            labels: Some(owner_labels(dig, revision)),
+            owner_references: Some(vec![dig.controller_owner_ref(&()).expect("DIGs have a uid")]),
+            finalizers: Some(vec![rsync::FINALIZER.into()]),
+            ..Default::default()
+        },
+        type_: Some(bundle::SECRET_TYPE.into()),
+        immutable: Some(true),
+        data: Some([(bundle::DATA_KEY.to_string(), ByteString(data.to_vec()))].into()),
+        ..Default::default()
+    };
+    match Api::<Secret>::namespaced(hub.clone(), ns).create(&PostParams::default(), &secret).await {
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()), // same name, same content: written before
+        other => other.map(|_| ()),
+    }
+}
+
+/// Revisions kept (their AppContexts and bundles), as Helm's default history.
+const HISTORY: usize = 10;
+
+/// EMCO rollback: the plan of an earlier revision still in the history, read from its bundles.
+pub async fn rollback_plan(
+    ctx: &Context,
+    dig: &Dig,
+    status: &DeploymentIntentGroupStatus,
+    target: u32,
+) -> Result<plan::Plan, PipelineError> {
+    let unavailable = |reason: String| PipelineError::RollbackUnavailable { revision: target, reason };
+    let kept: Vec<String> = status.history.iter().map(|h| h.revision.to_string()).collect();
+    let entry = status
+        .history
+        .iter()
+        .find(|h| h.revision == target)
+        .ok_or_else(|| unavailable(format!("not in the history (kept: {})", kept.join(", "))))?;
+    let ns = dig.namespace().unwrap_or_default();
+    let old = Api::<AppContext>::namespaced(ctx.hub.clone(), &ns)
+        .get_opt(&entry.app_context)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?
+        .ok_or_else(|| unavailable(format!("AppContext {} is gone", entry.app_context)))?;
+    let mut apps = Vec::new();
+    for app in &old.spec.apps {
+        let mut bundles: Vec<(String, plan::PlannedBundle)> = Vec::new();
+        for c in &app.clusters {
+            if let Some((_, b)) = bundles.iter_mut().find(|(name, _)| *name == c.bundle.name) {
+                b.clusters.push(c.cluster.clone());
+                continue;
+            }
+            let resources = ctx.bundles.load(&ctx.hub, &ns, &c.bundle).await.map_err(|e| unavailable(e.to_string()))?;
+            let planned = plan::PlannedBundle::new(resources.as_ref().clone(), vec![c.cluster.clone()]);
+            bundles.push((c.bundle.name.clone(), planned));
+        }
+        let bundles = bundles.into_iter().map(|(_, b)| b).collect();
+        apps.push(plan::PlannedApp { name: app.name.clone(), depends_on: app.depends_on.clone(), bundles });
+    }
+    Ok(plan::Plan { namespace: old.spec.namespace.clone(), apps })
+}
+
+/// Tells rsync that `old` is replaced by the revision `by`: it leaves `old` alone from now on.
+pub async fn supersede(ctx: &Context, old: &AppContext, by: &str) -> kube::Result<()> {
+    if old.spec.superseded_by.as_deref() == Some(by) {
+        return Ok(());
+    }
+    let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &old.namespace().unwrap_or_default());
+    api.patch(&old.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"supersededBy": by}}))).await?;
+    Ok(())
+}
+
+/// The AppContext of the DIG's current revision, if any.
+pub async fn current_context(ctx: &Context, dig: &Dig) -> kube::Result<Option<AppContext>> {
+    let Some(name) = dig.status.as_ref().and_then(|s| s.app_context.clone()) else { return Ok(None) };
+    Api::<AppContext>::namespaced(ctx.hub.clone(), &dig.namespace().unwrap_or_default()).get_opt(&name).await
+}
+
+/// Asks rsync to remove what `context` applied.
+/// An update still under way has not pruned the revisions it replaces: those still holding rsync's
+/// finalizer are terminated too, or what only they applied would stay on the members.
+pub async fn terminate(ctx: &Context, context: &AppContext) -> kube::Result<()> {
+    if context.spec.operation == Operation::Terminate {
+        return Ok(());
+    }
+    let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &context.namespace().unwrap_or_default());
+    let patch = json!({"spec": {"operation": "Terminate"}});
+    api.patch(&context.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let mut seen = vec![context.name_any()];
+    let mut next = context.spec.replaces.clone();
+    while let Some(replaced) = next.take().filter(|r| !seen.contains(r)) {
+        let Some(old) = api.get_opt(&replaced).await? else { break };
+        if !finalizer::has(&old, crate::rsync::FINALIZER) {
+            break;
+        }
+        if old.spec.operation != Operation::Terminate {
+            api.patch(&replaced, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
+        next = old.spec.replaces.clone();
+        seen.push(replaced);
+    }
+    Ok(())
+}
+
+/// Deletes the AppContexts and bundles of revisions beyond the last `HISTORY`, once rsync has
+/// released them (a context still holding its finalizer has work left and stays).
+pub async fn forget_old_revisions(
+    ctx: &Context,
+    dig: &Dig,
+    status: &mut DeploymentIntentGroupStatus,
+) -> kube::Result<()> {
+    let ns = dig.namespace().unwrap_or_default();
+    let contexts = Api::<AppContext>::namespaced(ctx.hub.clone(), &ns);
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.hub.clone(), &ns);
+    while status.history.len() > HISTORY {
+        let oldest = &status.history[0];
+        if let Some(old) = contexts.get_opt(&oldest.app_context).await?
+            && finalizer::has(&old, crate::rsync::FINALIZER)
+        {
+            break;
+        }
+        let _ = contexts.delete(&oldest.app_context, &Default::default()).await;
+        let selector = format!("{}={},{}={}", labels::DIG, dig.name_any(), labels::REVISION, oldest.revision);
+        secrets.delete_collection(&Default::default(), &kube::api::ListParams::default().labels(&selector)).await?;
+        status.history.remove(0);
+    }
+    Ok(())
+}
+
+/// EMCO stop reaches rsync through the current AppContext.
+pub async fn pass_stop(ctx: &Context, context: &AppContext, stop: bool) -> kube::Result<()> {
+    if context.spec.stop == stop {
+        return Ok(());
+    }
+    let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &context.namespace().unwrap_or_default());
+    api.patch(&context.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"stop": stop}}))).await?;
+    Ok(())
+}

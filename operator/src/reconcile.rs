@@ -1,0 +1,68 @@
+//! What every reconciler shares and nothing else: per-object exponential backoff and the one
+//! status writer. A leaf module: it knows no controller.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+
+/// Field manager for everything the operator writes on the hub with server-side apply.
+pub const MANAGER: &str = "emco-operator";
+
+/// Per-object backoff: how many times in a row each key failed (or polled without progress).
+#[derive(Default)]
+pub struct Backoff {
+    counts: Mutex<HashMap<String, u32>>,
+}
+
+impl Backoff {
+    /// The delay before retrying `key` after a transient failure: 1 s, doubling up to 2 min.
+    pub fn retry_after(&self, key: &str) -> Duration {
+        self.next(key, Duration::from_secs(1), Duration::from_secs(120))
+    }
+
+    /// The delay before looking at `key` again: `base`, doubling on every call up to `max`.
+    pub fn next(&self, key: &str, base: Duration, max: Duration) -> Duration {
+        let mut counts = self.counts.lock().unwrap();
+        let n = counts.entry(key.to_string()).or_insert(0);
+        *n = (*n + 1).min(10);
+        (base * (1 << (*n - 1))).min(max)
+    }
+
+    /// Forgets the failures of `key` after a success.
+    pub fn succeeded(&self, key: &str) {
+        self.counts.lock().unwrap().remove(key);
+    }
+}
+
+/// Writes `status` on `obj` (through `api`) with server-side apply, unless it already has exactly
+/// that status.
+pub async fn write_status<K, S>(api: &Api<K>, obj: &K, current: Option<&S>, status: &S) -> kube::Result<()>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize + PartialEq,
+{
+    if current == Some(status) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    let name = obj.meta().name.clone().unwrap_or_default();
+    api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch)).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets_on_success() {
+        let b = Backoff::default();
+        let delays: Vec<u64> = (0..9).map(|_| b.retry_after("k").as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 120, 120]);
+        b.succeeded("k");
+        assert_eq!(b.retry_after("k").as_secs(), 1);
+    }
+}
