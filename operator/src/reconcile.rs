@@ -5,11 +5,22 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use kube::Api;
+use std::sync::Arc;
+
 use kube::api::{Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Resource};
 
 /// Field manager for everything the operator writes on the hub with server-side apply.
 pub const MANAGER: &str = "emco-operator";
+
+/// The one error of a reconciler whose only failures are the hub's.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("hub API: {0}")]
+    Hub(#[from] kube::Error),
+}
 
 /// Per-object backoff: how many times in a row each key failed (or polled without progress).
 #[derive(Default)]
@@ -35,6 +46,41 @@ impl Backoff {
     pub fn succeeded(&self, key: &str) {
         self.counts.lock().unwrap().remove(key);
     }
+}
+
+/// The object a guarded watch read, or `None` for one it could not read (written before a schema
+/// bound existed, say): that one is logged, and with a `recorder` gets a Warning Event, and is
+/// skipped, so that it cannot stop the watch of every other object of its kind.
+pub async fn readable<K>(guard: &DeserializeGuard<K>, recorder: Option<&Recorder>) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    let invalid = match &guard.0 {
+        Ok(obj) => return Some(Arc::new(obj.clone())),
+        Err(invalid) => invalid,
+    };
+    let (ns, name) = (invalid.metadata.namespace.clone(), invalid.metadata.name.clone());
+    tracing::warn!(kind = %K::kind(&()), namespace = ?ns, name = ?name, error = %invalid.error, "skipping an object that cannot be read");
+    if let Some(recorder) = recorder {
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(K::api_version(&()).into()),
+            kind: Some(K::kind(&()).into()),
+            name,
+            namespace: ns,
+            uid: invalid.metadata.uid.clone(),
+            ..Default::default()
+        };
+        let note = format!("cannot be read, so it is not reconciled: {}", invalid.error);
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "Unreadable".into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        let _ = recorder.publish(&event, &reference).await;
+    }
+    None
 }
 
 /// Writes `status` on `obj` (through `api`) with server-side apply, unless it already has exactly

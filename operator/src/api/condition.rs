@@ -4,10 +4,52 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+/// The condition types the operator writes (serialized by name, as Kubernetes conditions are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionType {
+    /// Everything asked for is in place and healthy (every kind).
+    Ready,
+    /// A member's API server answered (Cluster).
+    Reachable,
+    /// `spec.approved` (DIG).
+    Approved,
+    /// The inputs could be read (DIG).
+    InputsResolved,
+    /// The pipeline placed the apps (DIG).
+    Placed,
+    /// Every resource is applied (DIG, AppContext).
+    Deployed,
+    /// An update removed what it replaced (AppContext).
+    Pruned,
+    /// `stop` gave the operation up (AppContext).
+    Stopped,
+}
+
+impl AsRef<str> for ConditionType {
+    fn as_ref(&self) -> &str {
+        match self {
+            ConditionType::Ready => "Ready",
+            ConditionType::Reachable => "Reachable",
+            ConditionType::Approved => "Approved",
+            ConditionType::InputsResolved => "InputsResolved",
+            ConditionType::Placed => "Placed",
+            ConditionType::Deployed => "Deployed",
+            ConditionType::Pruned => "Pruned",
+            ConditionType::Stopped => "Stopped",
+        }
+    }
+}
+
 /// Builds a condition of `type_`; `reason` is CamelCase, `message` is for people.
-pub fn new(type_: &str, ok: bool, reason: &str, message: impl Into<String>, generation: Option<i64>) -> Condition {
+pub fn new(
+    type_: ConditionType,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> Condition {
     Condition {
-        type_: type_.to_string(),
+        type_: type_.as_ref().to_string(),
         status: if ok { "True" } else { "False" }.to_string(),
         reason: reason.to_string(),
         message: message.into(),
@@ -30,11 +72,11 @@ pub fn set(conditions: &mut Vec<Condition>, mut cond: Condition) {
 }
 
 /// The condition of `type_`, if present.
-pub fn get<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
-    conditions.iter().find(|c| c.type_ == type_)
+pub fn get(conditions: &[Condition], type_: impl AsRef<str>) -> Option<&Condition> {
+    conditions.iter().find(|c| c.type_ == type_.as_ref())
 }
 
 /// Whether the condition of `type_` is present and True.
-pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+pub fn is_true(conditions: &[Condition], type_: impl AsRef<str>) -> bool {
     get(conditions, type_).is_some_and(|c| c.status == "True")
 }

@@ -100,7 +100,8 @@ pub struct ClusterReference {
 pub struct LogicalCloudStatus {
     /// `Instantiating`, `Instantiated`, `InstantiateFailed`, `Terminating`, `Terminated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub state: Option<LogicalCloudState>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clusters: Vec<LogicalCloudClusterStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,11 +112,33 @@ pub struct LogicalCloudStatus {
     pub observed_generation: Option<i64>,
 }
 
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+/// EMCO's logical cloud states (dcm).
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogicalCloudState {
+    Instantiating,
+    Instantiated,
+    InstantiateFailed,
+    Terminating,
+    Terminated,
+}
+
+/// How one cluster of a logical cloud stands.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogicalCloudClusterState {
+    /// Registered, with the provider the logical cloud names.
+    Ready,
+    /// No Cluster of that name is registered.
+    ClusterNotFound,
+    /// The Cluster belongs to another provider than the one named.
+    ProviderMismatch,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct LogicalCloudClusterStatus {
     pub cluster: String,
-    pub state: String,
+    #[schemars(with = "String")]
+    pub state: LogicalCloudClusterState,
     /// Standard/Privileged: the hub Secret with this cloud's kubeconfig for the member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig_secret: Option<String>,

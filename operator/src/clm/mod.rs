@@ -14,6 +14,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::api::clm::{Cluster, ClusterStatus, NodeInventory};
 use crate::api::condition;
+use crate::api::condition::ConditionType;
 use crate::api::rsync::AppContext;
 use crate::finalizer;
 use crate::reconcile::{Backoff, write_status};
@@ -117,21 +118,24 @@ fn record_probe(status: &mut ClusterStatus, version: String, nodes: Vec<NodeInve
     let ready_nodes = nodes.iter().filter(|n| n.ready).count();
     condition::set(
         &mut status.conditions,
-        condition::new("Reachable", true, "Reachable", "the API server answered", generation),
+        condition::new(ConditionType::Reachable, true, "Reachable", "the API server answered", generation),
     );
     let (ok, reason, message) = match ready_nodes {
         0 => (false, "NoReadyNodes", format!("{} nodes, none Ready", nodes.len())),
         n => (true, "Ready", format!("{n} of {} nodes Ready", nodes.len())),
     };
-    condition::set(&mut status.conditions, condition::new("Ready", ok, reason, message, generation));
+    condition::set(&mut status.conditions, condition::new(ConditionType::Ready, ok, reason, message, generation));
     status.kubernetes_version = Some(version);
     status.node_count = Some(nodes.len() as u32);
     status.nodes = nodes;
 }
 
 fn set_unreachable(status: &mut ClusterStatus, reason: &str, message: &str, generation: Option<i64>) {
-    condition::set(&mut status.conditions, condition::new("Reachable", false, reason, message, generation));
-    condition::set(&mut status.conditions, condition::new("Ready", false, reason, message, generation));
+    condition::set(
+        &mut status.conditions,
+        condition::new(ConditionType::Reachable, false, reason, message, generation),
+    );
+    condition::set(&mut status.conditions, condition::new(ConditionType::Ready, false, reason, message, generation));
 }
 
 /// A deleted Cluster goes once no AppContext has work left on it; then its client, watches and
@@ -151,7 +155,7 @@ async fn retire(api: &Api<Cluster>, cluster: &Cluster, ctx: &Context) -> Result<
         let message = format!("deleting: waiting until AppContexts are done with it: {}", users.join(", "));
         condition::set(
             &mut status.conditions,
-            condition::new("Ready", false, "InUse", message, cluster.metadata.generation),
+            condition::new(ConditionType::Ready, false, "InUse", message, cluster.metadata.generation),
         );
         write_status(api, cluster, cluster.status.as_ref(), &status).await?;
         return Ok(Action::requeue(Duration::from_secs(5)));

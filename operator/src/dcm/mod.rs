@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -12,9 +13,11 @@ use kube::{Api, ResourceExt};
 
 use crate::api::clm::Cluster;
 use crate::api::condition;
+use crate::api::condition::ConditionType;
 use crate::api::dcm::{
     LogicalCloud, LogicalCloudClusterStatus, LogicalCloudDesiredState, LogicalCloudStatus, LogicalCloudType,
 };
+use crate::api::dcm::{LogicalCloudClusterState as ClusterState, LogicalCloudState as State};
 use crate::reconcile::{Backoff, write_status};
 
 /// What the logical cloud controller needs.
@@ -24,14 +27,11 @@ pub struct Context {
     pub backoff: Backoff,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("hub API: {0}")]
-    Hub(#[from] kube::Error),
-}
+type Error = crate::reconcile::HubError;
 
 pub async fn run(ctx: Arc<Context>) {
-    let clouds = Api::<LogicalCloud>::all(ctx.hub.clone());
+    // Unreadable objects are reported and skipped, never a stalled watch (`reconcile::readable`).
+    let clouds = Api::<DeserializeGuard<LogicalCloud>>::all(ctx.hub.clone());
     let controller = Controller::new(clouds, watcher::Config::default());
     let store = controller.store();
     controller
@@ -40,7 +40,7 @@ pub async fn run(ctx: Arc<Context>) {
             store
                 .state()
                 .into_iter()
-                .filter(|lc| lc.spec.clusters.iter().any(|c| c.cluster == name))
+                .filter(|lc| lc.0.as_ref().is_ok_and(|lc| lc.spec.clusters.iter().any(|c| c.cluster == name)))
                 .map(|lc| ObjectRef::from_obj(lc.as_ref()))
                 .collect::<Vec<_>>()
         })
@@ -50,7 +50,8 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
 }
 
-async fn reconcile(lc: Arc<LogicalCloud>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(guard: Arc<DeserializeGuard<LogicalCloud>>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let Some(lc) = crate::reconcile::readable(&guard, None).await else { return Ok(Action::await_change()) };
     let status = desired_status(&lc, &ctx);
     write_status(
         &Api::namespaced(ctx.hub.clone(), &lc.namespace().unwrap_or_default()),
@@ -74,36 +75,42 @@ fn desired_status(lc: &LogicalCloud, ctx: &Context) -> LogicalCloudStatus {
         .map(|r| {
             let found = ctx.clusters.get(&ObjectRef::new(&r.cluster));
             let state = match found {
-                None => "ClusterNotFound",
-                Some(c) if r.cluster_provider.as_ref().is_some_and(|p| p != &c.spec.provider) => "ProviderMismatch",
-                Some(_) => "Ready",
+                None => ClusterState::ClusterNotFound,
+                Some(c) if r.cluster_provider.as_ref().is_some_and(|p| p != &c.spec.provider) => {
+                    ClusterState::ProviderMismatch
+                }
+                Some(_) => ClusterState::Ready,
             };
-            LogicalCloudClusterStatus { cluster: r.cluster.clone(), state: state.into(), kubeconfig_secret: None }
+            LogicalCloudClusterStatus { cluster: r.cluster.clone(), state, kubeconfig_secret: None }
         })
         .collect();
     status.cluster_count = Some(status.clusters.len() as u32);
-    let bad: Vec<_> =
-        status.clusters.iter().filter(|c| c.state != "Ready").map(|c| format!("{} {}", c.cluster, c.state)).collect();
+    let bad: Vec<_> = status
+        .clusters
+        .iter()
+        .filter(|c| c.state != ClusterState::Ready)
+        .map(|c| format!("{} {:?}", c.cluster, c.state))
+        .collect();
     let (state, ok, reason, message) = if lc.spec.state == LogicalCloudDesiredState::Terminated {
-        ("Terminated", false, "Terminated", "the logical cloud is terminated".to_string())
+        (State::Terminated, false, "Terminated", "the logical cloud is terminated".to_string())
     } else if lc.spec.type_ != LogicalCloudType::Admin {
         (
-            "InstantiateFailed",
+            State::InstantiateFailed,
             false,
             "TypeNotSupported",
             format!("{:?} logical clouds are not supported yet; use Admin", lc.spec.type_),
         )
     } else if !bad.is_empty() {
-        ("InstantiateFailed", false, "ClusterNotReady", format!("clusters not usable: {}", bad.join(", ")))
+        (State::InstantiateFailed, false, "ClusterNotReady", format!("clusters not usable: {}", bad.join(", ")))
     } else {
-        ("Instantiated", true, "Instantiated", format!("{} clusters", status.clusters.len()))
+        (State::Instantiated, true, "Instantiated", format!("{} clusters", status.clusters.len()))
     };
-    status.state = Some(state.into());
-    condition::set(&mut status.conditions, condition::new("Ready", ok, reason, message, generation));
+    status.state = Some(state);
+    condition::set(&mut status.conditions, condition::new(ConditionType::Ready, ok, reason, message, generation));
     status
 }
 
-fn error_policy(lc: Arc<LogicalCloud>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(lc: Arc<DeserializeGuard<LogicalCloud>>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(logical_cloud = %lc.name_any(), %error, "logical cloud reconcile failed");
     Action::requeue(ctx.backoff.retry_after(&format!("lc/{}", lc.name_any())))
 }

@@ -18,6 +18,7 @@
 
 use kube::ResourceExt;
 
+use crate::api::condition::ConditionType;
 use crate::api::orchestrator::{DeploymentIntentGroup as Dig, DesiredState};
 use crate::api::rsync::{AppContext, ContextState, Operation};
 
@@ -118,7 +119,10 @@ pub fn terminated(context: &AppContext) -> bool {
 /// Whether rsync gave up `context`'s operation because of `stop`.
 pub fn stopped(context: &AppContext) -> bool {
     context.spec.stop
-        && context.status.as_ref().is_some_and(|s| crate::api::condition::is_true(&s.conditions, "Stopped"))
+        && context
+            .status
+            .as_ref()
+            .is_some_and(|s| crate::api::condition::is_true(&s.conditions, ConditionType::Stopped))
 }
 
 #[cfg(test)]

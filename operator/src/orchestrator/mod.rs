@@ -29,6 +29,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::api::condition;
+use crate::api::condition::ConditionType;
 use crate::api::dcm::LogicalCloud;
 use crate::api::orchestrator::{
     CompositeApp, CompositeProfile, DeploymentIntentGroup as Dig, DeploymentIntentGroupStatus, DigState,
@@ -146,34 +147,8 @@ fn referencing<K: Resource>(
 }
 
 async fn reconcile(guard: Arc<DeserializeGuard<Dig>>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let dig = match &guard.0 {
-        Ok(dig) => Arc::new(dig.clone()),
-        Err(invalid) => {
-            let name = format!(
-                "{}/{}",
-                invalid.metadata.namespace.clone().unwrap_or_default(),
-                invalid.metadata.name.clone().unwrap_or_default()
-            );
-            tracing::warn!(dig = %name, error = %invalid.error, "skipping a DeploymentIntentGroup that cannot be read");
-            let reference = k8s_openapi::api::core::v1::ObjectReference {
-                api_version: Some(Dig::api_version(&()).into()),
-                kind: Some(Dig::kind(&()).into()),
-                name: invalid.metadata.name.clone(),
-                namespace: invalid.metadata.namespace.clone(),
-                uid: invalid.metadata.uid.clone(),
-                ..Default::default()
-            };
-            let note = format!("cannot be read, so it is not reconciled: {}", invalid.error);
-            let event = Event {
-                type_: EventType::Warning,
-                reason: "Unreadable".into(),
-                note: Some(note),
-                action: "Reconcile".into(),
-                secondary: None,
-            };
-            let _ = ctx.recorder.publish(&event, &reference).await;
-            return Ok(Action::await_change());
-        }
+    let Some(dig) = crate::reconcile::readable(&guard, Some(&ctx.recorder)).await else {
+        return Ok(Action::await_change());
     };
     let api = Api::<Dig>::namespaced(ctx.hub.clone(), &dig.namespace().unwrap_or_default());
     let current = revisions::current_context(&ctx, &dig).await?;
@@ -237,16 +212,20 @@ async fn execute(
     let generation = dig.metadata.generation;
     let later = Action::requeue(Duration::from_secs(300));
     if step == Step::AwaitApproval {
-        let cond = condition::new("Approved", false, "NotApproved", "set spec.approved to deploy", generation);
+        let cond =
+            condition::new(ConditionType::Approved, false, "NotApproved", "set spec.approved to deploy", generation);
         condition::set(&mut status.conditions, cond);
         if current.is_none() {
             status.state = DigState::Created;
-            let cond = condition::new("Ready", false, "NotApproved", "waiting for approval", generation);
+            let cond = condition::new(ConditionType::Ready, false, "NotApproved", "waiting for approval", generation);
             condition::set(&mut status.conditions, cond);
         }
         return Ok(Action::await_change());
     }
-    condition::set(&mut status.conditions, condition::new("Approved", true, "Approved", "approved", generation));
+    condition::set(
+        &mut status.conditions,
+        condition::new(ConditionType::Approved, true, "Approved", "approved", generation),
+    );
     // Progress of the current revision first; a new one below replaces it.
     status::mirror(status, current.as_ref(), generation);
     match (&step, inputs) {
@@ -267,14 +246,15 @@ async fn execute(
         }
         (Step::RetryInputs, Some(Err(e))) => {
             // What is deployed stays; say why nothing newer can be read, and retry with backoff.
-            let cond = condition::new("InputsResolved", false, e.reason(), e.to_string(), generation);
+            let cond = condition::new(ConditionType::InputsResolved, false, e.reason(), e.to_string(), generation);
             condition::set(&mut status.conditions, cond);
             tracing::warn!(dig = %key(dig), error = %e, "reading the DIG's inputs failed");
             Ok(Action::requeue(ctx.backoff.retry_after(&key(dig))))
         }
         (Step::Refuse, Some(Err(e))) => Ok(refuse(ctx, dig, current.as_ref(), status, e.into()).await),
         (Step::UpToDate | Step::NewRevision, Some(Ok(inputs))) => {
-            let resolved = condition::new("InputsResolved", true, "Resolved", "every input was read", generation);
+            let resolved =
+                condition::new(ConditionType::InputsResolved, true, "Resolved", "every input was read", generation);
             condition::set(&mut status.conditions, resolved);
             ctx.backoff.succeeded(&key(dig));
             if step == Step::UpToDate {
@@ -293,23 +273,6 @@ async fn execute(
     }
 }
 
-/// Makes `plan` the next revision.
-async fn advance(
-    ctx: &Context,
-    dig: &Dig,
-    current: Option<&AppContext>,
-    status: &mut DeploymentIntentGroupStatus,
-    plan: &plan::Plan,
-    hash: &str,
-) -> Result<Action, Error> {
-    let revision = status.revision.unwrap_or(0) + 1;
-    let context = new_revision(ctx, dig, current, status, plan, revision, hash).await?;
-    status::mirror(status, Some(&context), dig.metadata.generation);
-    let note = format!("revision {} in AppContext {}", context.spec.revision, context.name_any());
-    publish(ctx, dig, EventType::Normal, "RevisionCreated", note).await;
-    Ok(Action::requeue(Duration::from_secs(300)))
-}
-
 /// Records refused input; nothing new reaches the members. A change to the DIG or anything it
 /// names wakes the DIG again; the requeue covers what is not watched (chart repositories).
 async fn refuse(
@@ -324,18 +287,18 @@ async fn refuse(
     Action::requeue(Duration::from_secs(60))
 }
 
-/// Stores `plan` as revision `revision` and records it in the DIG status.
-async fn new_revision(
+/// Stores `plan` (made from inputs with `hash`) as the next revision and records it in the DIG
+/// status; the revision it replaces is superseded first.
+async fn advance(
     ctx: &Context,
     dig: &Dig,
     current: Option<&AppContext>,
     status: &mut DeploymentIntentGroupStatus,
     plan: &plan::Plan,
-    revision: u32,
     hash: &str,
-) -> Result<AppContext, Error> {
+) -> Result<Action, Error> {
     let mut replaces = current.filter(|c| c.spec.operation != Operation::Terminate).cloned();
-    let mut revision = revision;
+    let mut revision = status.revision.unwrap_or(0) + 1;
     let context = loop {
         if let Some(old) = &replaces {
             revisions::supersede(ctx, old, &revisions::context_name(&dig.name_any(), revision)).await?;
@@ -370,8 +333,14 @@ async fn new_revision(
         })
         .collect::<Vec<_>>()
         .join("; ");
-    condition::set(&mut status.conditions, condition::new("Placed", true, "Placed", placed, dig.metadata.generation));
-    Ok(context)
+    condition::set(
+        &mut status.conditions,
+        condition::new(ConditionType::Placed, true, "Placed", placed, dig.metadata.generation),
+    );
+    status::mirror(status, Some(&context), dig.metadata.generation);
+    let note = format!("revision {} in AppContext {}", context.spec.revision, context.name_any());
+    publish(ctx, dig, EventType::Normal, "RevisionCreated", note).await;
+    Ok(Action::requeue(Duration::from_secs(300)))
 }
 
 /// Stages 2 to 4 (pure): validate, place and render the resolved inputs.

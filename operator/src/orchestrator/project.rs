@@ -7,12 +7,14 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::api::condition;
+use crate::api::condition::ConditionType;
 use crate::api::labels;
 use crate::api::orchestrator::Project;
 use crate::reconcile::{Backoff, MANAGER, write_status};
@@ -25,14 +27,11 @@ pub struct Context {
     pub backoff: Backoff,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("hub API: {0}")]
-    Hub(#[from] kube::Error),
-}
+type Error = crate::reconcile::HubError;
 
 pub async fn run(ctx: Arc<Context>) {
-    let projects = Api::<Project>::all(ctx.hub.clone());
+    // Unreadable objects are reported and skipped, never a stalled watch (`reconcile::readable`).
+    let projects = Api::<DeserializeGuard<Project>>::all(ctx.hub.clone());
     Controller::new(projects, watcher::Config::default())
         .owns(Api::<Namespace>::all(ctx.hub.clone()), watcher::Config::default().labels(labels::PROJECT))
         .shutdown_on_signal()
@@ -41,21 +40,28 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
 }
 
-async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(guard: Arc<DeserializeGuard<Project>>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let Some(project) = crate::reconcile::readable(&guard, None).await else { return Ok(Action::await_change()) };
     let ns = project.namespace_name();
     let existing = Api::<Namespace>::all(ctx.hub.clone()).get_opt(&ns).await?;
     let mut status = project.status.clone().unwrap_or_default();
     let generation = project.metadata.generation;
     match claim(&project, &ns, existing.as_ref(), &ctx.operator_namespace) {
         Err((reason, msg)) => {
-            condition::set(&mut status.conditions, condition::new("Ready", false, reason, msg, generation));
+            condition::set(
+                &mut status.conditions,
+                condition::new(ConditionType::Ready, false, reason, msg, generation),
+            );
             status.namespace = None;
         }
         Ok(create) => {
             apply_namespace(&ctx, &project, &ns, create).await?;
             apply_admins(&ctx, &project, &ns).await?;
             let msg = format!("namespace {ns} is ready");
-            condition::set(&mut status.conditions, condition::new("Ready", true, "NamespaceReady", msg, generation));
+            condition::set(
+                &mut status.conditions,
+                condition::new(ConditionType::Ready, true, "NamespaceReady", msg, generation),
+            );
             status.namespace = Some(ns);
         }
     }
@@ -132,7 +138,7 @@ async fn apply_admins(ctx: &Context, project: &Project, ns: &str) -> kube::Resul
     Ok(())
 }
 
-fn error_policy(project: Arc<Project>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(project: Arc<DeserializeGuard<Project>>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(project = %project.name_any(), %error, "project reconcile failed");
     Action::requeue(ctx.backoff.retry_after(&format!("project/{}", project.name_any())))
 }

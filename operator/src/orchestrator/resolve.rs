@@ -10,6 +10,7 @@ use kube::{Api, ResourceExt};
 use super::Context;
 use crate::api::clm::Cluster;
 use crate::api::condition;
+use crate::api::condition::ConditionType;
 use crate::api::dcm::LogicalCloud;
 use crate::api::orchestrator::{
     ChartSource, CompositeApp, CompositeProfile, ConfigMapKey, DeploymentIntentGroup, GenericPlacementIntent,
@@ -93,9 +94,9 @@ pub async fn resolve(ctx: &Context, dig: &DeploymentIntentGroup) -> Result<Input
     };
     let logical_cloud: LogicalCloud = get(ctx, &ns, "LogicalCloud", &spec.logical_cloud).await?;
     let lc_status = logical_cloud.status.clone().unwrap_or_default();
-    if !condition::is_true(&lc_status.conditions, "Ready") {
-        let message =
-            condition::get(&lc_status.conditions, "Ready").map_or("not reconciled yet".into(), |c| c.message.clone());
+    if !condition::is_true(&lc_status.conditions, ConditionType::Ready) {
+        let message = condition::get(&lc_status.conditions, ConditionType::Ready)
+            .map_or("not reconciled yet".into(), |c| c.message.clone());
         return Err(ResolveError::LogicalCloudNotReady { name: spec.logical_cloud.clone(), message });
     }
     let placement_name = spec.intents.get("genericPlacementIntent").ok_or(ResolveError::NoPlacementIntent)?;

@@ -2,6 +2,7 @@
 //! current revision, or the reason the pipeline refused its inputs.
 
 use crate::api::condition;
+use crate::api::condition::ConditionType;
 use crate::api::orchestrator::{DeploymentIntentGroupStatus as Status, DigState};
 use crate::api::rsync::{AppContext, ContextState, Operation};
 
@@ -32,30 +33,42 @@ pub fn mirror(status: &mut Status, context: Option<&AppContext>, generation: Opt
     status.deployed = cs.deployed.clone();
     status.ready = cs.ready.clone();
     let deployed = matches!(status.state, DigState::Instantiated | DigState::Updated);
-    let (d_reason, d_message) = match condition::get(&cs.conditions, "Deployed") {
+    let (d_reason, d_message) = match condition::get(&cs.conditions, ConditionType::Deployed) {
         Some(c) => (c.reason.clone(), c.message.clone()),
         None => (format!("{:?}", status.state), "rsync has not reported yet".into()),
     };
     condition::set(
         &mut status.conditions,
-        condition::new("Deployed", deployed, &d_reason, d_message.clone(), generation),
+        condition::new(ConditionType::Deployed, deployed, &d_reason, d_message.clone(), generation),
     );
-    let all_ready = deployed && condition::is_true(&cs.conditions, "Ready");
+    let all_ready = deployed && condition::is_true(&cs.conditions, ConditionType::Ready);
     let (reason, message) = if all_ready {
         ("Ready".to_string(), format!("{} resources ready", cs.ready.clone().unwrap_or_default()))
     } else if deployed {
-        ("NotReady".to_string(), condition::get(&cs.conditions, "Ready").map(|c| c.message.clone()).unwrap_or_default())
+        (
+            "NotReady".to_string(),
+            condition::get(&cs.conditions, ConditionType::Ready).map(|c| c.message.clone()).unwrap_or_default(),
+        )
     } else {
         (format!("{:?}", status.state), d_message)
     };
-    condition::set(&mut status.conditions, condition::new("Ready", all_ready, &reason, message, generation));
+    condition::set(
+        &mut status.conditions,
+        condition::new(ConditionType::Ready, all_ready, &reason, message, generation),
+    );
 }
 
 /// Records that the pipeline refused the inputs; what `current` deployed stays as it was.
 pub fn refused(status: &mut Status, current: Option<&AppContext>, error: &PipelineError, generation: Option<i64>) {
     let reason = error.reason();
-    condition::set(&mut status.conditions, condition::new("Placed", false, reason, error.to_string(), generation));
-    condition::set(&mut status.conditions, condition::new("Ready", false, reason, error.to_string(), generation));
+    condition::set(
+        &mut status.conditions,
+        condition::new(ConditionType::Placed, false, reason, error.to_string(), generation),
+    );
+    condition::set(
+        &mut status.conditions,
+        condition::new(ConditionType::Ready, false, reason, error.to_string(), generation),
+    );
     let live = current.is_some_and(|c| c.spec.operation != Operation::Terminate);
     status.state = if live { DigState::UpdateFailed } else { DigState::InstantiateFailed };
 }

@@ -22,6 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::api::condition;
+use crate::api::condition::ConditionType;
 use crate::api::orchestrator::OpStatus;
 use crate::api::rsync::{AppContext, ContextApp, ContextState, Operation};
 
@@ -87,7 +88,10 @@ pub fn finished(state: ContextState, operation: Operation) -> bool {
 }
 
 fn pruned(actx: &AppContext) -> bool {
-    actx.status.as_ref().and_then(|s| condition::get(&s.conditions, "Pruned")).is_some_and(|c| c.status == "True")
+    actx.status
+        .as_ref()
+        .and_then(|s| condition::get(&s.conditions, ConditionType::Pruned))
+        .is_some_and(|c| c.status == "True")
 }
 
 /// Whether an app may be applied now, or which dependencies it still waits for: each must have
@@ -135,18 +139,11 @@ mod tests {
     #[test]
     fn every_event_from_every_state() {
         use ContextState::*;
-        let states = [
-            Created,
-            Instantiating,
-            Instantiated,
-            InstantiateFailed,
-            Updating,
-            Updated,
-            UpdateFailed,
-            Terminating,
-            Terminated,
-            TerminateFailed,
-        ];
+        // Every state the type has, read from its schema: a new state cannot be left out here.
+        let schema = serde_json::to_value(schemars::schema_for!(ContextState)).unwrap();
+        let states: Vec<ContextState> =
+            schema["enum"].as_array().unwrap().iter().map(|s| serde_json::from_value(s.clone()).unwrap()).collect();
+        assert_eq!(states.len(), 10);
         for state in states {
             for (operation, expected_valid) in [
                 ("Instantiate", state != Terminating),

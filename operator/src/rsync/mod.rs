@@ -26,6 +26,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::api::clm::Cluster;
+use crate::api::condition::ConditionType;
 use crate::api::orchestrator::OpStatus;
 use crate::api::rsync::{
     AppContext, AppContextStatus, AppStatus, ClusterStatus, Connectivity, ContextState, Operation,
@@ -170,7 +171,7 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
 
 /// Keeps the `Pruned` condition of an update that pruned already.
 fn carry_pruned(previous: &AppContextStatus, status: &mut AppContextStatus) {
-    if let Some(pruned) = condition::get(&previous.conditions, "Pruned") {
+    if let Some(pruned) = condition::get(&previous.conditions, ConditionType::Pruned) {
         condition::set(&mut status.conditions, pruned.clone());
     }
 }
@@ -180,7 +181,7 @@ async fn refused(ctx: &Context, actx: &AppContext) -> Result<Action, Error> {
     let previous = actx.status.clone().unwrap_or_default();
     let mut status = previous.clone();
     let message = format!("{:?} is not valid from state {:?}", actx.spec.operation, previous.state);
-    let cond = condition::new("Deployed", false, "InvalidTransition", message, actx.metadata.generation);
+    let cond = condition::new(ConditionType::Deployed, false, "InvalidTransition", message, actx.metadata.generation);
     condition::set(&mut status.conditions, cond);
     let ns = actx.namespace().unwrap_or_default();
     write_status(&Api::namespaced(ctx.hub.clone(), &ns), actx, Some(&previous), &status).await?;
@@ -195,7 +196,7 @@ async fn stopped(ctx: &Context, actx: &AppContext) -> Result<Action, Error> {
         format!("stop is set: {:?} abandoned at {}", actx.spec.operation, status.deployed.clone().unwrap_or_default());
     condition::set(
         &mut status.conditions,
-        condition::new("Stopped", true, "Stopped", message, actx.metadata.generation),
+        condition::new(ConditionType::Stopped, true, "Stopped", message, actx.metadata.generation),
     );
     let ns = actx.namespace().unwrap_or_default();
     write_status(&Api::namespaced(ctx.hub.clone(), &ns), actx, Some(&previous), &status).await?;
@@ -425,7 +426,7 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
             (true, "Pruned", format!("removed what {} applied and this revision does not", pruned.join(", ")))
         }
     };
-    condition::set(&mut status.conditions, condition::new("Pruned", ok, reason, message, generation));
+    condition::set(&mut status.conditions, condition::new(ConditionType::Pruned, ok, reason, message, generation));
     if !ok {
         status.state = ContextState::Updating;
     }
@@ -598,7 +599,7 @@ fn summarize(
         _ if failed > 0 => (false, "ApplyFailed", first),
         _ => (false, "Applying", format!("{present}/{total} resources applied")),
     };
-    condition::set(&mut status.conditions, condition::new("Deployed", ok, reason, message, generation));
+    condition::set(&mut status.conditions, condition::new(ConditionType::Deployed, ok, reason, message, generation));
     let all_ready = !terminating && ready == total && all_applied;
     let not_ready = status
         .apps
@@ -615,7 +616,13 @@ fn summarize(
     };
     condition::set(
         &mut status.conditions,
-        condition::new("Ready", all_ready, if all_ready { "Ready" } else { "NotReady" }, message, generation),
+        condition::new(
+            ConditionType::Ready,
+            all_ready,
+            if all_ready { "Ready" } else { "NotReady" },
+            message,
+            generation,
+        ),
     );
     status
 }
@@ -630,7 +637,7 @@ fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Act
     match status.state {
         ContextState::Terminated => Action::await_change(),
         _ if unreachable || failed => Action::requeue(ctx.backoff.retry_after(&key)),
-        _ if condition::is_true(&status.conditions, "Ready") => {
+        _ if condition::is_true(&status.conditions, ConditionType::Ready) => {
             ctx.backoff.succeeded(&key);
             ctx.backoff.succeeded(&poll);
             Action::requeue(Duration::from_secs(60))
@@ -684,8 +691,8 @@ mod tests {
         let s = summarize(&context("Instantiate"), Operation::Instantiate, results);
         assert_eq!(s.state, ContextState::Instantiated);
         assert_eq!((s.deployed.as_deref(), s.ready.as_deref()), (Some("6/6"), Some("4/6")));
-        assert!(!condition::is_true(&s.conditions, "Ready"));
-        assert!(condition::get(&s.conditions, "Ready").unwrap().message.contains("edge on e2 1/3"));
+        assert!(!condition::is_true(&s.conditions, ConditionType::Ready));
+        assert!(condition::get(&s.conditions, ConditionType::Ready).unwrap().message.contains("edge on e2 1/3"));
     }
 
     #[test]
@@ -698,7 +705,7 @@ mod tests {
             BTreeMap::from([unit("edge", "e1", 3, 3, 3, Connectivity::Available), down]),
         );
         assert_eq!(s.state, ContextState::Instantiating);
-        assert_eq!(condition::get(&s.conditions, "Deployed").unwrap().reason, "ClusterUnreachable");
+        assert_eq!(condition::get(&s.conditions, ConditionType::Deployed).unwrap().reason, "ClusterUnreachable");
     }
 
     #[test]
