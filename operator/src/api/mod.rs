@@ -4,6 +4,7 @@
 pub mod clm;
 pub mod condition;
 pub mod dcm;
+pub mod gac;
 pub mod orchestrator;
 pub mod rsync;
 
@@ -33,6 +34,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         orchestrator::DeploymentIntentGroup::crd(),
         orchestrator::GenericPlacementIntent::crd(),
         dcm::LogicalCloud::crd(),
+        gac::GenericActionIntent::crd(),
         rsync::AppContext::crd(),
     ];
     crds.iter_mut().for_each(optional_spec);

@@ -399,6 +399,9 @@ pub struct DeploymentIntentGroupStatus {
     /// The AppContext of the current revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_context: Option<String>,
+    /// The controllers that made the current revision, in the order they ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controllers: Vec<String>,
     /// Resources applied / total, e.g. `24/24`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployed: Option<String>,

@@ -2,6 +2,7 @@
 //! fields of a DeploymentIntentGroup into AppContext revisions through the pipeline
 //! resolve → validate → place → plan → store, and mirrors rsync's progress into the DIG's status.
 
+pub mod intents;
 pub mod lifecycle;
 pub mod place;
 pub mod plan;
@@ -31,6 +32,7 @@ use serde_json::json;
 use crate::api::condition;
 use crate::api::condition::ConditionType;
 use crate::api::dcm::LogicalCloud;
+use crate::api::gac::GenericActionIntent;
 use crate::api::orchestrator::{
     CompositeApp, CompositeProfile, DeploymentIntentGroup as Dig, DeploymentIntentGroupStatus, DigState,
     GenericPlacementIntent, Revision,
@@ -106,7 +108,7 @@ pub async fn run(ctx: Arc<Context>) {
     // skipped; it must not stop the watch of every other DIG.
     let controller = Controller::new(Api::<DeserializeGuard<Dig>>::all(hub.clone()), watcher::Config::default());
     let digs = controller.store();
-    let (s1, s2, s3, s4, s5) = (digs.clone(), digs.clone(), digs.clone(), digs.clone(), digs);
+    let (s1, s2, s3, s4, s5, s6) = (digs.clone(), digs.clone(), digs.clone(), digs.clone(), digs.clone(), digs);
     // Chart packages and values files are ConfigMaps: a change wakes the DIGs of its namespace.
     let configmaps = watcher(Api::<PartialObjectMeta<ConfigMap>>::all(hub.clone()), watcher::Config::default())
         .default_backoff()
@@ -121,6 +123,9 @@ pub async fn run(ctx: Arc<Context>) {
         })
         .watches(Api::<GenericPlacementIntent>::all(hub.clone()), watcher::Config::default(), move |o| {
             referencing(&s3, &o, |d, n| d.spec.intents.values().any(|i| i == n))
+        })
+        .watches(Api::<GenericActionIntent>::all(hub.clone()), watcher::Config::default(), move |o| {
+            referencing(&s6, &o, |d, n| d.spec.intents.get("gac").is_some_and(|i| i == n))
         })
         .watches(Api::<LogicalCloud>::all(hub), watcher::Config::default(), move |o| {
             referencing(&s4, &o, |d, n| d.spec.logical_cloud == n)
@@ -333,10 +338,12 @@ async fn advance(
         })
         .collect::<Vec<_>>()
         .join("; ");
+    let placed = format!("{placed}; controllers: {}", plan.controllers.join(", "));
     condition::set(
         &mut status.conditions,
         condition::new(ConditionType::Placed, true, "Placed", placed, dig.metadata.generation),
     );
+    status.controllers = plan.controllers.clone();
     status::mirror(status, Some(&context), dig.metadata.generation);
     let note = format!("revision {} in AppContext {}", context.spec.revision, context.name_any());
     publish(ctx, dig, EventType::Normal, "RevisionCreated", note).await;
@@ -364,8 +371,18 @@ fn input_hash(inputs: &resolve::Inputs) -> String {
     }
     let charts: BTreeMap<&String, String> =
         inputs.charts.iter().map(|(app, tgz)| (app, crate::hex::digest(tgz, 64))).collect();
+    let intents: Vec<serde_json::Value> = inputs
+        .intents
+        .iter()
+        .map(|i| match i {
+            intents::Intent::Gac { name, intent, files } => {
+                json!({"gac": name, "spec": intent.spec, "files": files.iter().collect::<Vec<_>>()})
+            }
+        })
+        .collect();
     let all = json!([
         dig,
+        intents,
         inputs.composite_app.spec,
         inputs.profile.as_ref().map(|p| &p.spec),
         inputs.values_files,

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
+use super::intents::{self, Placed, PlacedApp, PlacedCluster};
 use super::place::Placement;
 use super::resolve::Inputs;
 use crate::api::labels;
@@ -22,6 +23,8 @@ pub struct Plan {
     /// Namespace for namespaced resources that name none.
     pub namespace: String,
     pub apps: Vec<PlannedApp>,
+    /// The controllers that ran, in order.
+    pub controllers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +58,8 @@ pub enum PlanError {
     Values { app: String, source: values::ValuesError },
     #[error("app {app}: {source}")]
     Render { app: String, source: render::RenderError },
+    #[error(transparent)]
+    Controller(#[from] intents::IntentError),
 }
 
 impl PlanError {
@@ -64,20 +69,22 @@ impl PlanError {
             PlanError::Values { .. } => "InvalidValues",
             PlanError::Render { source: render::RenderError::Limit { .. }, .. } => "RenderLimitExceeded",
             PlanError::Render { .. } => "TemplateError",
+            PlanError::Controller(_) => "ControllerFailed",
         }
     }
 }
 
-/// Renders every placed app of `inputs` for revision `revision`.
+/// Renders every placed app of `inputs` for revision `revision`, runs the controller stage on the
+/// result, and groups clusters that get identical resources into bundles.
 pub fn plan(inputs: &Inputs, placement: &Placement, revision: u32) -> Result<Plan, PlanError> {
     let namespace = inputs.logical_cloud.spec.namespace.clone().unwrap_or_else(|| "default".into());
-    let mut apps = Vec::new();
+    let mut placed = Placed::default();
     for app in &inputs.composite_app.spec.apps {
         let Some(clusters) = placement.get(&app.name) else { continue };
         let chart = chart::load_chart(&inputs.charts[&app.name])
             .map_err(|source| PlanError::Chart { app: app.name.clone(), source })?;
         let values = merged_values(inputs, &app.name, &chart.values)?;
-        let mut bundles: Vec<PlannedBundle> = Vec::new();
+        let mut placed_app = PlacedApp { name: app.name.clone(), clusters: Vec::new() };
         for (version, group) in by_kube_version(inputs, clusters.iter()) {
             let ctx = RenderContext {
                 release_name: inputs.dig.spec.release.clone().unwrap_or_else(|| inputs.dig.name_any()),
@@ -86,23 +93,43 @@ pub fn plan(inputs: &Inputs, placement: &Placement, revision: u32) -> Result<Pla
                 kube_version: version,
                 api_versions: Vec::new(),
             };
-            let mut resources = render::render_app(&chart, &values, &ctx)
+            let resources = render::render_app(&chart, &values, &ctx)
                 .map_err(|source| PlanError::Render { app: app.name.clone(), source })?;
-            resources.iter_mut().for_each(|r| label(r, inputs, &app.name));
-            let planned = PlannedBundle::new(resources, group);
+            placed_app.clusters.extend(group.into_iter().map(|cluster| PlacedCluster {
+                labels: cluster_labels(inputs, &cluster),
+                cluster,
+                resources: resources.clone(),
+            }));
+        }
+        placed.apps.push(placed_app);
+    }
+    let (placed, controllers) = intents::run(&inputs.intents, placed)?;
+    let mut apps = Vec::new();
+    for placed_app in placed.apps {
+        let mut bundles: Vec<PlannedBundle> = Vec::new();
+        for c in placed_app.clusters {
+            let mut resources = c.resources;
+            resources.iter_mut().for_each(|r| label(r, inputs, &placed_app.name));
+            let planned = PlannedBundle::new(resources, vec![c.cluster]);
             match bundles.iter_mut().find(|b| b.hash == planned.hash) {
                 Some(b) => b.clusters.extend(planned.clusters),
                 None => bundles.push(planned),
             }
         }
+        let app = inputs.composite_app.spec.apps.iter().find(|a| a.name == placed_app.name);
         let depends_on = app
-            .depends_on
-            .iter()
+            .into_iter()
+            .flat_map(|a| &a.depends_on)
             .map(|d| ContextDependency { app: d.app.clone(), op_status: d.op_status, wait_seconds: d.wait_seconds })
             .collect();
-        apps.push(PlannedApp { name: app.name.clone(), depends_on, bundles });
+        apps.push(PlannedApp { name: placed_app.name, depends_on, bundles });
     }
-    Ok(Plan { namespace, apps })
+    Ok(Plan { namespace, apps, controllers })
+}
+
+/// The labels of Cluster `name` (EMCO cluster labels).
+fn cluster_labels(inputs: &Inputs, name: &str) -> BTreeMap<String, String> {
+    inputs.clusters.iter().find(|c| c.name_any() == name).map(|c| c.labels().clone()).unwrap_or_default()
 }
 
 /// Chart values < profile (inline, then each values file) < DIG overrideValues.
@@ -206,6 +233,7 @@ pub(crate) mod tests {
                 spec: {appIntents: [{app: web, allOf: [{cluster: a}, {cluster: b}, {cluster: c}]}]}}"),
             clusters: vec![cluster("a", "v1.35.4"), cluster("b", "v1.35.4"), cluster("c", "v1.34.2")],
             charts: BTreeMap::from([("web".to_string(), chart)]),
+            intents: Vec::new(),
         }
     }
 

@@ -12,10 +12,13 @@ use crate::api::clm::Cluster;
 use crate::api::condition;
 use crate::api::condition::ConditionType;
 use crate::api::dcm::LogicalCloud;
+use crate::api::gac::GenericActionIntent;
 use crate::api::orchestrator::{
     ChartSource, CompositeApp, CompositeProfile, ConfigMapKey, DeploymentIntentGroup, GenericPlacementIntent,
 };
 use crate::render::repository;
+
+use super::intents::{BUILT_IN, Intent};
 
 /// Everything a DIG names, read at one point in time.
 #[derive(Clone, Debug)]
@@ -31,6 +34,8 @@ pub struct Inputs {
     pub clusters: Vec<Cluster>,
     /// Each app's packaged chart.
     pub charts: BTreeMap<String, Vec<u8>>,
+    /// The action intents the DIG names (the controller stage runs them).
+    pub intents: Vec<Intent>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +46,8 @@ pub enum ResolveError {
     LogicalCloudNotReady { name: String, message: String },
     #[error("intents name no genericPlacementIntent")]
     NoPlacementIntent,
+    #[error("intents name controller {controller}, which is neither built in nor registered (known: {known})")]
+    UnknownController { controller: String, known: String },
     #[error("app {app}: chart ConfigMap {name} has no key {key} in binaryData")]
     ChartKeyMissing { app: String, name: String, key: String },
     #[error("ConfigMap {name} has no key {key}")]
@@ -65,10 +72,12 @@ impl ResolveError {
                 "CompositeProfile" => "CompositeProfileNotFound",
                 "LogicalCloud" => "LogicalCloudNotFound",
                 "GenericPlacementIntent" => "PlacementIntentNotFound",
+                "GenericActionIntent" => "IntentNotFound",
                 _ => "ConfigMapNotFound",
             },
             ResolveError::LogicalCloudNotReady { .. } => "LogicalCloudNotReady",
             ResolveError::NoPlacementIntent => "PlacementIntentNotFound",
+            ResolveError::UnknownController { .. } => "UnknownController",
             ResolveError::ChartKeyMissing { .. } => "ChartNotFound",
             ResolveError::ValuesKeyMissing { .. } => "ValuesNotFound",
             ResolveError::Repository { .. } => "ChartFetchFailed",
@@ -125,7 +134,50 @@ pub async fn resolve(ctx: &Context, dig: &DeploymentIntentGroup) -> Result<Input
         }
         values_files.insert(p.app.clone(), files);
     }
-    Ok(Inputs { dig: dig.clone(), composite_app, profile, values_files, logical_cloud, placement, clusters, charts })
+    let intents = action_intents(ctx, dig).await?;
+    Ok(Inputs {
+        dig: dig.clone(),
+        composite_app,
+        profile,
+        values_files,
+        logical_cloud,
+        placement,
+        clusters,
+        charts,
+        intents,
+    })
+}
+
+/// The intents of `dig`'s `intents` map other than generic placement, read; a controller name
+/// that is neither built in nor registered is refused.
+async fn action_intents(ctx: &Context, dig: &DeploymentIntentGroup) -> Result<Vec<Intent>, ResolveError> {
+    let ns = dig.namespace().unwrap_or_default();
+    let mut intents = Vec::new();
+    for (controller, name) in &dig.spec.intents {
+        match controller.as_str() {
+            "genericPlacementIntent" => {}
+            "gac" => {
+                let intent: GenericActionIntent = get(ctx, &ns, "GenericActionIntent", name).await?;
+                let mut files = BTreeMap::new();
+                let refs = intent.spec.resources.iter().flat_map(|r| &r.customizations).flat_map(|c| &c.files);
+                for (file, r) in refs.filter_map(|f| f.config_map_ref.as_ref().map(|r| (f, r))) {
+                    let key = r.key.clone().unwrap_or_else(|| file.key_name.clone());
+                    let cm: ConfigMap = get(ctx, &ns, "ConfigMap", &r.name).await?;
+                    let text = cm
+                        .data
+                        .and_then(|mut d| d.remove(&key))
+                        .ok_or_else(|| ResolveError::ValuesKeyMissing { name: r.name.clone(), key: key.clone() })?;
+                    files.insert((r.name.clone(), key), text);
+                }
+                intents.push(Intent::Gac { name: name.clone(), intent: Box::new(intent), files });
+            }
+            other => {
+                let known = BUILT_IN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+                return Err(ResolveError::UnknownController { controller: other.to_string(), known });
+            }
+        }
+    }
+    Ok(intents)
 }
 
 /// `bytes` if within [`DIG_INPUT_BYTES`].

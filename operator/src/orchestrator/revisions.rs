@@ -173,7 +173,8 @@ pub async fn rollback_plan(
         let bundles = bundles.into_iter().map(|(_, b)| b).collect();
         apps.push(plan::PlannedApp { name: app.name.clone(), depends_on: app.depends_on.clone(), bundles });
     }
-    Ok(plan::Plan { namespace: old.spec.namespace.clone(), apps })
+    let controllers = vec![format!("rollback to revision {target}")];
+    Ok(plan::Plan { namespace: old.spec.namespace.clone(), apps, controllers })
 }
 
 /// Tells rsync that `old` is replaced by the revision `by`: it leaves `old` alone from now on.

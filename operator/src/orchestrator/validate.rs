@@ -47,6 +47,11 @@ pub fn validate(inputs: &Inputs) -> Result<(), ValidateError> {
     for o in &inputs.dig.spec.override_values {
         known("overrideValues".into(), &o.app)?;
     }
+    for crate::orchestrator::intents::Intent::Gac { name, intent, .. } in &inputs.intents {
+        for r in &intent.spec.resources {
+            known(format!("generic action intent {name}"), &r.app)?;
+        }
+    }
     for app in &ca.spec.apps {
         for d in &app.depends_on {
             known(format!("the dependencies of app {}", app.name), &d.app)?;
