@@ -24,7 +24,7 @@ fn any_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[serde(rename_all = "camelCase")]
 pub struct GenericActionIntentSpec {
     #[serde(default)]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 64))]
     pub resources: Vec<GacResource>,
 }
 
@@ -44,7 +44,7 @@ pub struct GacResource {
     #[schemars(schema_with = "any_schema")]
     pub template: Option<Value>,
     #[serde(default)]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 16))]
     pub customizations: Vec<Customization>,
 }
 
@@ -73,7 +73,7 @@ pub struct Customization {
     pub patch: Option<Value>,
     /// Data keys of a ConfigMap or Secret.
     #[serde(default)]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 16))]
     pub files: Vec<FileData>,
 }
 
@@ -119,13 +119,41 @@ pub enum PatchType {
     Strategic,
 }
 
-/// One data key: inline content or a key of a ConfigMap in the project's namespace.
+/// One data key: inline content, or a key of a ConfigMap or Secret in the project's namespace
+/// (`key` defaults to `keyName`).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("(has(self.content) ? 1 : 0) + (has(self.configMapRef) ? 1 : 0) + (has(self.secretRef) ? 1 : 0) == 1").message("a file names exactly one of content, configMapRef or secretRef"))]
 pub struct FileData {
     pub key_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_ref: Option<super::orchestrator::ConfigMapKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<super::orchestrator::ConfigMapKey>,
+}
+
+impl FileData {
+    /// Where the data comes from when it is not inline: (a Secret?, name, key).
+    pub fn source(&self) -> Option<FileRef> {
+        let from = |secret: bool, r: &super::orchestrator::ConfigMapKey| FileRef {
+            secret,
+            name: r.name.clone(),
+            key: r.key.clone().unwrap_or_else(|| self.key_name.clone()),
+        };
+        match (&self.config_map_ref, &self.secret_ref) {
+            (Some(r), _) => Some(from(false, r)),
+            (None, Some(r)) => Some(from(true, r)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// A key of a ConfigMap (or Secret) in the project's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FileRef {
+    pub secret: bool,
+    pub name: String,
+    pub key: String,
 }

@@ -376,7 +376,12 @@ fn input_hash(inputs: &resolve::Inputs) -> String {
         .iter()
         .map(|i| match i {
             intents::Intent::Gac { name, intent, files } => {
-                json!({"gac": name, "spec": intent.spec, "files": files.iter().collect::<Vec<_>>()})
+                // File data by digest: a Secret's content never leaves in clear, even into a hash input.
+                let files: Vec<(String, String)> = files
+                    .iter()
+                    .map(|(r, data)| (format!("{}/{}/{}", r.secret, r.name, r.key), crate::hex::digest(data, 64)))
+                    .collect();
+                json!({"gac": name, "spec": intent.spec, "files": files})
             }
         })
         .collect();

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
@@ -12,7 +12,7 @@ use crate::api::clm::Cluster;
 use crate::api::condition;
 use crate::api::condition::ConditionType;
 use crate::api::dcm::LogicalCloud;
-use crate::api::gac::GenericActionIntent;
+use crate::api::gac::{FileRef, GenericActionIntent};
 use crate::api::orchestrator::{
     ChartSource, CompositeApp, CompositeProfile, ConfigMapKey, DeploymentIntentGroup, GenericPlacementIntent,
 };
@@ -73,6 +73,7 @@ impl ResolveError {
                 "LogicalCloud" => "LogicalCloudNotFound",
                 "GenericPlacementIntent" => "PlacementIntentNotFound",
                 "GenericActionIntent" => "IntentNotFound",
+                "Secret" => "SecretNotFound",
                 _ => "ConfigMapNotFound",
             },
             ResolveError::LogicalCloudNotReady { .. } => "LogicalCloudNotReady",
@@ -160,14 +161,9 @@ async fn action_intents(ctx: &Context, dig: &DeploymentIntentGroup) -> Result<Ve
                 let intent: GenericActionIntent = get(ctx, &ns, "GenericActionIntent", name).await?;
                 let mut files = BTreeMap::new();
                 let refs = intent.spec.resources.iter().flat_map(|r| &r.customizations).flat_map(|c| &c.files);
-                for (file, r) in refs.filter_map(|f| f.config_map_ref.as_ref().map(|r| (f, r))) {
-                    let key = r.key.clone().unwrap_or_else(|| file.key_name.clone());
-                    let cm: ConfigMap = get(ctx, &ns, "ConfigMap", &r.name).await?;
-                    let text = cm
-                        .data
-                        .and_then(|mut d| d.remove(&key))
-                        .ok_or_else(|| ResolveError::ValuesKeyMissing { name: r.name.clone(), key: key.clone() })?;
-                    files.insert((r.name.clone(), key), text);
+                for r in refs.filter_map(|f| f.source()) {
+                    let data = file_data(ctx, &ns, &r).await?;
+                    files.insert(r, data);
                 }
                 intents.push(Intent::Gac { name: name.clone(), intent: Box::new(intent), files });
             }
@@ -178,6 +174,18 @@ async fn action_intents(ctx: &Context, dig: &DeploymentIntentGroup) -> Result<Ve
         }
     }
     Ok(intents)
+}
+
+/// The bytes of a ConfigMap or Secret key in the project's namespace.
+async fn file_data(ctx: &Context, ns: &str, r: &FileRef) -> Result<Vec<u8>, ResolveError> {
+    let missing = || ResolveError::ValuesKeyMissing { name: r.name.clone(), key: r.key.clone() };
+    if r.secret {
+        let secret: Secret = get(ctx, ns, "Secret", &r.name).await?;
+        return secret.data.and_then(|mut d| d.remove(&r.key)).map(|b| b.0).ok_or_else(missing);
+    }
+    let cm: ConfigMap = get(ctx, ns, "ConfigMap", &r.name).await?;
+    let text = cm.data.and_then(|mut d| d.remove(&r.key)).map(String::into_bytes);
+    text.or_else(|| cm.binary_data.and_then(|mut d| d.remove(&r.key)).map(|b| b.0)).ok_or_else(missing)
 }
 
 /// `bytes` if within [`DIG_INPUT_BYTES`].

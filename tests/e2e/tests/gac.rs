@@ -49,8 +49,16 @@ async fn generic_action_intents_add_and_patch_per_cluster() -> Result<()> {
                         "data": {"settings.ini": "[office]\nname=edge\n"}}),
     )
     .await?;
+    apply(
+        &hub,
+        &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "gac-secret", "namespace": ns},
+                        "stringData": {"token": "s3cr3t"}}),
+    )
+    .await?;
     apply(&hub, &json!({"apiVersion": "gac.emco.io/v1alpha1", "kind": "GenericActionIntent", "metadata": {"name": "actions", "namespace": ns},
         "spec": {"resources": [
+            {"name": "creds", "app": "probe", "newObject": true, "gvk": {"apiVersion": "v1", "kind": "Secret", "name": "office-creds"},
+             "customizations": [{"name": "everywhere", "files": [{"keyName": "token", "secretRef": {"name": "gac-secret"}}]}]},
             {"name": "office-config", "app": "probe", "newObject": true, "gvk": {"apiVersion": "v1", "kind": "ConfigMap", "name": "office-config"},
              "template": {"data": {"mode": "edge"}},
              "customizations": [{"name": "edge01-only", "clusterInfo": {"scope": "name", "cluster": "edge01", "mode": "allow"},
@@ -90,6 +98,10 @@ async fn generic_action_intents_add_and_patch_per_cluster() -> Result<()> {
             .map(|e| (e.name, e.value.unwrap_or_default()))
             .collect();
         assert_eq!(env, [("A".to_string(), "1".to_string()), ("B".to_string(), "2".to_string())], "env on {member}");
+        let creds =
+            Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns).get("office-creds").await?;
+        let token = creds.data.unwrap_or_default().remove("token").map(|b| b.0);
+        assert_eq!(token.as_deref(), Some(&b"s3cr3t"[..]), "secret data on {member}");
         let cm = Api::<ConfigMap>::namespaced(client, &ns).get_opt("office-config").await?;
         assert_eq!(cm.is_some(), config, "office-config on {member}");
         if let Some(cm) = cm {
@@ -114,5 +126,13 @@ async fn generic_action_intents_add_and_patch_per_cluster() -> Result<()> {
         assert!(placed.message.contains(named), "{}", placed.message);
         assert_eq!(status.revision, Some(1), "a refused revision is not made");
     }
+
+    // A file with two sources is refused at apply.
+    let err = apply(&hub, &json!({"apiVersion": "gac.emco.io/v1alpha1", "kind": "GenericActionIntent", "metadata": {"name": "two", "namespace": ns},
+        "spec": {"resources": [{"name": "r", "app": "probe", "newObject": true, "gvk": {"apiVersion": "v1", "kind": "ConfigMap", "name": "x"},
+            "customizations": [{"name": "c", "files": [{"keyName": "k", "content": "a", "secretRef": {"name": "gac-secret"}}]}]}]}}))
+    .await
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("exactly one of content, configMapRef or secretRef"), "{err:#}");
     Ok(())
 }

@@ -2,20 +2,14 @@
 //! customizations select, and changes new or chart objects there with JSON patches (RFC 6902),
 //! merge patches (RFC 7386), strategic merge patches and file data for ConfigMaps and Secrets.
 
-use std::collections::BTreeMap;
-
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::{Placed, PlacedCluster};
+use super::{Files, Placed, PlacedCluster};
 use crate::api::gac::{ClusterInfo, Customization, GacResource, GenericActionIntent, Mode, PatchType, Scope};
 
 /// `placed` with `intent` carried out, or why it cannot be.
-pub fn apply(
-    intent: &GenericActionIntent,
-    files: &BTreeMap<(String, String), String>,
-    mut placed: Placed,
-) -> Result<Placed, String> {
+pub fn apply(intent: &GenericActionIntent, files: &Files, mut placed: Placed) -> Result<Placed, String> {
     for resource in &intent.spec.resources {
         let app = placed
             .apps
@@ -29,11 +23,7 @@ pub fn apply(
     Ok(placed)
 }
 
-fn apply_on(
-    resource: &GacResource,
-    files: &BTreeMap<(String, String), String>,
-    cluster: &mut PlacedCluster,
-) -> Result<(), String> {
+fn apply_on(resource: &GacResource, files: &Files, cluster: &mut PlacedCluster) -> Result<(), String> {
     let here: Vec<&Customization> =
         resource.customizations.iter().filter(|c| selects(c.cluster_info.as_ref(), cluster)).collect();
     let gvk = &resource.gvk;
@@ -97,7 +87,7 @@ fn new_object(resource: &GacResource) -> Result<Value, String> {
     Ok(obj)
 }
 
-fn customize(obj: &mut Value, c: &Customization, files: &BTreeMap<(String, String), String>) -> Result<(), String> {
+fn customize(obj: &mut Value, c: &Customization, files: &Files) -> Result<(), String> {
     if let Some(patch) = &c.patch {
         match c.patch_type.unwrap_or(PatchType::Merge) {
             PatchType::Json => {
@@ -110,33 +100,32 @@ fn customize(obj: &mut Value, c: &Customization, files: &BTreeMap<(String, Strin
         }
     }
     for file in &c.files {
-        let content = match (&file.content, &file.config_map_ref) {
-            (Some(text), _) => text.clone(),
-            (None, Some(r)) => {
-                let key = r.key.clone().unwrap_or_else(|| file.key_name.clone());
-                files
-                    .get(&(r.name.clone(), key.clone()))
-                    .cloned()
-                    .ok_or_else(|| format!("ConfigMap {} has no key {key}", r.name))?
-            }
-            (None, None) => return Err(format!("file {} has neither content nor configMapRef", file.key_name)),
+        let content: Vec<u8> = match (&file.content, file.source()) {
+            (Some(text), _) => text.clone().into_bytes(),
+            (None, Some(r)) => files.get(&r).cloned().ok_or_else(|| {
+                format!("{} {} has no key {}", if r.secret { "Secret" } else { "ConfigMap" }, r.name, r.key)
+            })?,
+            (None, None) => return Err(format!("file {} has neither content nor a reference", file.key_name)),
         };
-        match obj["kind"].as_str() {
-            Some("ConfigMap") => set_data(obj, &file.key_name, json!(content)),
-            Some("Secret") => {
-                set_data(obj, &file.key_name, json!(base64::engine::general_purpose::STANDARD.encode(content)))
+        let base64 = |bytes: &[u8]| json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+        match (obj["kind"].as_str(), String::from_utf8(content)) {
+            (Some("ConfigMap"), Ok(text)) => set_data(obj, "data", &file.key_name, json!(text)),
+            (Some("ConfigMap"), Err(binary)) => set_data(obj, "binaryData", &file.key_name, base64(binary.as_bytes())),
+            (Some("Secret"), content) => {
+                let bytes = content.map(String::into_bytes).unwrap_or_else(|e| e.into_bytes());
+                set_data(obj, "data", &file.key_name, base64(&bytes))
             }
-            other => return Err(format!("files go in a ConfigMap or Secret, not {}", other.unwrap_or("?"))),
+            (other, _) => return Err(format!("files go in a ConfigMap or Secret, not {}", other.unwrap_or("?"))),
         }
     }
     Ok(())
 }
 
-fn set_data(obj: &mut Value, key: &str, value: Value) {
-    if !obj["data"].is_object() {
-        obj["data"] = json!({});
+fn set_data(obj: &mut Value, field: &str, key: &str, value: Value) {
+    if !obj[field].is_object() {
+        obj[field] = json!({});
     }
-    obj["data"][key] = value;
+    obj[field][key] = value;
 }
 
 /// The merge keys of the lists a strategic merge patch merges item by item (as Kubernetes does
@@ -180,7 +169,9 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::gac::FileRef;
     use crate::orchestrator::intents::PlacedApp;
+    use std::collections::BTreeMap;
 
     fn intent(yaml: &str) -> GenericActionIntent {
         let spec: Value = serde_saphyr::from_str(yaml).expect("fixture YAML");
@@ -216,13 +207,34 @@ mod tests {
             template: {data: {a: '1'}},
             customizations: [{name: only-e1, clusterInfo: {scope: name, cluster: e1, mode: allow},
                               files: [{keyName: config.txt, content: hello}, {keyName: from-cm, configMapRef: {name: files, key: k}}]}]}]}");
-        let files = BTreeMap::from([(("files".to_string(), "k".to_string()), "from a ConfigMap".to_string())]);
+        let key = FileRef { secret: false, name: "files".into(), key: "k".into() };
+        let files = BTreeMap::from([(key, b"from a ConfigMap".to_vec())]);
         let out = apply(&i, &files, placed()).unwrap();
         let extra = on(&out, "e1").iter().find(|r| r["kind"] == "ConfigMap").unwrap();
         assert_eq!(extra["metadata"]["name"], "extra");
         assert_eq!(extra["data"], json!({"a": "1", "config.txt": "hello", "from-cm": "from a ConfigMap"}));
         assert!(on(&out, "e2").iter().all(|r| r["kind"] != "ConfigMap"));
         assert!(on(&out, "c1").iter().all(|r| r["kind"] != "ConfigMap"));
+    }
+
+    #[test]
+    fn secret_data_goes_base64_into_a_secret_and_binary_into_binary_data() {
+        let i = intent(
+            "{resources: [
+            {name: s, app: web, newObject: true, gvk: {apiVersion: v1, kind: Secret, name: creds},
+             customizations: [{name: all, files: [{keyName: token, secretRef: {name: vault, key: t}}]}]},
+            {name: b, app: web, newObject: true, gvk: {apiVersion: v1, kind: ConfigMap, name: blob},
+             customizations: [{name: all, files: [{keyName: bin, configMapRef: {name: blobs}}]}]}]}",
+        );
+        let files = BTreeMap::from([
+            (FileRef { secret: true, name: "vault".into(), key: "t".into() }, b"s3cr3t".to_vec()),
+            (FileRef { secret: false, name: "blobs".into(), key: "bin".into() }, vec![0xff, 0x00]),
+        ]);
+        let out = apply(&i, &files, placed()).unwrap();
+        let secret = on(&out, "c1").iter().find(|r| r["kind"] == "Secret").unwrap();
+        assert_eq!(secret["data"]["token"], "czNjcjN0");
+        let blob = on(&out, "c1").iter().find(|r| r["kind"] == "ConfigMap").unwrap();
+        assert_eq!(blob["binaryData"]["bin"], "/wA=");
     }
 
     #[test]

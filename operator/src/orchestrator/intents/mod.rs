@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::api::gac::GenericActionIntent;
+use crate::api::gac::{FileRef, GenericActionIntent};
 
 /// Controller names the DIG's `intents` may use, with their priority (lower runs first;
 /// placement controllers before action controllers).
@@ -35,10 +35,13 @@ pub struct PlacedCluster {
     pub resources: Vec<Value>,
 }
 
+/// The data of the ConfigMap and Secret keys an intent's files name.
+pub type Files = BTreeMap<FileRef, Vec<u8>>;
+
 /// An intent a DIG names, resolved.
 #[derive(Debug, Clone)]
 pub enum Intent {
-    Gac { name: String, intent: Box<GenericActionIntent>, files: BTreeMap<(String, String), String> },
+    Gac { name: String, intent: Box<GenericActionIntent>, files: Files },
 }
 
 impl Intent {
