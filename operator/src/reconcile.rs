@@ -1,12 +1,12 @@
-//! What every reconciler shares and nothing else: per-object exponential backoff and the one
-//! status writer. A leaf module: it knows no controller.
+//! What every reconciler shares and nothing else: per-object exponential backoff, the one status
+//! writer, the one Event publisher and the reader of guarded watches. A leaf module: it knows no
+//! controller.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use std::sync::Arc;
-
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -62,7 +62,7 @@ where
     let (ns, name) = (invalid.metadata.namespace.clone(), invalid.metadata.name.clone());
     tracing::warn!(kind = %K::kind(&()), namespace = ?ns, name = ?name, error = %invalid.error, "skipping an object that cannot be read");
     if let Some(recorder) = recorder {
-        let reference = k8s_openapi::api::core::v1::ObjectReference {
+        let reference = ObjectReference {
             api_version: Some(K::api_version(&()).into()),
             kind: Some(K::kind(&()).into()),
             name,
@@ -71,16 +71,24 @@ where
             ..Default::default()
         };
         let note = format!("cannot be read, so it is not reconciled: {}", invalid.error);
-        let event = Event {
-            type_: EventType::Warning,
-            reason: "Unreadable".into(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        let _ = recorder.publish(&event, &reference).await;
+        publish(recorder, &reference, EventType::Warning, "Unreadable", "Reconcile", note).await;
     }
     None
+}
+
+/// Publishes an Event on `about`; a failure to publish is logged, never fatal.
+pub async fn publish(
+    recorder: &Recorder,
+    about: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+    if let Err(e) = recorder.publish(&event, about).await {
+        tracing::debug!(error = %e, "could not publish event");
+    }
 }
 
 /// Writes `status` on `obj` (through `api`) with server-side apply, unless it already has exactly

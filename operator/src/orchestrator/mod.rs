@@ -23,7 +23,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::PartialObjectMeta;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -194,7 +194,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<Dig>>, ctx: Arc<Context>) -> Resu
     finalizer::add(&api, dig.as_ref(), FINALIZER).await?;
     let mut status = dig.status.clone().unwrap_or_default();
     status.observed_generation = dig.metadata.generation;
-    let action = execute(&ctx, &dig, step, current, inputs, &mut status).await?;
+    let action = execute(&ctx, &dig, step, current, inputs.map(|i| i.map(|i| (i, read))), &mut status).await?;
     write_status(&api, dig.as_ref(), dig.status.as_ref(), &status).await?;
     // Best effort, after the new revision is recorded: a failure here never holds the DIG back.
     let mut trimmed = status.clone();
@@ -211,7 +211,7 @@ async fn execute(
     dig: &Dig,
     step: Step,
     current: Option<AppContext>,
-    inputs: Option<Result<resolve::Inputs, resolve::ResolveError>>,
+    inputs: Option<Result<(resolve::Inputs, Read), resolve::ResolveError>>,
     status: &mut DeploymentIntentGroupStatus,
 ) -> Result<Action, Error> {
     let generation = dig.metadata.generation;
@@ -244,9 +244,7 @@ async fn execute(
             Err(e) => Ok(refuse(ctx, dig, current.as_ref(), status, e).await),
         },
         (Step::RefuseRollback(target), _) => {
-            let kept: Vec<String> = status.history.iter().map(|h| h.revision.to_string()).collect();
-            let reason = format!("not in the history (kept: {})", kept.join(", "));
-            let e = PipelineError::RollbackUnavailable { revision: *target, reason };
+            let e = revisions::not_in_history(status, *target);
             Ok(refuse(ctx, dig, current.as_ref(), status, e).await)
         }
         (Step::RetryInputs, Some(Err(e))) => {
@@ -257,7 +255,7 @@ async fn execute(
             Ok(Action::requeue(ctx.backoff.retry_after(&key(dig))))
         }
         (Step::Refuse, Some(Err(e))) => Ok(refuse(ctx, dig, current.as_ref(), status, e.into()).await),
-        (Step::UpToDate | Step::NewRevision, Some(Ok(inputs))) => {
+        (Step::UpToDate | Step::NewRevision, Some(Ok((inputs, read)))) => {
             let resolved =
                 condition::new(ConditionType::InputsResolved, true, "Resolved", "every input was read", generation);
             condition::set(&mut status.conditions, resolved);
@@ -265,7 +263,7 @@ async fn execute(
             if step == Step::UpToDate {
                 return Ok(later);
             }
-            let hash = input_hash(&inputs);
+            let Read::Hash(hash) = read else { return Ok(later) };
             // Rendering runs charts' code: off the async workers (and, in the operator, in a child process).
             let revision = status.revision.unwrap_or(0) + 1;
             let planned = tokio::task::spawn_blocking(move || plan_revision(&inputs, revision)).await;
@@ -398,10 +396,7 @@ fn input_hash(inputs: &resolve::Inputs) -> String {
 }
 
 async fn publish(ctx: &Context, dig: &Dig, type_: EventType, reason: &str, note: String) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-    if let Err(e) = ctx.recorder.publish(&event, &dig.object_ref(&())).await {
-        tracing::debug!(error = %e, "could not publish event");
-    }
+    crate::reconcile::publish(&ctx.recorder, &dig.object_ref(&()), type_, reason, "Reconcile", note).await;
 }
 
 fn key(dig: &Dig) -> String {

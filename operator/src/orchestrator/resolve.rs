@@ -136,6 +136,9 @@ pub async fn resolve(ctx: &Context, dig: &DeploymentIntentGroup) -> Result<Input
         values_files.insert(p.app.clone(), files);
     }
     let intents = action_intents(ctx, dig).await?;
+    let file_bytes: usize =
+        intents.iter().map(|Intent::Gac { files, .. }| files.values().map(Vec::len).sum::<usize>()).sum();
+    within_budget(bytes + file_bytes)?;
     Ok(Inputs {
         dig: dig.clone(),
         composite_app,

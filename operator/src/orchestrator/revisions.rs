@@ -15,11 +15,9 @@ use serde_json::json;
 use super::plan::{self, Plan};
 use super::{Context, PipelineError};
 use crate::api::labels;
-use crate::api::orchestrator::{DeploymentIntentGroup, DeploymentIntentGroupStatus};
-use crate::finalizer;
-
-type Dig = DeploymentIntentGroup;
+use crate::api::orchestrator::{DeploymentIntentGroup as Dig, DeploymentIntentGroupStatus};
 use crate::api::rsync::{AppContext, AppContextSpec, BundleRef, ContextApp, ContextCluster, Operation, Owner};
+use crate::finalizer;
 use crate::rsync::{self, bundle};
 
 /// Name of the AppContext of `revision` of `dig`.
@@ -42,7 +40,7 @@ pub enum Stored {
 /// Writes `plan`, made from inputs with hash `hash`, as revision `revision` of `dig`.
 pub async fn store(
     hub: &Client,
-    dig: &DeploymentIntentGroup,
+    dig: &Dig,
     plan: &Plan,
     revision: u32,
     replaces: Option<String>,
@@ -99,7 +97,7 @@ pub async fn store(
     }
 }
 
-fn owner_labels(dig: &DeploymentIntentGroup, revision: u32) -> BTreeMap<String, String> {
+fn owner_labels(dig: &Dig, revision: u32) -> BTreeMap<String, String> {
     BTreeMap::from([
         (labels::MANAGED_BY.into(), labels::MANAGER.into()),
         (labels::DIG.into(), dig.name_any()),
@@ -107,14 +105,7 @@ fn owner_labels(dig: &DeploymentIntentGroup, revision: u32) -> BTreeMap<String, 
     ])
 }
 
-async fn create_part(
-    hub: &Client,
-    dig: &DeploymentIntentGroup,
-    ns: &str,
-    name: &str,
-    data: &[u8],
-    revision: u32,
-) -> kube::Result<()> {
+async fn create_part(hub: &Client, dig: &Dig, ns: &str, name: &str, data: &[u8], revision: u32) -> kube::Result<()> {
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -146,12 +137,7 @@ pub async fn rollback_plan(
     target: u32,
 ) -> Result<plan::Plan, PipelineError> {
     let unavailable = |reason: String| PipelineError::RollbackUnavailable { revision: target, reason };
-    let kept: Vec<String> = status.history.iter().map(|h| h.revision.to_string()).collect();
-    let entry = status
-        .history
-        .iter()
-        .find(|h| h.revision == target)
-        .ok_or_else(|| unavailable(format!("not in the history (kept: {})", kept.join(", "))))?;
+    let entry = status.history.iter().find(|h| h.revision == target).ok_or_else(|| not_in_history(status, target))?;
     let ns = dig.namespace().unwrap_or_default();
     let old = Api::<AppContext>::namespaced(ctx.hub.clone(), &ns)
         .get_opt(&entry.app_context)
@@ -175,6 +161,15 @@ pub async fn rollback_plan(
     }
     let controllers = vec![format!("rollback to revision {target}")];
     Ok(plan::Plan { namespace: old.spec.namespace.clone(), apps, controllers })
+}
+
+/// Revision `target` is not among those kept.
+pub fn not_in_history(status: &DeploymentIntentGroupStatus, target: u32) -> PipelineError {
+    let kept: Vec<String> = status.history.iter().map(|h| h.revision.to_string()).collect();
+    PipelineError::RollbackUnavailable {
+        revision: target,
+        reason: format!("not in the history (kept: {})", kept.join(", ")),
+    }
 }
 
 /// Tells rsync that `old` is replaced by the revision `by`: it leaves `old` alone from now on.

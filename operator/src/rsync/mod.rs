@@ -19,7 +19,7 @@ use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -178,26 +178,28 @@ fn carry_pruned(previous: &AppContextStatus, status: &mut AppContextStatus) {
 
 /// The event is not valid in the context's state (EMCO skips it): say so, touch nothing.
 async fn refused(ctx: &Context, actx: &AppContext) -> Result<Action, Error> {
-    let previous = actx.status.clone().unwrap_or_default();
-    let mut status = previous.clone();
-    let message = format!("{:?} is not valid from state {:?}", actx.spec.operation, previous.state);
+    let state = actx.status.as_ref().map(|s| s.state).unwrap_or_default();
+    let message = format!("{:?} is not valid from state {state:?}", actx.spec.operation);
     let cond = condition::new(ConditionType::Deployed, false, "InvalidTransition", message, actx.metadata.generation);
-    condition::set(&mut status.conditions, cond);
-    let ns = actx.namespace().unwrap_or_default();
-    write_status(&Api::namespaced(ctx.hub.clone(), &ns), actx, Some(&previous), &status).await?;
-    Ok(Action::await_change())
+    report(ctx, actx, cond).await
 }
 
 /// EMCO stop: rsync gives up the running operation and leaves the members as they are.
 async fn stopped(ctx: &Context, actx: &AppContext) -> Result<Action, Error> {
+    let deployed = actx.status.as_ref().and_then(|s| s.deployed.clone()).unwrap_or_default();
+    let message = format!("stop is set: {:?} abandoned at {deployed}", actx.spec.operation);
+    report(ctx, actx, condition::new(ConditionType::Stopped, true, "Stopped", message, actx.metadata.generation)).await
+}
+
+/// Sets `cond` on the context's status, touching nothing on the members, and waits for a change.
+async fn report(
+    ctx: &Context,
+    actx: &AppContext,
+    cond: k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition,
+) -> Result<Action, Error> {
     let previous = actx.status.clone().unwrap_or_default();
     let mut status = previous.clone();
-    let message =
-        format!("stop is set: {:?} abandoned at {}", actx.spec.operation, status.deployed.clone().unwrap_or_default());
-    condition::set(
-        &mut status.conditions,
-        condition::new(ConditionType::Stopped, true, "Stopped", message, actx.metadata.generation),
-    );
+    condition::set(&mut status.conditions, cond);
     let ns = actx.namespace().unwrap_or_default();
     write_status(&Api::namespaced(ctx.hub.clone(), &ns), actx, Some(&previous), &status).await?;
     Ok(Action::await_change())
@@ -304,16 +306,8 @@ async fn repair(ctx: &Context, actx: &AppContext, member: &Member<'_>, seen: &mu
             actx.spec.revision
         );
         tracing::info!(appcontext = %actx.name_any(), cluster = member.name, object = %member::describe(obj), "drift repaired");
-        let event = Event {
-            type_: EventType::Warning,
-            reason: "DriftRepaired".into(),
-            note: Some(note),
-            action: "Repair".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &actx.object_ref(&())).await {
-            tracing::debug!(error = %e, "could not publish event");
-        }
+        let about = actx.object_ref(&());
+        crate::reconcile::publish(&ctx.recorder, &about, EventType::Warning, "DriftRepaired", "Repair", note).await;
     }
 }
 
@@ -437,28 +431,23 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
 /// and that `keep` (this revision's objects there) lacks; the failures.
 async fn sweep(ctx: &Context, actx: &AppContext, cluster: &str, keep: Option<&BTreeSet<String>>) -> Vec<String> {
     let (project, dig) = (actx.namespace().unwrap_or_default(), &actx.spec.owner.name);
-    let kept = |group: &str, kind: &str, ns: Option<&str>, name: &str| {
-        keep.is_some_and(|k| match ns {
-            Some(ns) => k.contains(&format!("{group}/{kind}/{ns}/{name}")),
-            // Cluster-scoped: the bundle's identity carries the default namespace.
-            None => k.iter().any(|i| i.starts_with(&format!("{group}/{kind}/")) && i.ends_with(&format!("/{name}"))),
-        })
-    };
     let mut stale = Vec::new();
     for (resource, store) in ctx.monitor.caches_of(cluster) {
         for obj in store.state() {
             let labels = obj.labels();
             let ours = labels.get(labels::PROJECT) == Some(&project) && labels.get(labels::DIG) == Some(dig);
-            let (ns, name) = (obj.namespace(), obj.name_any());
-            if ours
-                && resource.kind != "CustomResourceDefinition"
-                && !kept(&resource.group, &resource.kind, ns.as_deref(), &name)
-            {
-                let mut meta = json!({"name": name});
-                if let Some(ns) = ns {
-                    meta["namespace"] = json!(ns);
-                }
-                stale.push(json!({"apiVersion": resource.api_version, "kind": resource.kind, "metadata": meta}));
+            if !ours || resource.kind == "CustomResourceDefinition" {
+                continue;
+            }
+            let mut meta = json!({"name": obj.name_any()});
+            if let Some(ns) = obj.namespace() {
+                meta["namespace"] = json!(ns);
+            }
+            let candidate = json!({"apiVersion": resource.api_version, "kind": resource.kind, "metadata": meta});
+            // The same identity as the bundle's objects (a cluster-scoped one takes the default
+            // namespace on both sides).
+            if !keep.is_some_and(|k| k.contains(&member::identity(&candidate, &actx.spec.namespace))) {
+                stale.push(candidate);
             }
         }
     }
