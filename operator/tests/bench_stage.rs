@@ -1,13 +1,21 @@
 //! Benchmark (run by `just bench`, ignored by `just test`): what the controller stage adds to a
 //! revision of a SmartCity-sized plan (14 objects: an edge app on two clusters, a cloud app on
-//! one) with a generic action intent of three resources (a new ConfigMap with file data, a JSON
-//! patch and a strategic merge).
+//! one) with three intents: a generic action intent of three resources (a new ConfigMap with file
+//! data, a JSON patch and a strategic merge), an hpa intent (placement on three clusters' node
+//! inventory, then requests, limits and affinity), and an external action controller (the example
+//! controller on loopback, adding a label: one HTTP round trip).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use emco::api::clm::NodeInventory;
+use emco::api::controller::ControllerSpec;
 use emco::api::gac::GenericActionIntent;
-use emco::orchestrator::intents::{self, Intent, Placed, PlacedApp, PlacedCluster};
+use emco::api::hpa::HpaIntent;
+use emco::orchestrator::intents::external::About;
+use emco::orchestrator::intents::{
+    CandidateApp, Candidates, ClusterFacts, Intent, Pick, Placed, PlacedApp, PlacedCluster, Slot, Stage,
+};
 use serde_json::json;
 
 fn deployment(name: &str) -> serde_json::Value {
@@ -64,22 +72,88 @@ fn controller_stage_on_smartcity() {
              "customizations": [{"name": "e", "patchType": "strategic",
                                  "patch": {"spec": {"template": {"spec": {"containers": [{"name": "web", "env": [{"name": "B", "value": "2"}]}]}}}}}]}]}}))
     .unwrap();
-    let intents = [Intent::Gac { name: "smtc-gac".into(), intent: Box::new(intent), files: BTreeMap::new() }];
-    let runs = 2000;
-    let mut times: Vec<f64> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            let (out, ran) = intents::run(&intents, placed.clone()).unwrap();
-            let elapsed = start.elapsed().as_secs_f64() * 1e6;
-            assert_eq!((out.apps.len(), ran.len()), (2, 2));
-            elapsed
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    println!(
-        "BENCH controller stage (gac, 3 resources) on SmartCity's 14 objects: median {:.0} µs, min {:.0} µs, max {:.0} µs over {runs} runs",
-        times[runs / 2],
-        times[0],
-        times[runs - 1]
+    let hpa: HpaIntent = serde_json::from_value(json!({"apiVersion": "hpa.emco.io/v1alpha1", "kind": "HpaIntent",
+        "metadata": {"name": "smtc-hpa", "namespace": "smtc"},
+        "spec": {"app": "edge", "consumers": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "analytics", "container": "analytics",
+            "replicas": 3, "requirements": [{"resource": {"name": "cpu", "requests": "2", "limits": "4"}},
+                                            {"mandatory": false, "weight": 10, "resource": {"key": "accel", "value": "gpu"}}]}]}}))
+    .unwrap();
+    let mut example = Example(
+        std::process::Command::new(env!("CARGO_BIN_EXE_emco-example-controller"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
     );
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(example.0.stdout.take().unwrap()), &mut line).unwrap();
+    let addr = line.trim().trim_start_matches("listening on ").to_string();
+    let external: ControllerSpec = serde_json::from_value(json!({"type": "action", "priority": 2000,
+        "endpoint": {"url": format!("http://{addr}/?label=team=blue")}}))
+    .unwrap();
+    let gac = Intent::Gac { name: "smtc-gac".into(), intent: Box::new(intent), files: BTreeMap::new() };
+    let hpa = Intent::Hpa { name: "smtc-hpa".into(), intent: Box::new(hpa) };
+    let labeller = Intent::External { controller: "labeller".into(), intent: "team".into(), spec: external };
+    let nodes = |cpu: &str| {
+        vec![NodeInventory {
+            name: "n".into(),
+            ready: true,
+            labels: BTreeMap::new(),
+            allocatable: BTreeMap::from([("cpu".to_string(), cpu.to_string())]),
+        }]
+    };
+    let clusters: Vec<ClusterFacts> = [("edge01", "32"), ("edge02", "8"), ("cloud01", "64")]
+        .iter()
+        .map(|(name, cpu)| ClusterFacts { name: name.to_string(), nodes: nodes(cpu), ..Default::default() })
+        .collect();
+    let candidates = Candidates {
+        apps: vec![
+            CandidateApp {
+                name: "edge".into(),
+                slots: vec![Slot { pick: Pick::All, clusters: vec!["edge01".into(), "edge02".into()] }],
+            },
+            CandidateApp {
+                name: "cloud".into(),
+                slots: vec![Slot { pick: Pick::One, clusters: vec!["cloud01".into()] }],
+            },
+        ],
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runs = 500;
+    for (what, intents) in [
+        ("gac + hpa (built-in)", vec![gac.clone(), hpa.clone()]),
+        ("gac + hpa + an external action controller", vec![gac, hpa, labeller]),
+    ] {
+        let stage = Stage { intents: &intents, about: About::default(), clusters: clusters.clone() };
+        let mut times: Vec<f64> = (0..runs)
+            .map(|_| {
+                let start = Instant::now();
+                let mut ran = Vec::new();
+                let out = runtime.block_on(async {
+                    stage.place(candidates.clone(), &mut ran).await.unwrap();
+                    stage.act(placed.clone(), &mut ran).await.unwrap()
+                });
+                let elapsed = start.elapsed().as_secs_f64() * 1e6;
+                assert_eq!((out.apps.len(), ran.len()), (2, intents.len() + 1));
+                elapsed
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        println!(
+            "BENCH controller stage ({what}) on SmartCity's 14 objects: median {:.0} µs, min {:.0} µs, max {:.0} µs over {runs} runs",
+            times[runs / 2],
+            times[0],
+            times[runs - 1]
+        );
+    }
+}
+
+/// The example controller, stopped when the benchmark ends (or fails).
+struct Example(std::process::Child);
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -3,8 +3,10 @@
 
 pub mod clm;
 pub mod condition;
+pub mod controller;
 pub mod dcm;
 pub mod gac;
+pub mod hpa;
 pub mod orchestrator;
 pub mod rsync;
 
@@ -35,6 +37,8 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         orchestrator::GenericPlacementIntent::crd(),
         dcm::LogicalCloud::crd(),
         gac::GenericActionIntent::crd(),
+        hpa::HpaIntent::crd(),
+        controller::Controller::crd(),
         rsync::AppContext::crd(),
     ];
     crds.iter_mut().for_each(optional_spec);

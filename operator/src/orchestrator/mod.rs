@@ -33,6 +33,7 @@ use crate::api::condition;
 use crate::api::condition::ConditionType;
 use crate::api::dcm::LogicalCloud;
 use crate::api::gac::GenericActionIntent;
+use crate::api::hpa::HpaIntent;
 use crate::api::orchestrator::{
     CompositeApp, CompositeProfile, DeploymentIntentGroup as Dig, DeploymentIntentGroupStatus, DigState,
     GenericPlacementIntent, Revision,
@@ -55,6 +56,8 @@ pub enum PipelineError {
     Place(#[from] place::PlaceError),
     #[error(transparent)]
     Plan(#[from] plan::PlanError),
+    #[error(transparent)]
+    Controller(#[from] intents::IntentError),
     #[error("rollback to revision {revision}: {reason}")]
     RollbackUnavailable { revision: u32, reason: String },
     #[error("planning failed: {0}")]
@@ -74,6 +77,7 @@ impl PipelineError {
             PipelineError::Validate(e) => e.reason(),
             PipelineError::Place(e) => e.reason(),
             PipelineError::Plan(e) => e.reason(),
+            PipelineError::Controller(e) => e.reason,
             PipelineError::RollbackUnavailable { .. } => "RevisionNotFound",
             PipelineError::Crashed(_) => "PlanFailed",
         }
@@ -108,7 +112,8 @@ pub async fn run(ctx: Arc<Context>) {
     // skipped; it must not stop the watch of every other DIG.
     let controller = Controller::new(Api::<DeserializeGuard<Dig>>::all(hub.clone()), watcher::Config::default());
     let digs = controller.store();
-    let (s1, s2, s3, s4, s5, s6) = (digs.clone(), digs.clone(), digs.clone(), digs.clone(), digs.clone(), digs);
+    let (s1, s2, s3, s4, s5, s6) = (digs.clone(), digs.clone(), digs.clone(), digs.clone(), digs.clone(), digs.clone());
+    let s7 = digs;
     // Chart packages and values files are ConfigMaps: a change wakes the DIGs of its namespace.
     let configmaps = watcher(Api::<PartialObjectMeta<ConfigMap>>::all(hub.clone()), watcher::Config::default())
         .default_backoff()
@@ -126,6 +131,9 @@ pub async fn run(ctx: Arc<Context>) {
         })
         .watches(Api::<GenericActionIntent>::all(hub.clone()), watcher::Config::default(), move |o| {
             referencing(&s6, &o, |d, n| d.spec.intents.get("gac").is_some_and(|i| i == n))
+        })
+        .watches(Api::<HpaIntent>::all(hub.clone()), watcher::Config::default(), move |o| {
+            referencing(&s7, &o, |d, n| d.spec.intents.get("hpa").is_some_and(|i| i == n))
         })
         .watches(Api::<LogicalCloud>::all(hub), watcher::Config::default(), move |o| {
             referencing(&s4, &o, |d, n| d.spec.logical_cloud == n)
@@ -264,10 +272,8 @@ async fn execute(
                 return Ok(later);
             }
             let Read::Hash(hash) = read else { return Ok(later) };
-            // Rendering runs charts' code: off the async workers (and, in the operator, in a child process).
             let revision = status.revision.unwrap_or(0) + 1;
-            let planned = tokio::task::spawn_blocking(move || plan_revision(&inputs, revision)).await;
-            match planned.unwrap_or_else(|e| Err(PipelineError::Crashed(e.to_string()))) {
+            match plan_revision(Arc::new(inputs), revision).await {
                 Ok(plan) => advance(ctx, dig, current.as_ref(), status, &plan, &hash).await,
                 Err(e) => Ok(refuse(ctx, dig, current.as_ref(), status, e).await),
             }
@@ -348,11 +354,50 @@ async fn advance(
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-/// Stages 2 to 4 (pure): validate, place and render the resolved inputs.
-fn plan_revision(inputs: &resolve::Inputs, revision: u32) -> Result<plan::Plan, PipelineError> {
-    validate::validate(inputs)?;
-    let placement = place::place(&inputs.placement, &inputs.clusters, &inputs.logical_cloud.name_any())?;
-    Ok(plan::plan(inputs, &placement, revision)?)
+/// Stages 2 to 5: validate, place, the placement controllers, render, the action controllers and
+/// bundle. All but the external controllers' calls are pure.
+async fn plan_revision(inputs: Arc<resolve::Inputs>, revision: u32) -> Result<plan::Plan, PipelineError> {
+    validate::validate(&inputs)?;
+    let candidates = place::place(&inputs.placement, &inputs.clusters, &inputs.logical_cloud.name_any())?;
+    let stage = intents::Stage { intents: &inputs.intents, about: about(&inputs, revision), clusters: facts(&inputs) };
+    let mut ran = vec!["genericPlacementIntent".to_string()];
+    let placement = stage.place(candidates, &mut ran).await?.choose();
+    // Rendering runs charts' code: off the async workers (and, in the operator, in a child process).
+    let rendering = inputs.clone();
+    let placed = tokio::task::spawn_blocking(move || plan::render(&rendering, &placement, revision))
+        .await
+        .map_err(|e| PipelineError::Crashed(e.to_string()))??;
+    let placed = stage.act(placed, &mut ran).await?;
+    Ok(plan::bundle(&inputs, placed, ran))
+}
+
+/// Who external controllers are told is asking.
+fn about(inputs: &resolve::Inputs, revision: u32) -> intents::external::About {
+    intents::external::About {
+        project: inputs.dig.namespace().unwrap_or_default(),
+        deployment_intent_group: inputs.dig.name_any(),
+        composite_app: inputs.dig.spec.composite_app.clone(),
+        logical_cloud: inputs.dig.spec.logical_cloud.clone(),
+        revision,
+        ..Default::default()
+    }
+}
+
+/// What placement controllers know of the logical cloud's clusters.
+fn facts(inputs: &resolve::Inputs) -> Vec<intents::ClusterFacts> {
+    inputs
+        .clusters
+        .iter()
+        .map(|c| {
+            let status = c.status.clone().unwrap_or_default();
+            intents::ClusterFacts {
+                name: c.name_any(),
+                labels: c.labels().clone(),
+                kubernetes_version: status.kubernetes_version,
+                nodes: status.nodes,
+            }
+        })
+        .collect()
 }
 
 /// DIG spec fields that steer the lifecycle instead of shaping what is deployed.
@@ -380,6 +425,10 @@ fn input_hash(inputs: &resolve::Inputs) -> String {
                     .map(|(r, data)| (format!("{}/{}/{}", r.secret, r.name, r.key), crate::hex::digest(data, 64)))
                     .collect();
                 json!({"gac": name, "spec": intent.spec, "files": files})
+            }
+            intents::Intent::Hpa { name, intent } => json!({"hpa": name, "spec": intent.spec}),
+            intents::Intent::External { controller, intent, spec } => {
+                json!({"controller": controller, "intent": intent, "spec": spec})
             }
         })
         .collect();

@@ -1,13 +1,15 @@
 //! Stage 3, place (pure, given the clusters of the logical cloud): EMCO's generic placement.
 //! Each `allOf` entry gives a copy to every cluster it matches (a nested `anyOf` gives one copy to
 //! the first cluster it matches); a top-level `anyOf` gives exactly one copy, to the first match.
-//! Clusters outside the DIG's logical cloud are never candidates.
+//! Clusters outside the DIG's logical cloud are never candidates. Placement controllers narrow and
+//! reorder the candidates before the choice is made (`Candidates::choose`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use kube::ResourceExt;
 use kube::core::SelectorExt;
 
+use super::intents::{CandidateApp, Candidates, Pick, Slot};
 use crate::api::clm::Cluster;
 use crate::api::orchestrator::{AppIntent, ClusterMatchFields, GenericPlacementIntent};
 
@@ -31,57 +33,70 @@ impl PlaceError {
 /// The clusters each app goes to, by app name (cluster names sorted).
 pub type Placement = BTreeMap<String, BTreeSet<String>>;
 
-/// Places every app named in `intent` on `clusters` (the logical cloud's).
+/// The candidate clusters of every app named in `intent` among `clusters` (the logical cloud's):
+/// one slot per `allOf` entry (a nested `anyOf` makes it a pick-one slot) and one pick-one slot for
+/// a top-level `anyOf`, candidates in the order the criteria list them.
 pub fn place(
     intent: &GenericPlacementIntent,
     clusters: &[Cluster],
     logical_cloud: &str,
-) -> Result<Placement, PlaceError> {
+) -> Result<Candidates, PlaceError> {
     let mut sorted: Vec<&Cluster> = clusters.iter().collect();
     sorted.sort_by_key(|c| c.name_any());
-    let mut placement = Placement::new();
+    let mut candidates = Candidates::default();
     for app_intent in &intent.spec.app_intents {
-        let chosen = place_app(app_intent, &sorted, logical_cloud)?;
-        placement.entry(app_intent.app.clone()).or_default().extend(chosen);
-    }
-    Ok(placement)
-}
-
-fn place_app(intent: &AppIntent, clusters: &[&Cluster], lc: &str) -> Result<BTreeSet<String>, PlaceError> {
-    let mut chosen = BTreeSet::new();
-    for entry in &intent.all_of {
-        if entry.any_of.is_empty() {
-            chosen.extend(matching(&intent.app, &entry.matcher, clusters, lc)?);
-        } else {
-            chosen.insert(first_of(&intent.app, entry.any_of.iter().map(|m| &m.matcher), clusters, lc)?);
+        let slots = slots(app_intent, &sorted, logical_cloud)?;
+        match candidates.apps.iter_mut().find(|a| a.name == app_intent.app) {
+            Some(app) => app.slots.extend(slots),
+            None => candidates.apps.push(CandidateApp { name: app_intent.app.clone(), slots }),
         }
     }
-    if !intent.any_of.is_empty() {
-        chosen.insert(first_of(&intent.app, intent.any_of.iter().map(|m| &m.matcher), clusters, lc)?);
-    }
-    Ok(chosen)
+    Ok(candidates)
 }
 
-/// The first cluster matched by the first criterion that matches any.
-fn first_of<'a>(
+fn slots(intent: &AppIntent, clusters: &[&Cluster], lc: &str) -> Result<Vec<Slot>, PlaceError> {
+    let mut slots = Vec::new();
+    for entry in &intent.all_of {
+        slots.push(if entry.any_of.is_empty() {
+            Slot { pick: Pick::All, clusters: matching(&intent.app, &entry.matcher, clusters, lc)? }
+        } else {
+            Slot {
+                pick: Pick::One,
+                clusters: any_of(&intent.app, entry.any_of.iter().map(|m| &m.matcher), clusters, lc)?,
+            }
+        });
+    }
+    if !intent.any_of.is_empty() {
+        let clusters = any_of(&intent.app, intent.any_of.iter().map(|m| &m.matcher), clusters, lc)?;
+        slots.push(Slot { pick: Pick::One, clusters });
+    }
+    Ok(slots)
+}
+
+/// The clusters the criteria match, criterion by criterion; at least one.
+fn any_of<'a>(
     app: &str,
     criteria: impl Iterator<Item = &'a ClusterMatchFields> + Clone,
     clusters: &[&Cluster],
     lc: &str,
-) -> Result<String, PlaceError> {
+) -> Result<Vec<String>, PlaceError> {
+    let mut found: Vec<String> = Vec::new();
     for criterion in criteria.clone() {
         match matching(app, criterion, clusters, lc) {
-            Ok(found) => return Ok(found.into_iter().next().expect("matching never returns empty")),
+            Ok(matched) => found.extend(matched.into_iter().filter(|c| !found.contains(c)).collect::<Vec<_>>()),
             Err(PlaceError::NoClusterMatched { .. }) => continue,
             Err(e) => return Err(e),
         }
     }
-    let all: Vec<String> = criteria.map(describe).collect();
-    Err(PlaceError::NoClusterMatched {
-        app: app.into(),
-        criterion: format!("anyOf [{}]", all.join(", ")),
-        logical_cloud: lc.into(),
-    })
+    if found.is_empty() {
+        let all: Vec<String> = criteria.map(describe).collect();
+        return Err(PlaceError::NoClusterMatched {
+            app: app.into(),
+            criterion: format!("anyOf [{}]", all.join(", ")),
+            logical_cloud: lc.into(),
+        });
+    }
+    Ok(found)
 }
 
 /// Clusters matching one criterion; never empty on success.
@@ -153,8 +168,8 @@ mod tests {
         ]
     }
 
-    fn names(p: &Placement, app: &str) -> Vec<String> {
-        p[app].iter().cloned().collect()
+    fn names(p: &Candidates, app: &str) -> Vec<String> {
+        p.choose()[app].iter().cloned().collect()
     }
 
     #[test]

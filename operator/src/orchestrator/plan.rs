@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
-use super::intents::{self, Placed, PlacedApp, PlacedCluster};
+use super::intents::{Placed, PlacedApp, PlacedCluster};
 use super::place::Placement;
 use super::resolve::Inputs;
 use crate::api::labels;
@@ -58,8 +58,6 @@ pub enum PlanError {
     Values { app: String, source: values::ValuesError },
     #[error("app {app}: {source}")]
     Render { app: String, source: render::RenderError },
-    #[error(transparent)]
-    Controller(#[from] intents::IntentError),
 }
 
 impl PlanError {
@@ -69,15 +67,18 @@ impl PlanError {
             PlanError::Values { .. } => "InvalidValues",
             PlanError::Render { source: render::RenderError::Limit { .. }, .. } => "RenderLimitExceeded",
             PlanError::Render { .. } => "TemplateError",
-            PlanError::Controller(_) => "ControllerFailed",
         }
     }
 }
 
-/// Renders every placed app of `inputs` for revision `revision`, runs the controller stage on the
-/// result, and groups clusters that get identical resources into bundles.
-pub fn plan(inputs: &Inputs, placement: &Placement, revision: u32) -> Result<Plan, PlanError> {
-    let namespace = inputs.logical_cloud.spec.namespace.clone().unwrap_or_else(|| "default".into());
+/// The namespace of the DIG's logical cloud, where namespaced resources that name none go.
+fn namespace(inputs: &Inputs) -> String {
+    inputs.logical_cloud.spec.namespace.clone().unwrap_or_else(|| "default".into())
+}
+
+/// Renders every placed app of `inputs` for revision `revision`, for the clusters it was placed on.
+pub fn render(inputs: &Inputs, placement: &Placement, revision: u32) -> Result<Placed, PlanError> {
+    let namespace = namespace(inputs);
     let mut placed = Placed::default();
     for app in &inputs.composite_app.spec.apps {
         let Some(clusters) = placement.get(&app.name) else { continue };
@@ -103,7 +104,12 @@ pub fn plan(inputs: &Inputs, placement: &Placement, revision: u32) -> Result<Pla
         }
         placed.apps.push(placed_app);
     }
-    let (placed, controllers) = intents::run(&inputs.intents, placed)?;
+    Ok(placed)
+}
+
+/// Labels the resources of `placed` with their owner and groups clusters that get identical
+/// resources into bundles.
+pub fn bundle(inputs: &Inputs, placed: Placed, controllers: Vec<String>) -> Plan {
     let mut apps = Vec::new();
     for placed_app in placed.apps {
         let mut bundles: Vec<PlannedBundle> = Vec::new();
@@ -124,7 +130,7 @@ pub fn plan(inputs: &Inputs, placement: &Placement, revision: u32) -> Result<Pla
             .collect();
         apps.push(PlannedApp { name: placed_app.name, depends_on, bundles });
     }
-    Ok(Plan { namespace, apps, controllers })
+    Plan { namespace: namespace(inputs), apps, controllers }
 }
 
 /// The labels of Cluster `name` (EMCO cluster labels).
@@ -235,6 +241,10 @@ pub(crate) mod tests {
             charts: BTreeMap::from([("web".to_string(), chart)]),
             intents: Vec::new(),
         }
+    }
+
+    fn plan(inputs: &Inputs, placement: &Placement, revision: u32) -> Result<Plan, PlanError> {
+        Ok(bundle(inputs, render(inputs, placement, revision)?, Vec::new()))
     }
 
     fn placed_on(names: &[&str]) -> Placement {

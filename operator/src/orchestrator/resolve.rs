@@ -11,8 +11,10 @@ use super::Context;
 use crate::api::clm::Cluster;
 use crate::api::condition;
 use crate::api::condition::ConditionType;
+use crate::api::controller::Controller;
 use crate::api::dcm::LogicalCloud;
 use crate::api::gac::{FileRef, GenericActionIntent};
+use crate::api::hpa::HpaIntent;
 use crate::api::orchestrator::{
     ChartSource, CompositeApp, CompositeProfile, ConfigMapKey, DeploymentIntentGroup, GenericPlacementIntent,
 };
@@ -48,6 +50,8 @@ pub enum ResolveError {
     NoPlacementIntent,
     #[error("intents name controller {controller}, which is neither built in nor registered (known: {known})")]
     UnknownController { controller: String, known: String },
+    #[error("controller {controller}: {message}")]
+    ControllerRefused { controller: String, message: String },
     #[error("app {app}: chart ConfigMap {name} has no key {key} in binaryData")]
     ChartKeyMissing { app: String, name: String, key: String },
     #[error("ConfigMap {name} has no key {key}")]
@@ -72,13 +76,14 @@ impl ResolveError {
                 "CompositeProfile" => "CompositeProfileNotFound",
                 "LogicalCloud" => "LogicalCloudNotFound",
                 "GenericPlacementIntent" => "PlacementIntentNotFound",
-                "GenericActionIntent" => "IntentNotFound",
+                "GenericActionIntent" | "HpaIntent" => "IntentNotFound",
                 "Secret" => "SecretNotFound",
                 _ => "ConfigMapNotFound",
             },
             ResolveError::LogicalCloudNotReady { .. } => "LogicalCloudNotReady",
             ResolveError::NoPlacementIntent => "PlacementIntentNotFound",
             ResolveError::UnknownController { .. } => "UnknownController",
+            ResolveError::ControllerRefused { .. } => "ControllerEndpointRefused",
             ResolveError::ChartKeyMissing { .. } => "ChartNotFound",
             ResolveError::ValuesKeyMissing { .. } => "ValuesNotFound",
             ResolveError::Repository { .. } => "ChartFetchFailed",
@@ -136,8 +141,13 @@ pub async fn resolve(ctx: &Context, dig: &DeploymentIntentGroup) -> Result<Input
         values_files.insert(p.app.clone(), files);
     }
     let intents = action_intents(ctx, dig).await?;
-    let file_bytes: usize =
-        intents.iter().map(|Intent::Gac { files, .. }| files.values().map(Vec::len).sum::<usize>()).sum();
+    let file_bytes: usize = intents
+        .iter()
+        .map(|i| match i {
+            Intent::Gac { files, .. } => files.values().map(Vec::len).sum::<usize>(),
+            _ => 0,
+        })
+        .sum();
     within_budget(bytes + file_bytes)?;
     Ok(Inputs {
         dig: dig.clone(),
@@ -170,13 +180,28 @@ async fn action_intents(ctx: &Context, dig: &DeploymentIntentGroup) -> Result<Ve
                 }
                 intents.push(Intent::Gac { name: name.clone(), intent: Box::new(intent), files });
             }
-            other => {
-                let known = BUILT_IN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
-                return Err(ResolveError::UnknownController { controller: other.to_string(), known });
+            "hpa" => {
+                let intent: HpaIntent = get(ctx, &ns, "HpaIntent", name).await?;
+                intents.push(Intent::Hpa { name: name.clone(), intent: Box::new(intent) });
             }
+            other => intents.push(external(ctx, other, name).await?),
         }
     }
     Ok(intents)
+}
+
+/// The intent `name` for the registered external controller `controller`.
+async fn external(ctx: &Context, controller: &str, name: &str) -> Result<Intent, ResolveError> {
+    let api = Api::<Controller>::all(ctx.hub.clone());
+    let Some(registered) = api.get_opt(controller).await? else {
+        let mut known: Vec<String> = BUILT_IN.iter().map(|n| n.to_string()).collect();
+        known.extend(api.list(&Default::default()).await?.items.iter().map(|c| c.name_any()));
+        return Err(ResolveError::UnknownController { controller: controller.to_string(), known: known.join(", ") });
+    };
+    if let Some(message) = registered.spec.endpoint.refused() {
+        return Err(ResolveError::ControllerRefused { controller: controller.to_string(), message });
+    }
+    Ok(Intent::External { controller: controller.to_string(), intent: name.to_string(), spec: registered.spec })
 }
 
 /// The bytes of a ConfigMap or Secret key in the project's namespace.

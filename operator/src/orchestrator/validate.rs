@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use super::intents::Intent;
 use super::resolve::Inputs;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -47,9 +48,15 @@ pub fn validate(inputs: &Inputs) -> Result<(), ValidateError> {
     for o in &inputs.dig.spec.override_values {
         known("overrideValues".into(), &o.app)?;
     }
-    for crate::orchestrator::intents::Intent::Gac { name, intent, .. } in &inputs.intents {
-        for r in &intent.spec.resources {
-            known(format!("generic action intent {name}"), &r.app)?;
+    for intent in &inputs.intents {
+        match intent {
+            Intent::Gac { name, intent, .. } => {
+                for r in &intent.spec.resources {
+                    known(format!("generic action intent {name}"), &r.app)?;
+                }
+            }
+            Intent::Hpa { name, intent } => known(format!("hpa intent {name}"), &intent.spec.app)?,
+            Intent::External { .. } => {}
         }
     }
     for app in &ca.spec.apps {

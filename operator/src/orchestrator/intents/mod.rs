@@ -1,36 +1,121 @@
-//! The controller stage (pure): after generic placement, the controllers the DIG's `intents` name
-//! run in priority order, each turning the placed resources into new placed resources. Only named
-//! controllers run; a name that is no controller is refused earlier (resolve). A controller's
-//! error fails the revision with its name; nothing is half-applied, as nothing is stored yet.
+//! The controller stage: after generic placement, the controllers the DIG's `intents` name run in
+//! two phases. Placement controllers narrow and reorder each app's candidate clusters
+//! ([`Candidates`]); after rendering, action controllers change the resources of each app on each
+//! cluster ([`Placed`]). Within a phase, lower priority runs first. Only named controllers run; a
+//! name that is no controller is refused earlier (resolve). A controller's error fails the revision
+//! with its name; nothing is half-applied, as nothing is stored yet. Built-in controllers are pure
+//! functions; external ones are called over HTTP (`external`).
 
+pub mod external;
 pub mod gac;
+pub mod hpa;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::api::clm::NodeInventory;
+use crate::api::controller::{ControllerSpec, ControllerType};
 use crate::api::gac::{FileRef, GenericActionIntent};
+use crate::api::hpa::HpaIntent;
 
-/// Controller names the DIG's `intents` may use, with their priority (lower runs first;
-/// placement controllers before action controllers).
-pub const BUILT_IN: [(&str, u32); 2] = [("genericPlacementIntent", 0), ("gac", 1000)];
+/// Built-in controller names the DIG's `intents` may use.
+pub const BUILT_IN: [&str; 3] = ["genericPlacementIntent", "gac", "hpa"];
+/// Priorities of the built-in steps (external controllers choose theirs).
+const HPA_PLACEMENT: u32 = 100;
+const GAC: u32 = 1000;
+const HPA_ACTION: u32 = 1100;
 
-/// The resources of every app on every cluster it was placed on: what controllers see and change.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// Where each app may go: what placement controllers see and return.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Candidates {
+    pub apps: Vec<CandidateApp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CandidateApp {
+    pub name: String,
+    pub slots: Vec<Slot>,
+}
+
+/// One placement criterion's clusters: each gets a copy (`all`, an `allOf` entry), or the first
+/// gets the one copy (`one`, an `anyOf`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Slot {
+    pub pick: Pick,
+    pub clusters: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Pick {
+    All,
+    One,
+}
+
+impl Candidates {
+    /// The clusters each app goes to: every cluster of an `all` slot, the first of a `one` slot.
+    pub fn choose(&self) -> BTreeMap<String, BTreeSet<String>> {
+        self.apps
+            .iter()
+            .map(|app| {
+                let chosen = app.slots.iter().flat_map(|s| match s.pick {
+                    Pick::All => s.clusters.iter().take(usize::MAX),
+                    Pick::One => s.clusters.iter().take(1),
+                });
+                (app.name.clone(), chosen.cloned().collect())
+            })
+            .collect()
+    }
+
+    /// Why these candidates leave an app nowhere to go, if they do: an empty `one` slot, or no
+    /// cluster at all.
+    pub fn stranded(&self) -> Option<String> {
+        self.apps.iter().find_map(|app| {
+            if app.slots.iter().any(|s| s.pick == Pick::One && s.clusters.is_empty()) {
+                Some(format!("app {}: no candidate cluster left for its anyOf", app.name))
+            } else if app.slots.iter().all(|s| s.clusters.is_empty()) {
+                Some(format!("app {}: no cluster left", app.name))
+            } else {
+                None
+            }
+        })
+    }
+}
+
+/// What a placement controller may know of a cluster of the logical cloud.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterFacts {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_version: Option<String>,
+    /// The node inventory of the cluster controller's last probe.
+    #[serde(default)]
+    pub nodes: Vec<NodeInventory>,
+}
+
+/// The resources of every app on every cluster it was placed on: what action controllers see and
+/// return.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Placed {
     pub apps: Vec<PlacedApp>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct PlacedApp {
     pub name: String,
     pub clusters: Vec<PlacedCluster>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct PlacedCluster {
     pub cluster: String,
     /// The Cluster's labels (EMCO cluster labels), for label-scoped intents.
+    #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub resources: Vec<Value>,
 }
@@ -41,13 +126,59 @@ pub type Files = BTreeMap<FileRef, Vec<u8>>;
 /// An intent a DIG names, resolved.
 #[derive(Debug, Clone)]
 pub enum Intent {
-    Gac { name: String, intent: Box<GenericActionIntent>, files: Files },
+    Gac {
+        name: String,
+        intent: Box<GenericActionIntent>,
+        files: Files,
+    },
+    Hpa {
+        name: String,
+        intent: Box<HpaIntent>,
+    },
+    /// An intent for a registered external controller, which reads it itself.
+    External {
+        controller: String,
+        intent: String,
+        spec: ControllerSpec,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Placement,
+    Action,
 }
 
 impl Intent {
-    fn controller(&self) -> &'static str {
+    pub fn controller(&self) -> &str {
         match self {
             Intent::Gac { .. } => "gac",
+            Intent::Hpa { .. } => "hpa",
+            Intent::External { controller, .. } => controller,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Intent::Gac { name, .. } | Intent::Hpa { name, .. } => name,
+            Intent::External { intent, .. } => intent,
+        }
+    }
+
+    /// Its priority in `phase`, when it has a step there.
+    fn priority(&self, phase: Phase) -> Option<u32> {
+        match (self, phase) {
+            (Intent::Hpa { .. }, Phase::Placement) => Some(HPA_PLACEMENT),
+            (Intent::Hpa { .. }, Phase::Action) => Some(HPA_ACTION),
+            (Intent::Gac { .. }, Phase::Action) => Some(GAC),
+            (Intent::Gac { .. }, Phase::Placement) => None,
+            (Intent::External { spec, .. }, _) => {
+                let type_ = match phase {
+                    Phase::Placement => ControllerType::Placement,
+                    Phase::Action => ControllerType::Action,
+                };
+                (spec.type_ == type_).then_some(spec.priority)
+            }
         }
     }
 }
@@ -58,21 +189,69 @@ impl Intent {
 pub struct IntentError {
     pub controller: String,
     pub intent: String,
+    /// The condition reason.
+    pub reason: &'static str,
     pub message: String,
 }
 
-/// Runs the named controllers by priority; returns the placed resources and which ran, in order.
-pub fn run(intents: &[Intent], mut placed: Placed) -> Result<(Placed, Vec<String>), IntentError> {
-    let priority = |i: &Intent| BUILT_IN.iter().find(|(n, _)| *n == i.controller()).map_or(u32::MAX, |(_, p)| *p);
-    let mut ordered: Vec<&Intent> = intents.iter().collect();
-    ordered.sort_by_key(|i| priority(i));
-    let mut ran = vec!["genericPlacementIntent".to_string()];
-    for intent in ordered {
-        placed = match intent {
-            Intent::Gac { name, intent, files } => gac::apply(intent, files, placed)
-                .map_err(|message| IntentError { controller: "gac".into(), intent: name.clone(), message })?,
-        };
-        ran.push(intent.controller().to_string());
+impl IntentError {
+    fn new(intent: &Intent, reason: &'static str, message: String) -> IntentError {
+        IntentError { controller: intent.controller().into(), intent: intent.name().into(), reason, message }
     }
-    Ok((placed, ran))
+}
+
+/// The controller stage of one revision: the DIG's intents and what external controllers are told.
+pub struct Stage<'a> {
+    pub intents: &'a [Intent],
+    pub about: external::About,
+    pub clusters: Vec<ClusterFacts>,
+}
+
+impl Stage<'_> {
+    /// The intents with a step in `phase`, in the order they run.
+    fn steps(&self, phase: Phase) -> Vec<&Intent> {
+        let mut steps: Vec<(u32, &Intent)> =
+            self.intents.iter().filter_map(|i| Some((i.priority(phase)?, i))).collect();
+        steps.sort_by(|a, b| (a.0, a.1.controller()).cmp(&(b.0, b.1.controller())));
+        steps.into_iter().map(|(_, i)| i).collect()
+    }
+
+    /// Runs the placement controllers; `ran` gets their names.
+    pub async fn place(&self, mut candidates: Candidates, ran: &mut Vec<String>) -> Result<Candidates, IntentError> {
+        for intent in self.steps(Phase::Placement) {
+            candidates = match intent {
+                Intent::Hpa { intent: hpa, .. } => hpa::place(hpa, candidates, &self.clusters)
+                    .map_err(|m| IntentError::new(intent, "NoClusterFits", m))?,
+                Intent::External { spec, .. } => {
+                    let about = self.about.of(intent, "PlacementRequest");
+                    external::place(spec, about, &self.clusters, candidates)
+                        .await
+                        .map_err(|m| IntentError::new(intent, "ControllerFailed", m))?
+                }
+                Intent::Gac { .. } => candidates,
+            };
+            if let Some(message) = candidates.stranded() {
+                return Err(IntentError::new(intent, "NoClusterFits", message));
+            }
+            ran.push(intent.controller().to_string());
+        }
+        Ok(candidates)
+    }
+
+    /// Runs the action controllers; `ran` gets their names.
+    pub async fn act(&self, mut placed: Placed, ran: &mut Vec<String>) -> Result<Placed, IntentError> {
+        for intent in self.steps(Phase::Action) {
+            let failed = |m| IntentError::new(intent, "ControllerFailed", m);
+            placed = match intent {
+                Intent::Gac { intent: gac, files, .. } => gac::apply(gac, files, placed).map_err(failed)?,
+                Intent::Hpa { intent: hpa, .. } => hpa::act(hpa, placed).map_err(failed)?,
+                Intent::External { spec, .. } => {
+                    let about = self.about.of(intent, "ActionRequest");
+                    external::act(spec, about, placed).await.map_err(failed)?
+                }
+            };
+            ran.push(intent.controller().to_string());
+        }
+        Ok(placed)
+    }
 }
