@@ -448,6 +448,7 @@ pub async fn apply_sample(hub: &Client, ns: &str, dig: &str) -> Result<()> {
         "04-composite-app.yaml",
         "05-composite-profile.yaml",
         "06-placement.yaml",
+        "06-action-intent.yaml",
         "07-dig.yaml",
     ] {
         for mut doc in yaml_docs(&format!("{SAMPLE}/{file}")) {

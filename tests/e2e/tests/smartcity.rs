@@ -1,5 +1,6 @@
 //! The SmartCity sample end to end: edge app on every edge-labelled member, cloud app on the cloud
-//! member, DIG Instantiated with everything deployed and ready; terminate and delete leave nothing.
+//! member, each office's sensor list from the generic action intent, DIG Instantiated with
+//! everything deployed and ready; terminate and delete leave nothing.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,7 @@ async fn smartcity_lands_on_the_right_members_and_terminate_removes_everything()
         applied.deployed.unwrap()
     );
     assert_eq!(ready.revision, Some(1));
+    assert_eq!(ready.controllers, ["genericPlacementIntent", "gac"]);
 
     let edge = ["analytics", "sensor-simulator", "storage"];
     for member in &bed.members {
@@ -48,6 +50,17 @@ async fn smartcity_lands_on_the_right_members_and_terminate_removes_everything()
             member.starts_with("edge"),
             "edge ConfigMap on {member}: {config:?}"
         );
+        // Each office's sensor list comes from the generic action intent's file data.
+        let sensors =
+            Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client, &ns).get_opt("smtc-edge-sensors").await?;
+        let office =
+            sensors.and_then(|c| c.data?.remove("sensors.yaml")).and_then(|y| y.lines().next().map(str::to_string));
+        let expected = match member.as_str() {
+            "edge01" => Some("office: office1"),
+            "edge02" => Some("office: office2"),
+            _ => None,
+        };
+        assert_eq!(office.as_deref(), expected, "smtc-edge-sensors on {member}");
     }
 
     // Values merge: chart < profile < DIG overrideValues.
