@@ -1,6 +1,7 @@
 //! Hostile charts against the render sandbox (the operator binary as its own render worker): each
 //! fails with the limit it broke, and this process, like the operator, carries on.
 
+use emco::render::chart::Engine;
 use emco::render::{Chart, RenderContext, RenderError, Template, render_app, sandbox};
 use serde_json::json;
 
@@ -12,10 +13,23 @@ fn chart(files: &[(&str, String)]) -> Chart {
         metadata: json!({"name": "hostile", "version": "0.1.0"}),
         values: json!({}),
         templates: files.iter().map(|(p, s)| Template { path: p.to_string(), source: s.clone() }).collect(),
+        engine: Engine::Tera,
+        crds: Vec::new(),
+        subcharts: Vec::new(),
+        files: Vec::new(),
     }
 }
 
 fn render(files: &[(&str, String)]) -> Result<Vec<serde_json::Value>, RenderError> {
+    render_with(chart(files))
+}
+
+/// A Go-template chart of `files`, rendered in the worker.
+fn render_go(files: &[(&str, String)]) -> Result<Vec<serde_json::Value>, RenderError> {
+    render_with(Chart { engine: Engine::Go, ..chart(files) })
+}
+
+fn render_with(chart: Chart) -> Result<Vec<serde_json::Value>, RenderError> {
     sandbox::enable(env!("CARGO_BIN_EXE_emco-operator").into());
     let ctx = RenderContext {
         release_name: "r".into(),
@@ -24,7 +38,7 @@ fn render(files: &[(&str, String)]) -> Result<Vec<serde_json::Value>, RenderErro
         kube_version: "v1.35.4".into(),
         api_versions: vec![],
     };
-    render_app(&chart(files), &json!({}), &ctx)
+    render_app(&chart, &json!({}), &ctx)
 }
 
 fn limit(result: Result<Vec<serde_json::Value>, RenderError>) -> String {
@@ -81,4 +95,22 @@ fn a_deeply_nested_expression_does_not_take_the_process_down() {
     // The parser either refuses it or exhausts the worker's stack; this process is fine either way.
     let e = render(&[("templates/a.yaml", t)]).unwrap_err();
     println!("{e}");
+}
+
+#[test]
+fn go_templates_are_bounded_too() {
+    let ok = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\n".to_string();
+    assert_eq!(render_go(&[("templates/cm.yaml", ok)]).unwrap()[0]["metadata"]["name"], "r-cm");
+    let recursive = r#"{{ define "r" }}{{ include "r" . }}{{ end }}{{ include "r" . }}"#.to_string();
+    let e = render_go(&[("templates/a.yaml", recursive)]).unwrap_err().to_string();
+    assert!(e.contains("nest deeper than 64"), "{e}");
+    let huge = "{{ range 1000000000 }}x{{ end }}".to_string();
+    let e = render_go(&[("templates/a.yaml", huge)]).unwrap_err().to_string();
+    assert!(e.contains("10000"), "{e}");
+    let gigabyte = "{{ range 10000 }}{{ range 10000 }}xxxxxxxxxx{{ end }}{{ end }}".to_string();
+    let e = render_go(&[("templates/a.yaml", gigabyte)]).unwrap_err().to_string();
+    assert!(e.contains("1000000") || e.contains("16777216"), "{e}");
+    let indent = r#"{{ "a" | nindent 2147483648 }}"#.to_string();
+    let e = render_go(&[("templates/a.yaml", indent)]).unwrap_err().to_string();
+    assert!(e.contains("over 1024"), "{e}");
 }

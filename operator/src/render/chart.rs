@@ -1,9 +1,9 @@
-//! Chart archives: reading a `helm package` style `.tgz` into a [`Chart`].
-//!
-//! Only what rendering needs is kept: `Chart.yaml`, `values.yaml` and the files under
-//! `templates/`. Subcharts under `charts/` are not supported yet and are ignored, as are
-//! `crds/`, `.helmignore`, `README*`, `LICENSE` and every other file.
+//! Chart archives: reading a `helm package` style `.tgz` into a [`Chart`]: `Chart.yaml`,
+//! `values.yaml`, the files under `templates/` and `crds/`, subcharts under `charts/` (folders or
+//! packaged `.tgz`, at most [`MAX_DEPTH`] deep), every other file for `.Files`, and which template
+//! engine the chart is written for ([`Engine`]).
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Component, Path};
 
@@ -16,6 +16,10 @@ use super::values::{from_yaml, parse_values_yaml, type_name};
 pub const MAX_UNCOMPRESSED_BYTES: u64 = 20 * 1024 * 1024;
 /// Most entries (files, directories, ...) an archive may hold.
 pub const MAX_ENTRIES: usize = 2000;
+/// How deep subcharts may nest.
+pub const MAX_DEPTH: usize = 5;
+/// The Chart.yaml annotation that names the template engine.
+pub const ENGINE_ANNOTATION: &str = "emco.io/template-engine";
 
 /// A chart archive that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +51,25 @@ pub enum ChartError {
     /// `values.yaml` is not a YAML map.
     #[error(transparent)]
     Values(#[from] super::values::ValuesError),
+    /// The template engine cannot be told, or the annotation names none.
+    #[error("chart {chart}: {message}")]
+    Engine { chart: String, message: String },
+    /// Subcharts nest deeper than [`MAX_DEPTH`].
+    #[error("subcharts nest deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    /// A subchart is broken.
+    #[error("subchart {name}: {source}")]
+    Subchart { name: String, source: Box<ChartError> },
+}
+
+/// The template language of a chart's templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Engine {
+    /// Go's text/template with Helm's and Sprig's functions: an ordinary Helm chart.
+    #[default]
+    Go,
+    /// tera, for charts written for this project (`emco.io/template-engine: tera`).
+    Tera,
 }
 
 /// A loaded chart.
@@ -64,6 +87,18 @@ pub struct Chart {
     pub values: Value,
     /// Every file under `templates/`, sorted by path (`NOTES.txt` included).
     pub templates: Vec<Template>,
+    /// The template engine.
+    #[serde(default)]
+    pub engine: Engine,
+    /// Files under `crds/`: applied as they are, before everything else, never templated.
+    #[serde(default)]
+    pub crds: Vec<Template>,
+    /// Subcharts from `charts/`, folders first, then packaged ones, each by name.
+    #[serde(default)]
+    pub subcharts: Vec<Chart>,
+    /// Every other file (not Chart.yaml, values.yaml, templates/ or charts/), for `.Files`.
+    #[serde(default)]
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// One file under `templates/`.
@@ -75,35 +110,114 @@ pub struct Template {
     pub source: String,
 }
 
-/// Files of interest found in the archive, before they are checked.
-#[derive(Default)]
-struct Files {
-    chart_yaml: Option<String>,
-    values_yaml: Option<String>,
-    templates: Vec<Template>,
-}
-
 /// Loads a chart from a gzipped tar as `helm package` makes it: every entry under one
 /// top-level `<chart>/` directory, with `Chart.yaml` (needs `name` and `version`), an optional
-/// `values.yaml` (a map) and `templates/**`.
+/// `values.yaml` (a map), `templates/**`, `crds/**` and `charts/**`.
 pub fn load_chart(tgz: &[u8]) -> Result<Chart, ChartError> {
+    load_nested(tgz, 0)
+}
+
+fn load_nested(tgz: &[u8], depth: usize) -> Result<Chart, ChartError> {
     let tar = decompress(tgz)?;
-    let files = read_entries(&tar)?;
-    let chart_yaml = files.chart_yaml.ok_or(ChartError::MissingChartYaml)?;
-    let metadata = parse_chart_yaml(&chart_yaml)?;
-    let values = match files.values_yaml {
+    from_files(read_entries(&tar)?, depth)
+}
+
+/// A chart from its files (paths relative to its folder).
+fn from_files(files: BTreeMap<String, Vec<u8>>, depth: usize) -> Result<Chart, ChartError> {
+    if depth > MAX_DEPTH {
+        return Err(ChartError::TooDeep);
+    }
+    let text = |path: &str| files.get(path).map(|b| as_text(path, b)).transpose();
+    let metadata = parse_chart_yaml(&text("Chart.yaml")?.ok_or(ChartError::MissingChartYaml)?)?;
+    let values = match text("values.yaml")? {
         Some(text) => parse_values_yaml(&text, "chart values.yaml")?,
         None => Value::Object(Default::default()),
     };
-    let mut templates = files.templates;
-    templates.sort_by(|a, b| a.path.cmp(&b.path));
+    let name = required_text(&metadata, "name")?;
+    let mut templates = Vec::new();
+    let mut crds = Vec::new();
+    let mut others = Vec::new();
+    let mut nested: BTreeMap<String, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
+    let mut packaged: Vec<(String, Vec<u8>)> = Vec::new();
+    for (path, bytes) in &files {
+        if let Some(rest) = path.strip_prefix("charts/") {
+            match rest.split_once('/') {
+                Some((dir, inner)) => {
+                    nested.entry(dir.to_string()).or_default().insert(inner.to_string(), bytes.clone());
+                }
+                None if rest.ends_with(".tgz") => packaged.push((rest.to_string(), bytes.clone())),
+                None => {}
+            }
+        } else if path.starts_with("templates/") {
+            templates.push(Template { path: path.clone(), source: as_text(path, bytes)? });
+        } else if path.starts_with("crds/") {
+            crds.push(Template { path: path.clone(), source: as_text(path, bytes)? });
+        } else if !matches!(path.as_str(), "Chart.yaml" | "values.yaml" | "values.schema.json") {
+            others.push((path.clone(), bytes.clone()));
+        }
+    }
+    let mut subcharts = Vec::new();
+    for (dir, files) in nested {
+        let sub = from_files(files, depth + 1).map_err(|e| ChartError::Subchart { name: dir, source: Box::new(e) })?;
+        subcharts.push(sub);
+    }
+    for (file, tgz) in packaged {
+        let sub = load_nested(&tgz, depth + 1).map_err(|e| ChartError::Subchart { name: file, source: Box::new(e) })?;
+        subcharts.push(sub);
+    }
+    let engine = engine(&name, &metadata, &templates)?;
     Ok(Chart {
-        name: required_text(&metadata, "name")?,
         version: required_text(&metadata, "version")?,
-        app_version: metadata.get("appVersion").and_then(text),
+        app_version: metadata.get("appVersion").and_then(text_of),
+        name,
         metadata,
         values,
         templates,
+        engine,
+        crds,
+        subcharts,
+        files: others,
+    })
+}
+
+/// The chart's engine: the annotation when there is one; else tera when a template uses tera's
+/// own syntax (`{%`, `{#`, a `.tera` file, or `Values.` without Go's leading dot), Go otherwise.
+fn engine(chart: &str, metadata: &Value, templates: &[Template]) -> Result<Engine, ChartError> {
+    let refuse = |message: String| ChartError::Engine { chart: chart.to_string(), message };
+    match metadata["annotations"][ENGINE_ANNOTATION].as_str() {
+        Some("tera") => return Ok(Engine::Tera),
+        Some("go" | "helm") => return Ok(Engine::Go),
+        Some(other) => return Err(refuse(format!("annotation {ENGINE_ANNOTATION}: {other} is neither go nor tera"))),
+        None => {}
+    }
+    let tera = |t: &&Template| {
+        t.source.contains("{%") || t.source.contains("{#") || t.path.ends_with(".tera") || bare_values(&t.source)
+    };
+    let go = |t: &&Template| {
+        ["{{ .", "{{- .", "{{.", "include \"", "{{- define", "{{ define", "{{/*", "{{- /*", "$."]
+            .iter()
+            .any(|m| t.source.contains(m))
+    };
+    let read: Vec<&Template> = templates.iter().filter(|t| !t.path.ends_with("NOTES.txt")).collect();
+    match (read.iter().copied().find(tera), read.iter().copied().find(go)) {
+        (Some(a), Some(b)) => Err(refuse(format!(
+            "{} reads as tera and {} as a Go template; say which with the annotation {ENGINE_ANNOTATION}: go|tera",
+            a.path, b.path
+        ))),
+        (Some(_), None) => Ok(Engine::Tera),
+        _ => Ok(Engine::Go),
+    }
+}
+
+/// Whether an action reads `Values.`, `Release.`, `Chart.` or `Capabilities.` without Go's dot.
+fn bare_values(source: &str) -> bool {
+    source.split("{{").skip(1).filter_map(|s| s.split("}}").next()).any(|action| {
+        ["Values.", "Release.", "Chart.", "Capabilities."].iter().any(|word| {
+            action.match_indices(word).any(|(i, _)| {
+                let before = action[..i].chars().last();
+                !matches!(before, Some('.' | '$' | 'a'..='z' | 'A'..='Z' | '0'..='9' | '_'))
+            })
+        })
     })
 }
 
@@ -116,8 +230,9 @@ fn decompress(tgz: &[u8]) -> Result<Vec<u8>, ChartError> {
     Ok(tar)
 }
 
-fn read_entries(tar: &[u8]) -> Result<Files, ChartError> {
-    let mut files = Files::default();
+/// Every file of the archive, by its path inside the chart's top-level directory.
+fn read_entries(tar: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, ChartError> {
+    let mut files = BTreeMap::new();
     let mut top_dir: Option<String> = None;
     for (index, entry) in tar::Archive::new(tar).entries()?.enumerate() {
         if index >= MAX_ENTRIES {
@@ -125,14 +240,16 @@ fn read_entries(tar: &[u8]) -> Result<Files, ChartError> {
         }
         let mut entry = entry?;
         let path = entry.path()?.to_string_lossy().into_owned();
-        let inner = path_in_chart(&path, &mut top_dir)?;
+        let inner = path_in_chart(&path, &mut top_dir)?.to_string();
         if !entry.header().entry_type().is_file() {
             continue;
         }
         if inner.is_empty() {
             return Err(ChartError::NotUnderTopDir(path));
         }
-        keep_file(&mut files, inner, &mut entry)?;
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes)?;
+        files.insert(inner, bytes);
     }
     Ok(files)
 }
@@ -154,25 +271,8 @@ fn path_in_chart<'a>(path: &'a str, top_dir: &mut Option<String>) -> Result<&'a 
     }
 }
 
-fn keep_file(files: &mut Files, inner: &str, entry: &mut impl Read) -> Result<(), ChartError> {
-    let slot = match inner {
-        "Chart.yaml" => &mut files.chart_yaml,
-        "values.yaml" => &mut files.values_yaml,
-        _ if inner.starts_with("templates/") => {
-            let source = read_text(inner, entry)?;
-            files.templates.push(Template { path: inner.to_owned(), source });
-            return Ok(());
-        }
-        _ => return Ok(()),
-    };
-    *slot = Some(read_text(inner, entry)?);
-    Ok(())
-}
-
-fn read_text(inner: &str, entry: &mut impl Read) -> Result<String, ChartError> {
-    let mut bytes = Vec::new();
-    entry.read_to_end(&mut bytes)?;
-    String::from_utf8(bytes).map_err(|_| ChartError::NotText(inner.to_owned()))
+fn as_text(path: &str, bytes: &[u8]) -> Result<String, ChartError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| ChartError::NotText(path.to_owned()))
 }
 
 fn parse_chart_yaml(text: &str) -> Result<Value, ChartError> {
@@ -187,13 +287,13 @@ fn parse_chart_yaml(text: &str) -> Result<Value, ChartError> {
 fn required_text(metadata: &Value, key: &str) -> Result<String, ChartError> {
     metadata
         .get(key)
-        .and_then(text)
+        .and_then(text_of)
         .filter(|s| !s.is_empty())
         .ok_or_else(|| ChartError::ChartYaml(format!("`{key}` is required")))
 }
 
 /// A string, or a number written unquoted (`appVersion: 1.16`), as text.
-fn text(value: &Value) -> Option<String> {
+fn text_of(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -236,7 +336,8 @@ pub(crate) mod tests {
             ("demo/templates/svc.yaml", "kind: Service\n"),
             ("demo/templates/_helpers.tera", "{% macro x() %}{% endmacro x %}"),
             ("demo/templates/NOTES.txt", "hello"),
-            ("demo/charts/sub/Chart.yaml", "name: sub\n"),
+            ("demo/charts/sub/Chart.yaml", "name: sub\nversion: 0.1.0\n"),
+            ("demo/crds/crd.yaml", "kind: CustomResourceDefinition\n"),
             ("demo/README.md", "readme"),
             ("demo/.helmignore", "*.bak"),
         ]))
@@ -249,6 +350,11 @@ pub(crate) mod tests {
         let paths: Vec<_> = chart.templates.iter().map(|t| t.path.as_str()).collect();
         assert_eq!(paths, ["templates/NOTES.txt", "templates/_helpers.tera", "templates/svc.yaml"]);
         assert_eq!(chart.templates[2].source, "kind: Service\n");
+        assert_eq!(chart.subcharts.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["sub"]);
+        assert_eq!(chart.crds[0].path, "crds/crd.yaml");
+        let files: Vec<&str> = chart.files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(files, [".helmignore", "README.md"]);
+        assert_eq!(chart.engine, Engine::Tera, "a .tera partial makes it a tera chart");
     }
 
     #[test]

@@ -106,6 +106,9 @@ fn line_suffix(line: &Option<usize>) -> String {
 /// Renders every renderable template of `chart` with `values` (already merged) and returns
 /// the manifests, file by file in path order.
 pub(super) fn render_templates(chart: &Chart, values: &Value, ctx: &RenderContext) -> Result<Vec<Value>, RenderError> {
+    if chart.engine == super::chart::Engine::Go {
+        return super::gotmpl::render(chart, values, ctx);
+    }
     tracing::debug!(chart = %chart.name, templates = chart.templates.len(), "rendering chart");
     let limit = |limit: String| RenderError::Limit { chart: chart.name.clone(), limit };
     limits::check_cycles(chart).map_err(limit)?;
@@ -330,7 +333,7 @@ struct Document {
     text: String,
 }
 
-fn parse_manifests(chart: &str, file: &str, text: &str) -> Result<Vec<Value>, RenderError> {
+pub(super) fn parse_manifests(chart: &str, file: &str, text: &str) -> Result<Vec<Value>, RenderError> {
     let mut manifests = Vec::new();
     for document in split_documents(text) {
         let error = |message: String| RenderError::Manifest {
@@ -422,6 +425,10 @@ mod tests {
                 .iter()
                 .map(|(path, source)| Template { path: (*path).to_owned(), source: (*source).to_owned() })
                 .collect(),
+            engine: crate::render::chart::Engine::Tera,
+            crds: Vec::new(),
+            subcharts: Vec::new(),
+            files: Vec::new(),
         }
     }
 

@@ -185,6 +185,10 @@ mod tests {
             metadata: serde_json::json!({}),
             values: serde_json::json!({}),
             templates: files.iter().map(|(p, s)| Template { path: p.to_string(), source: s.to_string() }).collect(),
+            engine: crate::render::chart::Engine::Tera,
+            crds: Vec::new(),
+            subcharts: Vec::new(),
+            files: Vec::new(),
         }
     }
 

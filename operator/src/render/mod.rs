@@ -1,4 +1,5 @@
-//! Chart rendering: Helm-layout charts whose templates are tera 1 templates.
+//! Chart rendering: Helm charts whose templates are Go templates (`gotmpl`, ordinary Helm
+//! charts) or tera 1 templates (`engine`, charts written for this project).
 //!
 //! [`chart::load_chart`] reads a packaged chart, [`repository::fetch_chart`] downloads one from a
 //! Helm HTTP repository, [`values::merge`] layers values Helm style and [`render_app`] turns a
@@ -8,6 +9,7 @@
 pub mod chart;
 mod engine;
 mod filters;
+mod gotmpl;
 pub mod limits;
 pub mod repository;
 pub mod sandbox;
