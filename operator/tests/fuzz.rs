@@ -66,6 +66,8 @@ fn chart(source: String) -> Chart {
         metadata: json!({"name": "fuzz"}),
         values: json!({}),
         templates: vec![Template { path: "templates/a.yaml".into(), source }],
+        engine: emco::render::chart::Engine::Tera,
+        ..Default::default()
     }
 }
 

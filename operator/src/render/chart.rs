@@ -73,7 +73,7 @@ pub enum Engine {
 }
 
 /// A loaded chart.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Chart {
     /// `name` from `Chart.yaml`.
     pub name: String,
