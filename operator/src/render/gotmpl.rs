@@ -33,12 +33,14 @@ struct Unit<'a> {
     values: Value,
     /// Library charts lend their definitions and render nothing.
     library: bool,
+    /// Its name as used: the dependency's alias, when it has one (Helm renames the chart).
+    name: String,
 }
 
 /// Renders `chart` (with `values` already merged over its own) and its enabled subcharts.
 pub(super) fn render(chart: &Chart, values: &Value, ctx: &RenderContext) -> Result<Vec<Value>, RenderError> {
     let mut units = Vec::new();
-    collect(chart, chart.name.clone(), values.clone(), &mut units);
+    collect(chart, chart.name.clone(), chart.name.clone(), values.clone(), &mut units);
     let sources: Vec<(String, String)> = units
         .iter()
         .flat_map(|u| u.chart.templates.iter().map(move |t| (format!("{}/{}", u.prefix, t.path), rewrite(&t.source))))
@@ -67,7 +69,7 @@ pub(super) fn render(chart: &Chart, values: &Value, ctx: &RenderContext) -> Resu
 }
 
 /// `chart` and, recursively, its enabled subcharts, each with its scoped values.
-fn collect<'a>(chart: &'a Chart, prefix: String, values: Value, units: &mut Vec<Unit<'a>>) {
+fn collect<'a>(chart: &'a Chart, name: String, prefix: String, values: Value, units: &mut Vec<Unit<'a>>) {
     let dependencies = chart.metadata["dependencies"].as_array().cloned().unwrap_or_default();
     for sub in &chart.subcharts {
         let declared: Vec<&Value> = dependencies.iter().filter(|d| d["name"] == sub.name.as_str()).collect();
@@ -86,11 +88,11 @@ fn collect<'a>(chart: &'a Chart, prefix: String, values: Value, units: &mut Vec<
             if !global.is_null() {
                 scoped["global"] = global;
             }
-            collect(sub, format!("{prefix}/charts/{name}"), scoped, units);
+            collect(sub, name.clone(), format!("{prefix}/charts/{name}"), scoped, units);
         }
     }
     let library = chart.metadata["type"] == "library";
-    units.push(Unit { prefix, chart, values, library });
+    units.push(Unit { prefix, chart, values, library, name });
 }
 
 /// A dependency's `condition` (the first of its paths that is a boolean in the parent's values),
@@ -133,7 +135,7 @@ fn data(unit: &Unit, name: &str, ctx: &RenderContext) -> Value {
             "Name": ctx.release_name, "Namespace": ctx.release_namespace, "Revision": ctx.revision,
             "IsInstall": ctx.revision <= 1, "IsUpgrade": ctx.revision > 1, "Service": "Helm",
         },
-        "Chart": chart_object(&unit.chart.metadata),
+        "Chart": chart_object(&unit.chart.metadata, &unit.name),
         "Capabilities": {
             "KubeVersion": {"Version": ctx.kube_version, "GitVersion": ctx.kube_version, "Major": major, "Minor": minor},
             "APIVersions": api_versions,
@@ -161,8 +163,9 @@ const DEFAULT_API_VERSIONS: [&str; 12] = [
 ];
 
 /// Chart.yaml as Helm's `.Chart`: fields capitalised (`apiVersion` is `APIVersion`).
-fn chart_object(metadata: &Value) -> Value {
-    let fields = metadata.as_object().cloned().unwrap_or_default();
+fn chart_object(metadata: &Value, name: &str) -> Value {
+    let mut fields = metadata.as_object().cloned().unwrap_or_default();
+    fields.insert("name".into(), json!(name));
     let capitalised = fields.into_iter().map(|(k, v)| {
         let key = match k.as_str() {
             "apiVersion" => "APIVersion".to_string(),
@@ -183,10 +186,20 @@ static METHODS: LazyLock<regex::Regex> = LazyLock::new(|| {
     .expect("a valid pattern")
 });
 
-/// `X.Files.Get "a"` as `filesGet X.Files "a"`, and the other methods likewise.
+/// Go's maps are shared, so `$_ := set $d "k" v` changes `$d`; gtmpl-ng's values are copies.
+static MUTATIONS: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(
+        r"\$_\s*:?=\s*(?P<f>set|unset|merge|mergeOverwrite|mustMerge|mustMergeOverwrite)\s+(?P<v>\$[A-Za-z0-9_]+)\b",
+    )
+    .expect("a valid pattern")
+});
+
+/// `X.Files.Get "a"` as `filesGet X.Files "a"`, the other methods likewise, and
+/// `$_ := set $d ...` as `$d = set $d ...`.
 fn rewrite(source: &str) -> String {
+    let source = MUTATIONS.replace_all(source, "$v = $f $v");
     METHODS
-        .replace_all(source, |c: &regex::Captures| {
+        .replace_all(&source, |c: &regex::Captures| {
             let recv = &c["recv"];
             match &c["what"] {
                 "Capabilities.APIVersions.Has" => format!("apiVersionsHas {recv}.Capabilities.APIVersions"),
@@ -265,7 +278,12 @@ fn generic(message: &str) -> FuncError {
     FuncError::Generic(message.to_string())
 }
 
-static OURS: [(&str, Func); 17] = [
+static OURS: [(&str, Func); 22] = [
+    ("merge", merge_keep as Func),
+    ("mergeOverwrite", merge_overwrite as Func),
+    ("seq", seq as Func),
+    ("quote", quote as Func),
+    ("title", title as Func),
     ("nindent", nindent as Func),
     ("join", join as Func),
     ("splitList", split_list as Func),
@@ -313,6 +331,108 @@ fn strings(v: &G) -> Vec<String> {
         G::Array(a) => a.iter().map(text).collect(),
         G::NoValue | G::Nil => Vec::new(),
         other => vec![text(other)],
+    }
+}
+
+/// `title`: Go's `strings.Title`, each word's first letter upper case (gtmpl-ng 1.0.0's returns
+/// its input unchanged).
+fn title(args: &[G]) -> Result<G, FuncError> {
+    let mut after_separator = true;
+    let titled = text(arg(args, 0, "title")?)
+        .chars()
+        .map(|c| {
+            let out = if after_separator { c.to_uppercase().next().unwrap_or(c) } else { c };
+            after_separator = !(c.is_alphanumeric() || c == '_');
+            out
+        })
+        .collect();
+    Ok(G::String(titled))
+}
+
+/// `quote`: each argument as Go's `strconv.Quote` writes it (escapes included), joined by spaces.
+fn quote(args: &[G]) -> Result<G, FuncError> {
+    let quoted: Vec<String> =
+        args.iter().filter(|a| !matches!(a, G::Nil | G::NoValue)).map(|a| go_quote(&text(a))).collect();
+    Ok(G::String(quoted.join(" ")))
+}
+
+fn go_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `seq [first [step]] last`: the numbers, as a string joined by spaces (as Sprig's).
+fn seq(args: &[G]) -> Result<G, FuncError> {
+    let n: Vec<i64> = args
+        .iter()
+        .map(|a| text(a).parse::<i64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| generic("seq: not a number"))?;
+    let (first, step, last) = match n[..] {
+        [last] => (1, 1, last),
+        [first, last] => (first, if last >= first { 1 } else { -1 }, last),
+        [first, step, last] => (first, step, last),
+        _ => return Err(generic("seq: 1 to 3 numbers")),
+    };
+    if step == 0 || (last - first) / step > 10_000 {
+        return Err(generic("seq: over 10000 numbers"));
+    }
+    let mut out = Vec::new();
+    let mut i = first;
+    while (step > 0 && i <= last) || (step < 0 && i >= last) {
+        out.push(i.to_string());
+        i += step;
+    }
+    Ok(G::String(out.join(" ")))
+}
+
+/// `merge dst src...`: keys of each source that `dst` lacks are added, maps merged deeply; what
+/// `dst` has wins (Sprig's, through mergo).
+fn merge_keep(args: &[G]) -> Result<G, FuncError> {
+    merge_maps(args, false)
+}
+
+/// `mergeOverwrite dst src...`: as `merge`, but each source wins.
+fn merge_overwrite(args: &[G]) -> Result<G, FuncError> {
+    merge_maps(args, true)
+}
+
+fn merge_maps(args: &[G], overwrite: bool) -> Result<G, FuncError> {
+    let mut dst = from_g(arg(args, 0, "merge")?);
+    for src in &args[1..] {
+        deep_merge(&mut dst, &from_g(src), overwrite);
+    }
+    Ok(to_g(&dst))
+}
+
+fn deep_merge(dst: &mut Value, src: &Value, overwrite: bool) {
+    let (Some(d), Some(s)) = (dst.as_object_mut(), src.as_object()) else { return };
+    for (k, v) in s {
+        match d.get_mut(k) {
+            Some(existing) if existing.is_object() && v.is_object() => deep_merge(existing, v, overwrite),
+            Some(existing) if overwrite => *existing = v.clone(),
+            Some(existing) if existing.is_null() => *existing = v.clone(),
+            Some(_) => {}
+            None => {
+                d.insert(k.clone(), v.clone());
+            }
+        }
     }
 }
 

@@ -39,7 +39,12 @@ fn objects(docs: impl IntoIterator<Item = Value>) -> BTreeMap<String, Value> {
 
 fn helm_template(chart: &Path, values: Option<&Path>) -> Result<BTreeMap<String, Value>> {
     let mut cmd = Command::new(helm());
-    cmd.args(["template", "rel"]).arg(chart).args(["--namespace", "conformance", "--kube-version", KUBE_VERSION]);
+    cmd.args(["template", "rel", "--include-crds"]).arg(chart).args([
+        "--namespace",
+        "conformance",
+        "--kube-version",
+        KUBE_VERSION,
+    ]);
     if let Some(v) = values {
         cmd.arg("-f").arg(v);
     }
