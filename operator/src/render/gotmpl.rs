@@ -649,3 +649,81 @@ fn line_of(message: &str, name: &str) -> Option<usize> {
     let at = message.find(&format!("{name}:"))? + name.len() + 1;
     message[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::chart::{Engine, Template};
+
+    fn chart(files: &[(&str, &str)]) -> Chart {
+        Chart {
+            name: "web".into(),
+            version: "1.0.0".into(),
+            metadata: json!({"name": "web", "version": "1.0.0"}),
+            values: json!({"name": "shop"}),
+            templates: files.iter().map(|(p, s)| Template { path: p.to_string(), source: s.to_string() }).collect(),
+            engine: Engine::Go,
+            ..Default::default()
+        }
+    }
+
+    fn ctx() -> RenderContext {
+        RenderContext {
+            release_name: "r".into(),
+            release_namespace: "ns".into(),
+            revision: 2,
+            kube_version: "v1.35.4".into(),
+            api_versions: Vec::new(),
+        }
+    }
+
+    fn error(source: &str) -> String {
+        let c = chart(&[("templates/a.yaml", source)]);
+        render(&c, &c.values, &ctx()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_file_the_line_and_the_function() {
+        let e = error(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ required \"name2 is required\" .Values.name2 }}\n",
+        );
+        assert!(e.contains("web/templates/a.yaml") && e.contains(":4:") && e.contains("name2 is required"), "{e}");
+        let e = error("a: 1\nb: {{ .Values.name | nosuchfunc }}\n");
+        assert!(e.contains("web/templates/a.yaml") && e.contains(":2:") && e.contains("nosuchfunc"), "{e}");
+        let e = error("a: {{ include \"missing\" . }}\n");
+        assert!(e.contains("include \"missing\""), "{e}");
+    }
+
+    #[test]
+    fn upgrades_show_in_release_and_set_changes_the_dict() {
+        let c = chart(&[(
+            "templates/a.yaml",
+            "{{- $d := dict \"a\" 1 }}{{ $_ := set $d \"b\" 2 }}\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Values.name }}}\ndata:\n  upgrade: {{ .Release.IsUpgrade | quote }}\n  d: {{ $d | toJson | quote }}\n",
+        )]);
+        let out = render(&c, &c.values, &ctx()).unwrap();
+        assert_eq!(out[0]["data"], json!({"upgrade": "true", "d": "{\"a\":1,\"b\":2}"}));
+    }
+
+    #[test]
+    fn rewriting_keeps_lines_and_reaches_every_receiver() {
+        let text =
+            "{{ .Files.Get \"a\" }}\n{{ $.Files.Glob \"x/*\" }}\n{{ $root.Capabilities.APIVersions.Has \"v1\" }}";
+        assert_eq!(
+            rewrite(text),
+            "{{ filesGet .Files \"a\" }}\n{{ filesGlob $.Files \"x/*\" }}\n{{ apiVersionsHas $root.Capabilities.APIVersions \"v1\" }}"
+        );
+    }
+
+    #[test]
+    fn semver_constraints_read_as_helm_reads_them() {
+        let check = |c: &str, v: &str| {
+            semver_compare(&[G::from(c.to_string()), G::from(v.to_string())]).unwrap() == G::Bool(true)
+        };
+        assert!(check(">=1.19-0", "v1.35.4"));
+        assert!(!check("<1.25", "v1.35.4"));
+        assert!(check("~1.35.0", "1.35.9") && !check("~1.35.0", "1.36.0"));
+        assert!(check("^1.2", "1.9.0") && !check("^1.2", "2.0.0"));
+        assert!(check("<1.20 || >=1.30", "1.35.0"));
+        assert!(check(">=1.2, <2", "1.5.0") && !check(">=1.2, <2", "2.1.0"));
+    }
+}
