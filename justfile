@@ -16,10 +16,11 @@ demo:
 test:
     bash tests/e2e/run.sh
 
-# Benchmarks, printing figures: the controller stage on a SmartCity-sized plan, then on the test
-# bed SmartCity apply-to-Applied and apply-to-Ready.
+# Benchmarks, printing figures: the controller stage on a SmartCity-sized plan, Go-template chart
+# rendering next to `helm template`, then on the test bed SmartCity apply-to-Applied and apply-to-Ready.
 bench:
     cargo test -q --release -p emco-operator --test bench_stage -- --ignored --nocapture
+    bash tests/e2e/run.sh -p emco-e2e --release --test helm_conformance -- --ignored --nocapture
     bash tests/e2e/run.sh -p emco-e2e --release --test bench -- --ignored --nocapture --test-threads 1
 
 # Build the pinned upstream binaries into the cache (about 10 minutes cold, instant when cached).

@@ -117,7 +117,9 @@ fn the_helm_create_chart_renders_as_helm_template_does() -> Result<()> {
 fn the_teams_charts_render_as_helm_template_does() -> Result<()> {
     let root = repo_root().join("tests/e2e/charts");
     let mut count = 0;
-    for chart in std::fs::read_dir(&root)?.map(|e| e.map(|e| e.path())).collect::<std::io::Result<Vec<_>>>()? {
+    let mut charts = std::fs::read_dir(&root)?.map(|e| e.map(|e| e.path())).collect::<std::io::Result<Vec<_>>>()?;
+    charts.push(repo_root().join(format!("{SAMPLE}/charts/smtc-cloud")));
+    for chart in charts {
         if !chart.join("Chart.yaml").exists() {
             continue;
         }
@@ -135,4 +137,44 @@ fn tempdir(what: &str) -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("emco-{what}-{}", unique_suffix()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// Benchmark (`just bench`): our render of the `helm create` chart and of a 200-object chart next
+/// to `helm template` (its process included), in the same run, with the ratio.
+#[test]
+#[ignore = "benchmark: run with `just bench`"]
+fn bench_render_against_helm_template() -> Result<()> {
+    let dir = tempdir("helm-bench")?;
+    assert!(Command::new(helm()).arg("create").arg(dir.join("mychart")).status()?.success());
+    let big = dir.join("big");
+    std::fs::create_dir_all(big.join("templates"))?;
+    std::fs::write(big.join("Chart.yaml"), "apiVersion: v2\nname: big\nversion: 0.1.0\n")?;
+    std::fs::write(big.join("values.yaml"), "count: 200\nlabels: {team: edge, tier: backend}\n")?;
+    std::fs::write(big.join("templates/_helpers.tpl"), "{{- define \"big.labels\" -}}\napp: {{ .Chart.Name }}\n{{ toYaml .Values.labels }}\n{{- end -}}\n")?;
+    std::fs::write(
+        big.join("templates/many.yaml"),
+        "{{- range $i := until (int .Values.count) }}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ printf \"cm-%03d\" $i }}\n  labels:\n    {{- include \"big.labels\" $ | nindent 4 }}\ndata:\n  index: {{ $i | quote }}\n  release: {{ $.Release.Name | upper | quote }}\n{{- end }}\n",
+    )?;
+    for (what, chart) in [("helm create chart", dir.join("mychart")), ("200-object chart", big)] {
+        let runs = 15;
+        let time = |f: &mut dyn FnMut() -> Result<usize>| -> Result<(f64, usize)> {
+            let mut times = Vec::new();
+            let mut n = 0;
+            for _ in 0..runs {
+                let start = std::time::Instant::now();
+                n = f()?;
+                times.push(start.elapsed().as_secs_f64() * 1000.0);
+            }
+            times.sort_by(f64::total_cmp);
+            Ok((times[runs / 2], n))
+        };
+        let (theirs, n_theirs) = time(&mut || Ok(helm_template(&chart, None)?.len()))?;
+        let (ours_ms, n_ours) = time(&mut || Ok(ours(&chart, None)?.len()))?;
+        assert_eq!(n_theirs, n_ours);
+        println!(
+            "BENCH render {what} ({n_ours} objects): ours {ours_ms:.2} ms, helm template {theirs:.1} ms (median of {runs}); helm/ours = {:.0}x",
+            theirs / ours_ms
+        );
+    }
+    Ok(())
 }
