@@ -17,6 +17,7 @@ fn chart(files: &[(&str, String)]) -> Chart {
         crds: Vec::new(),
         subcharts: Vec::new(),
         files: Vec::new(),
+        schema: None,
     }
 }
 

@@ -102,6 +102,11 @@ pub struct ClusterStatus {
     /// Node inventory, used by hardware-aware placement.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeInventory>,
+    /// Every API group/version the member serves (`v1`, `apps/v1`, ...): charts'
+    /// `.Capabilities.APIVersions`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub api_versions: Vec<String>,
 }
 
 /// One node of a member cluster.

@@ -82,7 +82,7 @@ async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, E
             status.kubernetes_version = None;
         }
         Ok(client) => match probe(&client).await {
-            Ok((version, nodes)) => record_probe(&mut status, version, nodes, generation),
+            Ok(probed) => record_probe(&mut status, probed, generation),
             Err(e) => {
                 set_unreachable(&mut status, "Unreachable", &format!("probing the member failed: {e}"), generation)
             }
@@ -92,10 +92,23 @@ async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, E
     Ok(Action::requeue(PROBE_INTERVAL))
 }
 
-async fn probe(client: &Client) -> kube::Result<(String, Vec<NodeInventory>)> {
+/// What one probe of a member found.
+struct Probed {
+    version: String,
+    nodes: Vec<NodeInventory>,
+    /// Every group/version the member serves, sorted.
+    api_versions: Vec<String>,
+}
+
+async fn probe(client: &Client) -> kube::Result<Probed> {
     let version = client.apiserver_version().await?.git_version;
     let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?;
-    Ok((version, nodes.items.iter().map(inventory).collect()))
+    let mut api_versions = client.list_core_api_versions().await?.versions;
+    let groups = client.list_api_groups().await?.groups;
+    api_versions.extend(groups.iter().flat_map(|g| g.versions.iter().map(|v| v.group_version.clone())));
+    api_versions.sort();
+    api_versions.dedup();
+    Ok(Probed { version, nodes: nodes.items.iter().map(inventory).collect(), api_versions })
 }
 
 fn inventory(node: &Node) -> NodeInventory {
@@ -114,7 +127,8 @@ fn inventory(node: &Node) -> NodeInventory {
     }
 }
 
-fn record_probe(status: &mut ClusterStatus, version: String, nodes: Vec<NodeInventory>, generation: Option<i64>) {
+fn record_probe(status: &mut ClusterStatus, probed: Probed, generation: Option<i64>) {
+    let Probed { version, nodes, api_versions } = probed;
     let ready_nodes = nodes.iter().filter(|n| n.ready).count();
     condition::set(
         &mut status.conditions,
@@ -128,6 +142,7 @@ fn record_probe(status: &mut ClusterStatus, version: String, nodes: Vec<NodeInve
     status.kubernetes_version = Some(version);
     status.node_count = Some(nodes.len() as u32);
     status.nodes = nodes;
+    status.api_versions = api_versions;
 }
 
 fn set_unreachable(status: &mut ClusterStatus, reason: &str, message: &str, generation: Option<i64>) {

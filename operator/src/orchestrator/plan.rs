@@ -66,6 +66,7 @@ impl PlanError {
             PlanError::Chart { .. } => "InvalidChart",
             PlanError::Values { .. } => "InvalidValues",
             PlanError::Render { source: render::RenderError::Limit { .. }, .. } => "RenderLimitExceeded",
+            PlanError::Render { source: render::RenderError::Values { .. }, .. } => "InvalidValues",
             PlanError::Render { .. } => "TemplateError",
         }
     }
@@ -86,13 +87,13 @@ pub fn render(inputs: &Inputs, placement: &Placement, revision: u32) -> Result<P
             .map_err(|source| PlanError::Chart { app: app.name.clone(), source })?;
         let values = merged_values(inputs, &app.name, &chart.values)?;
         let mut placed_app = PlacedApp { name: app.name.clone(), clusters: Vec::new() };
-        for (version, group) in by_kube_version(inputs, clusters.iter()) {
+        for ((version, api_versions), group) in by_capabilities(inputs, clusters.iter()) {
             let ctx = RenderContext {
                 release_name: inputs.dig.spec.release.clone().unwrap_or_else(|| inputs.dig.name_any()),
                 release_namespace: namespace.clone(),
                 revision,
                 kube_version: version,
-                api_versions: Vec::new(),
+                api_versions,
             };
             let resources = render::render_app(&chart, &values, &ctx)
                 .map_err(|source| PlanError::Render { app: app.name.clone(), source })?;
@@ -156,17 +157,18 @@ fn merged_values(inputs: &Inputs, app: &str, chart_values: &Value) -> Result<Val
     Ok(merged)
 }
 
-/// Placed clusters grouped by their Kubernetes version (charts may render differently per version).
-fn by_kube_version<'a>(inputs: &Inputs, clusters: impl Iterator<Item = &'a String>) -> BTreeMap<String, Vec<String>> {
-    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+/// Placed clusters grouped by their Kubernetes version and served API versions (charts may
+/// render differently for each).
+fn by_capabilities<'a>(
+    inputs: &Inputs,
+    clusters: impl Iterator<Item = &'a String>,
+) -> BTreeMap<(String, Vec<String>), Vec<String>> {
+    let mut groups: BTreeMap<(String, Vec<String>), Vec<String>> = BTreeMap::new();
     for name in clusters {
-        let version = inputs
-            .clusters
-            .iter()
-            .find(|c| &c.name_any() == name)
-            .and_then(|c| c.status.as_ref()?.kubernetes_version.clone())
-            .unwrap_or_else(|| DEFAULT_KUBE_VERSION.into());
-        groups.entry(version).or_default().push(name.clone());
+        let status = inputs.clusters.iter().find(|c| &c.name_any() == name).and_then(|c| c.status.clone());
+        let status = status.unwrap_or_default();
+        let version = status.kubernetes_version.unwrap_or_else(|| DEFAULT_KUBE_VERSION.into());
+        groups.entry((version, status.api_versions)).or_default().push(name.clone());
     }
     groups
 }

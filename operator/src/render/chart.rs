@@ -99,6 +99,9 @@ pub struct Chart {
     /// Every other file (not Chart.yaml, values.yaml, templates/ or charts/), for `.Files`.
     #[serde(default)]
     pub files: Vec<(String, Vec<u8>)>,
+    /// `values.schema.json`: the final values must meet it.
+    #[serde(default)]
+    pub schema: Option<Value>,
 }
 
 /// One file under `templates/`.
@@ -166,7 +169,14 @@ fn from_files(files: BTreeMap<String, Vec<u8>>, depth: usize) -> Result<Chart, C
         subcharts.push(sub);
     }
     let engine = engine(&name, &metadata, &templates)?;
+    let schema = match text("values.schema.json")? {
+        Some(json) => {
+            Some(serde_json::from_str(&json).map_err(|e| ChartError::ChartYaml(format!("values.schema.json: {e}")))?)
+        }
+        None => None,
+    };
     Ok(Chart {
+        schema,
         version: required_text(&metadata, "version")?,
         app_version: metadata.get("appVersion").and_then(text_of),
         name,

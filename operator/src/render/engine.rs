@@ -71,6 +71,14 @@ pub enum RenderError {
         /// Which limit, in words.
         limit: String,
     },
+    /// The values do not meet the chart's `values.schema.json`.
+    #[error("chart {chart}: {message}")]
+    Values {
+        /// Chart name (the subchart's, for a subchart).
+        chart: String,
+        /// The failing paths and why.
+        message: String,
+    },
     /// tera could not parse or render a template.
     #[error("chart {chart}, {file}{}: {message}", line_suffix(.line))]
     Template {
@@ -108,6 +116,9 @@ fn line_suffix(line: &Option<usize>) -> String {
 pub(super) fn render_templates(chart: &Chart, values: &Value, ctx: &RenderContext) -> Result<Vec<Value>, RenderError> {
     if chart.engine == super::chart::Engine::Go {
         return super::gotmpl::render(chart, values, ctx);
+    }
+    if let Some(message) = chart.schema.as_ref().and_then(|s| super::values::schema_violations(s, values)) {
+        return Err(RenderError::Values { chart: chart.name.clone(), message });
     }
     tracing::debug!(chart = %chart.name, templates = chart.templates.len(), "rendering chart");
     let limit = |limit: String| RenderError::Limit { chart: chart.name.clone(), limit };
@@ -429,6 +440,7 @@ mod tests {
             crds: Vec::new(),
             subcharts: Vec::new(),
             files: Vec::new(),
+            schema: None,
         }
     }
 

@@ -45,6 +45,12 @@ pub(super) fn render(chart: &Chart, values: &Value, ctx: &RenderContext) -> Resu
         .iter()
         .flat_map(|u| u.chart.templates.iter().map(move |t| (format!("{}/{}", u.prefix, t.path), rewrite(&t.source))))
         .collect();
+    for unit in &units {
+        let violation = unit.chart.schema.as_ref().and_then(|s| super::values::schema_violations(s, &unit.values));
+        if let Some(message) = violation {
+            return Err(RenderError::Values { chart: unit.prefix.clone(), message });
+        }
+    }
     let set = Rc::new(Set { sources, cache: RefCell::default() });
     let mut manifests = Vec::new();
     for unit in &units {
@@ -604,7 +610,12 @@ fn files_as_secrets(args: &[G]) -> Result<G, FuncError> {
 fn api_versions_has(args: &[G]) -> Result<G, FuncError> {
     let wanted = text(arg(args, 1, "APIVersions.Has")?);
     let G::Array(versions) = arg(args, 0, "APIVersions.Has")? else { return Ok(G::Bool(false)) };
-    Ok(G::Bool(versions.iter().any(|v| text(v) == wanted)))
+    // `apps/v1/Deployment` asks for a kind: the group/version before it must be served.
+    let group_version = match wanted.rsplit_once('/') {
+        Some((gv, kind)) if kind.starts_with(|c: char| c.is_ascii_uppercase()) => gv.to_string(),
+        _ => wanted,
+    };
+    Ok(G::Bool(versions.iter().any(|v| text(v) == group_version)))
 }
 
 fn to_g(v: &Value) -> G {
@@ -702,6 +713,24 @@ mod tests {
         )]);
         let out = render(&c, &c.values, &ctx()).unwrap();
         assert_eq!(out[0]["data"], json!({"upgrade": "true", "d": "{\"a\":1,\"b\":2}"}));
+    }
+
+    #[test]
+    fn values_must_meet_the_schema_of_the_chart_and_of_each_subchart() {
+        let schema = json!({"type": "object", "properties": {"replicas": {"type": "integer", "minimum": 1}}});
+        let mut c = chart(&[("templates/a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n")]);
+        c.schema = Some(schema.clone());
+        assert!(render(&c, &json!({"replicas": 2}), &ctx()).is_ok());
+        let e = render(&c, &json!({"replicas": "three"}), &ctx()).unwrap_err().to_string();
+        assert!(e.contains("chart web: values do not meet values.schema.json: /replicas"), "{e}");
+        let mut sub = chart(&[]);
+        sub.name = "db".into();
+        sub.metadata = json!({"name": "db", "version": "1.0.0"});
+        sub.schema = Some(schema);
+        let mut parent = chart(&[]);
+        parent.subcharts.push(sub);
+        let e = render(&parent, &json!({"db": {"replicas": 0}}), &ctx()).unwrap_err().to_string();
+        assert!(e.contains("chart web/charts/db: values do not meet") && e.contains("/replicas"), "{e}");
     }
 
     #[test]

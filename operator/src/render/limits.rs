@@ -189,6 +189,7 @@ mod tests {
             crds: Vec::new(),
             subcharts: Vec::new(),
             files: Vec::new(),
+            schema: None,
         }
     }
 

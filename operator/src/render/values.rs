@@ -84,6 +84,25 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
     }
 }
 
+/// Why `values` do not meet `schema` (a chart's `values.schema.json`), if they do not: each
+/// failing path with what is wrong there, at most ten. References to other files or URLs are
+/// never fetched.
+pub fn schema_violations(schema: &Value, values: &Value) -> Option<String> {
+    let validator = match jsonschema::validator_for(schema) {
+        Ok(v) => v,
+        Err(e) => return Some(format!("values.schema.json is not a usable schema: {e}")),
+    };
+    let errors: Vec<String> = validator
+        .iter_errors(values)
+        .take(10)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            format!("{}: {e}", if path.is_empty() { "/" } else { path.as_str() })
+        })
+        .collect();
+    (!errors.is_empty()).then(|| format!("values do not meet values.schema.json: {}", errors.join("; ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,3 +176,4 @@ mod tests {
         assert!(!err.contains("hunter2"), "{err}");
     }
 }
+

@@ -150,7 +150,10 @@ fn bench_render_against_helm_template() -> Result<()> {
     std::fs::create_dir_all(big.join("templates"))?;
     std::fs::write(big.join("Chart.yaml"), "apiVersion: v2\nname: big\nversion: 0.1.0\n")?;
     std::fs::write(big.join("values.yaml"), "count: 200\nlabels: {team: edge, tier: backend}\n")?;
-    std::fs::write(big.join("templates/_helpers.tpl"), "{{- define \"big.labels\" -}}\napp: {{ .Chart.Name }}\n{{ toYaml .Values.labels }}\n{{- end -}}\n")?;
+    std::fs::write(
+        big.join("templates/_helpers.tpl"),
+        "{{- define \"big.labels\" -}}\napp: {{ .Chart.Name }}\n{{ toYaml .Values.labels }}\n{{- end -}}\n",
+    )?;
     std::fs::write(
         big.join("templates/many.yaml"),
         "{{- range $i := until (int .Values.count) }}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ printf \"cm-%03d\" $i }}\n  labels:\n    {{- include \"big.labels\" $ | nindent 4 }}\ndata:\n  index: {{ $i | quote }}\n  release: {{ $.Release.Name | upper | quote }}\n{{- end }}\n",
