@@ -104,7 +104,7 @@ fn go_templates_are_bounded_too() {
     assert_eq!(render_go(&[("templates/cm.yaml", ok)]).unwrap()[0]["metadata"]["name"], "r-cm");
     let recursive = r#"{{ define "r" }}{{ include "r" . }}{{ end }}{{ include "r" . }}"#.to_string();
     let e = render_go(&[("templates/a.yaml", recursive)]).unwrap_err().to_string();
-    assert!(e.contains("nest deeper than 64"), "{e}");
+    assert!(e.contains("nest deeper than 16"), "{e}");
     let huge = "{{ range 1000000000 }}x{{ end }}".to_string();
     let e = render_go(&[("templates/a.yaml", huge)]).unwrap_err().to_string();
     assert!(e.contains("10000"), "{e}");

@@ -117,16 +117,26 @@ pub struct Template {
 /// top-level `<chart>/` directory, with `Chart.yaml` (needs `name` and `version`), an optional
 /// `values.yaml` (a map), `templates/**`, `crds/**` and `charts/**`.
 pub fn load_chart(tgz: &[u8]) -> Result<Chart, ChartError> {
-    load_nested(tgz, 0)
+    let mut budget = Budget { bytes: MAX_UNCOMPRESSED_BYTES, entries: MAX_ENTRIES };
+    load_nested(tgz, 0, &mut budget)
 }
 
-fn load_nested(tgz: &[u8], depth: usize) -> Result<Chart, ChartError> {
-    let tar = decompress(tgz)?;
-    from_files(read_entries(&tar)?, depth)
+/// What is left of the limits for the whole chart, packaged subcharts included.
+struct Budget {
+    bytes: u64,
+    entries: usize,
+}
+
+fn load_nested(tgz: &[u8], depth: usize, budget: &mut Budget) -> Result<Chart, ChartError> {
+    if depth > MAX_DEPTH {
+        return Err(ChartError::TooDeep);
+    }
+    let tar = decompress(tgz, budget)?;
+    from_files(read_entries(&tar, budget)?, depth, budget)
 }
 
 /// A chart from its files (paths relative to its folder).
-fn from_files(files: BTreeMap<String, Vec<u8>>, depth: usize) -> Result<Chart, ChartError> {
+fn from_files(files: BTreeMap<String, Vec<u8>>, depth: usize, budget: &mut Budget) -> Result<Chart, ChartError> {
     if depth > MAX_DEPTH {
         return Err(ChartError::TooDeep);
     }
@@ -161,11 +171,13 @@ fn from_files(files: BTreeMap<String, Vec<u8>>, depth: usize) -> Result<Chart, C
     }
     let mut subcharts = Vec::new();
     for (dir, files) in nested {
-        let sub = from_files(files, depth + 1).map_err(|e| ChartError::Subchart { name: dir, source: Box::new(e) })?;
+        let sub = from_files(files, depth + 1, budget)
+            .map_err(|e| ChartError::Subchart { name: dir, source: Box::new(e) })?;
         subcharts.push(sub);
     }
     for (file, tgz) in packaged {
-        let sub = load_nested(&tgz, depth + 1).map_err(|e| ChartError::Subchart { name: file, source: Box::new(e) })?;
+        let sub = load_nested(&tgz, depth + 1, budget)
+            .map_err(|e| ChartError::Subchart { name: file, source: Box::new(e) })?;
         subcharts.push(sub);
     }
     let engine = engine(&name, &metadata, &templates)?;
@@ -231,23 +243,23 @@ fn bare_values(source: &str) -> bool {
     })
 }
 
-fn decompress(tgz: &[u8]) -> Result<Vec<u8>, ChartError> {
+/// The tar stream, counted against the chart's byte budget.
+fn decompress(tgz: &[u8], budget: &mut Budget) -> Result<Vec<u8>, ChartError> {
     let mut tar = Vec::new();
-    GzDecoder::new(tgz).take(MAX_UNCOMPRESSED_BYTES + 1).read_to_end(&mut tar)?;
-    if tar.len() as u64 > MAX_UNCOMPRESSED_BYTES {
+    GzDecoder::new(tgz).take(budget.bytes + 1).read_to_end(&mut tar)?;
+    if tar.len() as u64 > budget.bytes {
         return Err(ChartError::TooLarge);
     }
+    budget.bytes -= tar.len() as u64;
     Ok(tar)
 }
 
 /// Every file of the archive, by its path inside the chart's top-level directory.
-fn read_entries(tar: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, ChartError> {
+fn read_entries(tar: &[u8], budget: &mut Budget) -> Result<BTreeMap<String, Vec<u8>>, ChartError> {
     let mut files = BTreeMap::new();
     let mut top_dir: Option<String> = None;
-    for (index, entry) in tar::Archive::new(tar).entries()?.enumerate() {
-        if index >= MAX_ENTRIES {
-            return Err(ChartError::TooManyEntries);
-        }
+    for entry in tar::Archive::new(tar).entries()? {
+        budget.entries = budget.entries.checked_sub(1).ok_or(ChartError::TooManyEntries)?;
         let mut entry = entry?;
         let path = entry.path()?.to_string_lossy().into_owned();
         let inner = path_in_chart(&path, &mut top_dir)?.to_string();

@@ -22,8 +22,11 @@ use super::chart::{Chart, Template};
 use super::engine::{RenderContext, RenderError, parse_manifests};
 use super::values::merge;
 
-/// How deep `include` and `tpl` may nest (Helm allows 1000; a chart needs a handful).
-const MAX_NESTING: usize = 64;
+/// How deep `include` and `tpl` may nest (Helm allows 1000; a chart needs a handful). Each level
+/// is a render of its own with its own limits, so this also bounds their product.
+const MAX_NESTING: usize = 16;
+/// The longest text one function here may produce.
+const MAX_FUNCTION_OUTPUT: usize = super::limits::OUTPUT_BYTES;
 
 /// One chart of the tree to render: where its templates live and the values it sees.
 struct Unit<'a> {
@@ -175,7 +178,10 @@ fn chart_object(metadata: &Value, name: &str) -> Value {
     let capitalised = fields.into_iter().map(|(k, v)| {
         let key = match k.as_str() {
             "apiVersion" => "APIVersion".to_string(),
-            _ => k[..1].to_uppercase() + &k[1..],
+            _ => {
+                let mut chars = k.chars();
+                chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+            }
         };
         (key, v)
     });
@@ -329,6 +335,9 @@ fn nindent(args: &[G]) -> Result<G, FuncError> {
     }
     let pad = " ".repeat(width);
     let body = text(arg(args, 1, "nindent")?);
+    if body.len() + (body.matches('\n').count() + 1) * width > MAX_FUNCTION_OUTPUT {
+        return Err(generic("nindent: the result would be over 16 MiB"));
+    }
     Ok(G::String(format!("\n{pad}{}", body.replace('\n', &format!("\n{pad}")))))
 }
 
@@ -385,9 +394,9 @@ fn go_quote(s: &str) -> String {
 
 /// `seq [first [step]] last`: the numbers, as a string joined by spaces (as Sprig's).
 fn seq(args: &[G]) -> Result<G, FuncError> {
-    let n: Vec<i64> = args
+    let n: Vec<i128> = args
         .iter()
-        .map(|a| text(a).parse::<i64>())
+        .map(|a| text(a).parse::<i128>())
         .collect::<Result<_, _>>()
         .map_err(|_| generic("seq: not a number"))?;
     let (first, step, last) = match n[..] {
@@ -445,7 +454,11 @@ fn deep_merge(dst: &mut Value, src: &Value, overwrite: bool) {
 /// `join sep list`.
 fn join(args: &[G]) -> Result<G, FuncError> {
     let sep = text(arg(args, 0, "join")?);
-    Ok(G::String(strings(arg(args, 1, "join")?).join(&sep)))
+    let parts = strings(arg(args, 1, "join")?);
+    if parts.iter().map(|p| p.len() + sep.len()).sum::<usize>() > MAX_FUNCTION_OUTPUT {
+        return Err(generic("join: the result would be over 16 MiB"));
+    }
+    Ok(G::String(parts.join(&sep)))
 }
 
 /// `splitList sep text`: the parts, as a list.
@@ -500,9 +513,9 @@ fn satisfies(constraint: &str, v: (u64, u64, u64)) -> Option<bool> {
         "<" => v < want,
         ">=" | "=>" => v >= want,
         "<=" | "=<" => v <= want,
-        "~" | "~>" if given >= 2 => v >= want && v < (want.0, want.1 + 1, 0),
-        "~" | "~>" | "^" if want.0 == 0 && given >= 2 => v >= want && v < (0, want.1 + 1, 0),
-        "~" | "~>" | "^" => v >= want && v < (want.0 + 1, 0, 0),
+        "~" | "~>" if given >= 2 => v >= want && v < (want.0, want.1.saturating_add(1), 0),
+        "~" | "~>" | "^" if want.0 == 0 && given >= 2 => v >= want && v < (0, want.1.saturating_add(1), 0),
+        "~" | "~>" | "^" => v >= want && v < (want.0.saturating_add(1), 0, 0),
         _ => return None,
     })
 }
@@ -572,6 +585,7 @@ fn files_glob(args: &[G]) -> Result<G, FuncError> {
 fn glob(pattern: &str) -> regex::Regex {
     let mut re = String::from("^");
     let mut chars = pattern.chars().peekable();
+    let mut braces = 0;
     while let Some(c) = chars.next() {
         match c {
             '*' if chars.peek() == Some(&'*') => {
@@ -580,9 +594,15 @@ fn glob(pattern: &str) -> regex::Regex {
             }
             '*' => re.push_str("[^/]*"),
             '?' => re.push_str("[^/]"),
-            '{' => re.push('('),
-            '}' => re.push(')'),
-            ',' => re.push('|'),
+            '{' => {
+                braces += 1;
+                re.push('(');
+            }
+            '}' if braces > 0 => {
+                braces -= 1;
+                re.push(')');
+            }
+            ',' if braces > 0 => re.push('|'),
             c => re.push_str(&regex::escape(&c.to_string())),
         }
     }
@@ -754,5 +774,19 @@ mod tests {
         assert!(check("^1.2", "1.9.0") && !check("^1.2", "2.0.0"));
         assert!(check("<1.20 || >=1.30", "1.35.0"));
         assert!(check(">=1.2, <2", "1.5.0") && !check(">=1.2, <2", "2.1.0"));
+        assert!(!check("~1.18446744073709551615", "1.0.0"), "no overflow");
+    }
+
+    #[test]
+    fn hostile_arguments_are_errors_not_panics() {
+        let seq = |a: &[&str]| super::seq(&a.iter().map(|s| G::from(s.to_string())).collect::<Vec<_>>());
+        assert!(seq(&["0", "-1", "-9223372036854775808"]).is_err());
+        assert!(seq(&["9223372036854775806", "9223372036854775807"]).is_ok());
+        assert_eq!(seq(&["3"]).unwrap(), G::String("1 2 3".into()));
+        assert!(glob("a,b").is_match("a,b") && !glob("a,b").is_match("a"));
+        assert!(glob("conf/{a,b}.ini").is_match("conf/b.ini"));
+        let long = G::String("x\n".repeat(1 << 20));
+        assert!(nindent(&[G::from(1024i64), long]).is_err());
+        assert_eq!(chart_object(&json!({"": 1, "ébc": 2}), "n")["Ébc"], 2);
     }
 }

@@ -176,4 +176,3 @@ mod tests {
         assert!(!err.contains("hunter2"), "{err}");
     }
 }
-

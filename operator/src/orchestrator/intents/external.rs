@@ -191,6 +191,9 @@ fn check_object(r: &Value) -> Result<(), String> {
     if !(text(&r["apiVersion"]) && text(&r["kind"]) && text(&r["metadata"]["name"])) {
         return Err("an object without apiVersion, kind or metadata.name".into());
     }
+    if r["kind"].as_str().is_some_and(|k| k.ends_with("List")) {
+        return Err(format!("{}: answers hold objects, not lists", r["kind"].as_str().unwrap_or("?")));
+    }
     if is_secret(r) {
         return Err(format!("Secret {}: answers may not carry Secrets", r["metadata"]["name"].as_str().unwrap_or("?")));
     }

@@ -169,23 +169,28 @@ pub fn act(intent: &HpaIntent, mut placed: Placed) -> Result<Placed, String> {
 
 /// Sets requests, limits and node affinity in the workload's pod spec.
 fn shape(workload: &mut Value, consumer: &Consumer) -> Result<(), String> {
-    let pod = match workload["kind"].as_str() {
-        Some("Pod") => &mut workload["spec"],
-        Some("CronJob") => &mut workload["spec"]["jobTemplate"]["spec"]["template"]["spec"],
-        _ => &mut workload["spec"]["template"]["spec"],
+    let path: &[&str] = match workload["kind"].as_str() {
+        Some("Pod") => &["spec"],
+        Some("CronJob") => &["spec", "jobTemplate", "spec", "template", "spec"],
+        _ => &["spec", "template", "spec"],
     };
-    let containers = pod["containers"].as_array_mut().ok_or("it has no pod template with containers")?;
+    let mut pod = &mut *workload;
+    for key in path {
+        pod = pod.as_object_mut().and_then(|o| o.get_mut(*key)).ok_or("it has no pod template with containers")?;
+    }
+    let containers =
+        pod.get_mut("containers").and_then(Value::as_array_mut).ok_or("it has no pod template with containers")?;
     let container = containers
         .iter_mut()
         .find(|c| c["name"] == consumer.container.as_str())
+        .and_then(Value::as_object_mut)
         .ok_or_else(|| format!("it has no container {}", consumer.container))?;
     for r in consumer.requirements.iter().map(|r| &r.resource) {
         let Some(name) = &r.name else { continue };
         for (field, value) in [("requests", &r.requests), ("limits", &r.limits)] {
             if let Some(value) = value {
-                ensure_object(&mut container["resources"]);
-                ensure_object(&mut container["resources"][field]);
-                container["resources"][field][name] = json!(value);
+                let resources = child(container.entry("resources").or_insert(json!({})), field);
+                *child(resources, name) = json!(value);
             }
         }
     }
@@ -195,25 +200,32 @@ fn shape(workload: &mut Value, consumer: &Consumer) -> Result<(), String> {
     Ok(())
 }
 
+/// `v[key]`, making `v` an object first when it is anything else.
+fn child<'a>(v: &'a mut Value, key: &str) -> &'a mut Value {
+    ensure_object(v);
+    v.as_object_mut().expect("made an object").entry(key).or_insert(Value::Null)
+}
+
 fn add_affinity(pod: &mut Value, r: &Requirement) {
     let key = r.resource.key.clone().unwrap_or_default();
     let expression = match &r.resource.value {
         Some(v) => json!({"key": key, "operator": "In", "values": [v]}),
         None => json!({"key": key, "operator": "Exists"}),
     };
-    let affinity = &mut pod["affinity"]["nodeAffinity"];
+    let affinity = child(child(pod, "affinity"), "nodeAffinity");
     if r.mandatory {
-        let required = &mut affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+        let required = child(child(affinity, "requiredDuringSchedulingIgnoredDuringExecution"), "nodeSelectorTerms");
         if required.as_array().is_none_or(|t| t.is_empty()) {
             *required = json!([{"matchExpressions": []}]);
         }
         // Terms are ORed: the requirement goes into each.
         for term in required.as_array_mut().into_iter().flatten() {
-            ensure_array(&mut term["matchExpressions"]);
-            term["matchExpressions"].as_array_mut().expect("made an array").push(expression.clone());
+            let expressions = child(term, "matchExpressions");
+            ensure_array(expressions);
+            expressions.as_array_mut().expect("made an array").push(expression.clone());
         }
     } else {
-        let preferred = &mut affinity["preferredDuringSchedulingIgnoredDuringExecution"];
+        let preferred = child(affinity, "preferredDuringSchedulingIgnoredDuringExecution");
         ensure_array(preferred);
         let weight = r.weight.clamp(1, 100);
         preferred
@@ -365,7 +377,21 @@ consumers:
             json!([{"matchExpressions": [{"key": "accel", "operator": "In", "values": ["gpu"]}]}])
         );
         hpa.spec.consumers[0].container = "nope".into();
-        let e = act(&hpa, placed).unwrap_err();
+        let e = act(&hpa, placed.clone()).unwrap_err();
         assert!(e.contains("apps/v1 Deployment/web: it has no container nope"), "{e}");
+        // Odd shapes are errors or replaced, never a panic.
+        let mut odd = placed;
+        odd.apps[0].clusters[0].resources[0]["spec"] = json!([]);
+        assert!(act(&needs("1", 1), odd.clone()).unwrap_err().contains("no pod template"));
+        odd.apps[0].clusters[0].resources[0]["spec"] =
+            json!({"template": {"spec": {"affinity": 1, "containers": [{"name": "web", "resources": "x"}]}}});
+        let mut hpa = needs("1", 1);
+        hpa.spec.consumers[0].requirements[1].mandatory = true;
+        let out = act(&hpa, odd).unwrap();
+        assert_eq!(
+            out.apps[0].clusters[0].resources[0]["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+                ["cpu"],
+            "1"
+        );
     }
 }
