@@ -339,10 +339,8 @@ impl Probe {
             Some(repo) => json!({"repository": repo}),
             None => json!({"configMap": {"name": self.chart_configmap}}),
         };
-        let mut dig = json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "DeploymentIntentGroup",
-            "metadata": {"name": ns, "namespace": ns},
-            "spec": {"compositeApp": "ca", "logicalCloud": "lc", "intents": {"genericPlacementIntent": "gpi"},
-                     "overrideValues": self.overrides, "approved": true}});
+        let mut dig = dig_manifest(ns, json!({"genericPlacementIntent": "gpi"}));
+        dig["spec"]["overrideValues"] = self.overrides.clone();
         if let Some(profiles) = &self.profiles {
             apply(
                 hub,
@@ -366,6 +364,36 @@ impl Probe {
         }
         Ok(())
     }
+}
+
+/// A probe chart whose one object is Deployment `web` (container `web`, env `A=1`), for the
+/// controller tests that patch or size a workload.
+pub fn web_chart_files() -> Vec<(&'static str, &'static str)> {
+    const DEPLOYMENT: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: registry.example/web:1
+        env:
+        - {name: A, value: "1"}
+"#;
+    vec![("Chart.yaml", "apiVersion: v2\nname: probe\nversion: 0.1.0\n"), ("templates/web.yaml", DEPLOYMENT)]
+}
+
+/// An approved DIG `ns` in namespace `ns` of composite app `ca` on logical cloud `lc` (as
+/// [`Probe`] makes them), naming `intents`.
+pub fn dig_manifest(ns: &str, intents: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "DeploymentIntentGroup",
+           "metadata": {"name": ns, "namespace": ns},
+           "spec": {"compositeApp": "ca", "logicalCloud": "lc", "intents": intents, "approved": true}})
 }
 
 /// The files of the probe chart: one ConfigMap `probe` with a greeting from the values.

@@ -47,12 +47,6 @@ fn controller(name: &str, type_: &str, priority: u32, url: &str, timeout: u32) -
            "spec": {"type": type_, "priority": priority, "endpoint": {"url": url}, "timeoutSeconds": timeout}})
 }
 
-fn dig_of(ns: &str, intents: serde_json::Value) -> serde_json::Value {
-    json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "DeploymentIntentGroup",
-           "metadata": {"name": ns, "namespace": ns},
-           "spec": {"compositeApp": "ca", "logicalCloud": "lc", "intents": intents, "approved": true}})
-}
-
 #[tokio::test]
 async fn external_controllers_run_in_priority_order_and_fail_cleanly() -> Result<()> {
     let example = Example::start()?;
@@ -74,7 +68,7 @@ async fn external_controllers_run_in_priority_order_and_fail_cleanly() -> Result
         .await?;
     let intents =
         json!({"genericPlacementIntent": "gpi", drop.clone(): "maintenance", blue.clone(): "b", red.clone(): "r"});
-    apply(&hub, &dig_of(&ns, intents)).await?;
+    apply(&hub, &dig_manifest(&ns, intents)).await?;
     let status = wait_dig(&hub, &ns, &ns, "Instantiated", Duration::from_secs(60), |s| {
         s.state == DigState::Instantiated && complete(&s.deployed)
     })
@@ -93,7 +87,7 @@ async fn external_controllers_run_in_priority_order_and_fail_cleanly() -> Result
     apply(&hub, &controller(&blue, "action", 3500, &url("label=team=blue"), 5)).await?;
     let intents =
         json!({"genericPlacementIntent": "gpi", drop.clone(): "maintenance-2", blue.clone(): "b", red.clone(): "r"});
-    apply(&hub, &dig_of(&ns, intents)).await?;
+    apply(&hub, &dig_manifest(&ns, intents)).await?;
     // The Controller's change is an input too, so a revision may come from it before the DIG's.
     let generation = dig(&hub, &ns, &ns).await?.metadata.generation.unwrap_or(0);
     let updated = wait_dig(&hub, &ns, &ns, "a revision of the new generation deployed", Duration::from_secs(60), |s| {
@@ -111,7 +105,7 @@ async fn external_controllers_run_in_priority_order_and_fail_cleanly() -> Result
     // A controller that answers too late refuses the revision; revision 2 stays as it was.
     let intents =
         json!({"genericPlacementIntent": "gpi", drop.clone(): "maintenance-2", blue.clone(): "b", slow.clone(): "s"});
-    apply(&hub, &dig_of(&ns, intents)).await?;
+    apply(&hub, &dig_manifest(&ns, intents)).await?;
     let status = wait_dig(&hub, &ns, &ns, "refused", Duration::from_secs(30), |s| {
         s.conditions.iter().any(|c| c.type_ == "Placed" && c.reason == "ControllerFailed")
     })
@@ -126,7 +120,7 @@ async fn external_controllers_run_in_priority_order_and_fail_cleanly() -> Result
     Probe::new(json!({"app": "probe", "allOf": [{"cluster": "edge01"}, {"cluster": "cloud01"}]}))
         .apply(&hub, &bed, &fresh)
         .await?;
-    apply(&hub, &dig_of(&fresh, json!({"genericPlacementIntent": "gpi", slow.clone(): "s"}))).await?;
+    apply(&hub, &dig_manifest(&fresh, json!({"genericPlacementIntent": "gpi", slow.clone(): "s"}))).await?;
     wait_dig(&hub, &fresh, &fresh, "refused", Duration::from_secs(30), |s| {
         s.conditions.iter().any(|c| c.type_ == "Placed" && c.reason == "ControllerFailed")
     })

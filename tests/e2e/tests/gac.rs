@@ -13,30 +13,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use serde_json::json;
 
-const CHART: &str = "apiVersion: v2\nname: probe\nversion: 0.1.0\n";
-const DEPLOYMENT: &str = r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-      - name: web
-        image: registry.example/web:1
-        env:
-        - {name: A, value: "1"}
-"#;
-
-fn dig(ns: &str, intents: serde_json::Value) -> serde_json::Value {
-    json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "DeploymentIntentGroup",
-           "metadata": {"name": ns, "namespace": ns},
-           "spec": {"compositeApp": "ca", "logicalCloud": "lc", "intents": intents, "approved": true}})
-}
-
 #[tokio::test]
 async fn generic_action_intents_add_and_patch_per_cluster() -> Result<()> {
     let bed = Bed::get();
@@ -71,13 +47,13 @@ async fn generic_action_intents_add_and_patch_per_cluster() -> Result<()> {
                  "patch": {"spec": {"template": {"spec": {"containers": [{"name": "web", "env": [{"name": "B", "value": "2"}]}]}}}}}]}]}}))
     .await?;
     let probe = Probe {
-        chart: Some(vec![("Chart.yaml", CHART), ("templates/web.yaml", DEPLOYMENT)]),
+        chart: Some(web_chart_files()),
         ..Probe::new(
             json!({"app": "probe", "allOf": [{"cluster": "edge01"}, {"cluster": "edge02"}, {"cluster": "cloud01"}]}),
         )
     };
     probe.apply(&hub, &bed, &ns).await?;
-    apply(&hub, &dig(&ns, json!({"genericPlacementIntent": "gpi", "gac": "actions"}))).await?;
+    apply(&hub, &dig_manifest(&ns, json!({"genericPlacementIntent": "gpi", "gac": "actions"}))).await?;
     let status = wait_dig(&hub, &ns, &ns, "Instantiated with the gac", Duration::from_secs(60), |s| {
         s.state == DigState::Instantiated && complete(&s.deployed) && s.controllers.iter().any(|c| c == "gac")
     })
@@ -117,7 +93,7 @@ async fn generic_action_intents_add_and_patch_per_cluster() -> Result<()> {
         (json!({"genericPlacementIntent": "gpi", "nosuch": "x"}), "UnknownController", "nosuch"),
         (json!({"genericPlacementIntent": "gpi", "gac": "missing"}), "IntentNotFound", "missing"),
     ] {
-        apply(&hub, &dig(&ns, intents)).await?;
+        apply(&hub, &dig_manifest(&ns, intents)).await?;
         let status = wait_dig(&hub, &ns, &ns, reason, Duration::from_secs(30), |s| {
             s.conditions.iter().any(|c| c.type_ == "Placed" && c.reason == reason)
         })

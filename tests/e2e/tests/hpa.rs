@@ -15,22 +15,6 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
-const CHART: &str = "apiVersion: v2\nname: probe\nversion: 0.1.0\n";
-const DEPLOYMENT: &str = r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-      - name: web
-        image: registry.example/web:1
-"#;
-
 fn hpa(ns: &str, cpu: &str) -> serde_json::Value {
     json!({"apiVersion": "hpa.emco.io/v1alpha1", "kind": "HpaIntent", "metadata": {"name": "needs", "namespace": ns},
         "spec": {"app": "probe", "consumers": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "container": "web",
@@ -78,15 +62,13 @@ async fn places_and_sets_requests(bed: &Bed, ns: &str, node: &str) -> Result<()>
     project(&hub, ns).await?;
     apply(&hub, &hpa(ns, "48")).await?;
     let probe = Probe {
-        chart: Some(vec![("Chart.yaml", CHART), ("templates/web.yaml", DEPLOYMENT)]),
+        chart: Some(web_chart_files()),
         ..Probe::new(
             json!({"app": "probe", "allOf": [{"cluster": "edge01"}, {"cluster": "edge02"}, {"cluster": "cloud01"}]}),
         )
     };
     probe.apply(&hub, bed, ns).await?;
-    let dig = json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "DeploymentIntentGroup",
-        "metadata": {"name": ns, "namespace": ns},
-        "spec": {"compositeApp": "ca", "logicalCloud": "lc", "intents": {"genericPlacementIntent": "gpi", "hpa": "needs"}, "approved": true}});
+    let dig = dig_manifest(ns, json!({"genericPlacementIntent": "gpi", "hpa": "needs"}));
     apply(&hub, &dig).await?;
     let status = wait_dig(&hub, ns, ns, "Instantiated", Duration::from_secs(60), |s| {
         s.state == DigState::Instantiated && complete(&s.deployed)

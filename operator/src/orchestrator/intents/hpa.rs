@@ -40,9 +40,7 @@ pub fn place(intent: &HpaIntent, mut candidates: Candidates, clusters: &[Cluster
         }
         slot.clusters = kept.into_iter().map(|(_, c)| c).collect();
     }
-    let stranded = app.slots.iter().any(|s| s.pick == Pick::One && s.clusters.is_empty())
-        || app.slots.iter().all(|s| s.clusters.is_empty());
-    if stranded {
+    if app.stranded() {
         unfit.dedup();
         return Err(format!("app {}: no candidate cluster fits ({})", spec.app, unfit.join("; ")));
     }

@@ -72,15 +72,16 @@ impl Candidates {
     /// Why these candidates leave an app nowhere to go, if they do: an empty `one` slot, or no
     /// cluster at all.
     pub fn stranded(&self) -> Option<String> {
-        self.apps.iter().find_map(|app| {
-            if app.slots.iter().any(|s| s.pick == Pick::One && s.clusters.is_empty()) {
-                Some(format!("app {}: no candidate cluster left for its anyOf", app.name))
-            } else if app.slots.iter().all(|s| s.clusters.is_empty()) {
-                Some(format!("app {}: no cluster left", app.name))
-            } else {
-                None
-            }
-        })
+        let app = self.apps.iter().find(|app| app.stranded())?;
+        Some(format!("app {}: no candidate cluster left (an anyOf is empty, or every slot is)", app.name))
+    }
+}
+
+impl CandidateApp {
+    /// Whether the app has nowhere to go: an empty `one` slot, or no cluster in any slot.
+    pub fn stranded(&self) -> bool {
+        self.slots.iter().any(|s| s.pick == Pick::One && s.clusters.is_empty())
+            || self.slots.iter().all(|s| s.clusters.is_empty())
     }
 }
 
