@@ -60,7 +60,14 @@ async fn controllers(hub: Client, operator_namespace: String) -> anyhow::Result<
         applied: applied.clone(),
         backoff: Default::default(),
     });
-    let dcm = Arc::new(dcm::Context { hub: hub.clone(), clusters: clusters.clone(), backoff: Default::default() });
+    let dcm = Arc::new(dcm::Context {
+        hub: hub.clone(),
+        clusters: clusters.clone(),
+        members: members.clone(),
+        lifetime: dcm::user::Lifetime::from_env(),
+        open_projects: std::env::var("EMCO_OPEN_PROJECTS").map_or(true, |v| v != "false"),
+        backoff: Default::default(),
+    });
     let projects =
         Arc::new(orchestrator::project::Context { hub: hub.clone(), operator_namespace, backoff: Default::default() });
     let orchestrator = Arc::new(orchestrator::Context {

@@ -64,28 +64,26 @@ pub struct Members {
     secrets: Store<Secret>,
     clients: Arc<Mutex<HashMap<String, CachedClient>>>,
     kinds: Arc<Mutex<HashMap<(String, GroupVersionKind), ServedKind>>>,
+    /// Clients of logical cloud users, by cluster, user and credentials version.
+    users: Arc<Mutex<HashMap<String, Client>>>,
 }
 
 impl Members {
     /// `secrets` is a reflector over Secrets in the operator's namespace.
     pub fn new(operator_namespace: String, secrets: Store<Secret>) -> Self {
-        Members { operator_namespace, secrets, clients: Default::default(), kinds: Default::default() }
+        Members {
+            operator_namespace,
+            secrets,
+            clients: Default::default(),
+            kinds: Default::default(),
+            users: Default::default(),
+        }
     }
 
     /// A client for `cluster`, from cache unless its kubeconfig Secret changed.
     pub async fn client(&self, cluster: &Cluster) -> Result<Client, MemberError> {
         let r = &cluster.spec.kubeconfig.secret_ref;
-        if r.namespace != self.operator_namespace {
-            return Err(MemberError::SecretOutsideOperatorNamespace {
-                namespace: r.namespace.clone(),
-                name: r.name.clone(),
-                operator: self.operator_namespace.clone(),
-            });
-        }
-        let secret = self
-            .secrets
-            .get(&ObjectRef::new(&r.name).within(&r.namespace))
-            .ok_or_else(|| MemberError::SecretNotFound { namespace: r.namespace.clone(), name: r.name.clone() })?;
+        let secret = self.admin_secret(cluster)?;
         let version = format!("{}/{}", secret.resource_version().unwrap_or_default(), r.key);
         let name = cluster.name_any();
         if let Some(cached) = self.clients.lock().unwrap().get(&name)
@@ -119,6 +117,7 @@ impl Members {
     /// Forgets the client and discovery of a deleted cluster.
     pub fn forget(&self, cluster: &str) {
         self.clients.lock().unwrap().remove(cluster);
+        self.users.lock().unwrap().retain(|k, _| !k.starts_with(&format!("{cluster}\u{0}")));
         self.forget_kinds(cluster);
     }
 
@@ -128,7 +127,8 @@ impl Members {
     }
 }
 
-async fn build_client(cluster: &Cluster, secret: &Secret) -> Result<Client, MemberError> {
+/// The cluster's own kubeconfig, checked: inline data only.
+fn admin_kubeconfig(cluster: &Cluster, secret: &Secret) -> Result<Kubeconfig, MemberError> {
     let r = &cluster.spec.kubeconfig.secret_ref;
     let invalid = |reason: String| MemberError::Invalid {
         namespace: r.namespace.clone(),
@@ -161,6 +161,21 @@ async fn build_client(cluster: &Cluster, secret: &Secret) -> Result<Client, Memb
             field,
         });
     }
+    Ok(kubeconfig)
+}
+
+async fn build_client(cluster: &Cluster, secret: &Secret) -> Result<Client, MemberError> {
+    client_from(cluster, admin_kubeconfig(cluster, secret)?).await
+}
+
+async fn client_from(cluster: &Cluster, kubeconfig: Kubeconfig) -> Result<Client, MemberError> {
+    let r = &cluster.spec.kubeconfig.secret_ref;
+    let invalid = |reason: String| MemberError::Invalid {
+        namespace: r.namespace.clone(),
+        name: r.name.clone(),
+        key: r.key.clone(),
+        reason,
+    };
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(|e| invalid(redacted_kind(&e.to_string())))?;
@@ -168,6 +183,89 @@ async fn build_client(cluster: &Cluster, secret: &Secret) -> Result<Client, Memb
     config.read_timeout = Some(Duration::from_secs(30));
     config.write_timeout = Some(Duration::from_secs(30));
     Client::try_from(config).map_err(|e| invalid(redacted_kind(&e.to_string())))
+}
+
+/// A logical cloud's user on one member: its name, default namespace, certificate and key (PEM).
+pub struct User<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub certificate: &'a [u8],
+    pub key: &'a [u8],
+}
+
+/// A kubeconfig for `user` on `cluster`: the server and CA of the cluster's own kubeconfig (never
+/// taken from a tenant's Secret), the user's certificate and key.
+fn user_kubeconfig(admin: &Kubeconfig, cluster: &str, user: &User) -> Result<Kubeconfig, String> {
+    use base64::Engine;
+    let current = admin.current_context.as_deref();
+    let context_cluster = admin
+        .contexts
+        .iter()
+        .find(|c| Some(c.name.as_str()) == current)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone());
+    let server = admin
+        .clusters
+        .iter()
+        .find(|c| Some(&c.name) == context_cluster.as_ref())
+        .or(admin.clusters.first())
+        .and_then(|c| c.cluster.clone())
+        .ok_or("the cluster's kubeconfig names no server")?;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let doc = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": cluster, "cluster": server}],
+        "users": [{"name": user.name, "user": {
+            "client-certificate-data": b64(user.certificate), "client-key-data": b64(user.key)}}],
+        "contexts": [{"name": format!("{}@{cluster}", user.name),
+            "context": {"cluster": cluster, "user": user.name, "namespace": user.namespace}}],
+        "current-context": format!("{}@{cluster}", user.name),
+    });
+    serde_json::from_value(doc).map_err(|_| "the user's kubeconfig does not assemble".to_string())
+}
+
+impl Members {
+    fn admin_secret(&self, cluster: &Cluster) -> Result<Arc<Secret>, MemberError> {
+        let r = &cluster.spec.kubeconfig.secret_ref;
+        if r.namespace != self.operator_namespace {
+            return Err(MemberError::SecretOutsideOperatorNamespace {
+                namespace: r.namespace.clone(),
+                name: r.name.clone(),
+                operator: self.operator_namespace.clone(),
+            });
+        }
+        self.secrets
+            .get(&ObjectRef::new(&r.name).within(&r.namespace))
+            .ok_or_else(|| MemberError::SecretNotFound { namespace: r.namespace.clone(), name: r.name.clone() })
+    }
+
+    /// The kubeconfig (YAML) a logical cloud's user works with on `cluster`.
+    pub fn user_kubeconfig_yaml(&self, cluster: &Cluster, user: &User) -> Result<String, MemberError> {
+        let admin = admin_kubeconfig(cluster, &*self.admin_secret(cluster)?)?;
+        let kubeconfig = user_kubeconfig(&admin, &cluster.name_any(), user).map_err(|reason| invalid(cluster, reason))?;
+        serde_saphyr::to_string(&kubeconfig).map_err(|_| invalid(cluster, "the user's kubeconfig does not serialize".into()))
+    }
+
+    /// A client acting as a logical cloud's user on `cluster`; cached under `version` (the
+    /// version of the Secret holding the user's credentials).
+    pub async fn user_client(&self, cluster: &Cluster, user: &User<'_>, version: &str) -> Result<Client, MemberError> {
+        let key = format!("{}\u{0}{}\u{0}{version}", cluster.name_any(), user.name);
+        if let Some(client) = self.users.lock().unwrap().get(&key) {
+            return Ok(client.clone());
+        }
+        let admin = admin_kubeconfig(cluster, &*self.admin_secret(cluster)?)?;
+        let kubeconfig = user_kubeconfig(&admin, &cluster.name_any(), user).map_err(|reason| invalid(cluster, reason))?;
+        let client = client_from(cluster, kubeconfig).await?;
+        let mut users = self.users.lock().unwrap();
+        users.retain(|k, _| !k.starts_with(&format!("{}\u{0}{}\u{0}", cluster.name_any(), user.name)));
+        users.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+fn invalid(cluster: &Cluster, reason: String) -> MemberError {
+    let r = &cluster.spec.kubeconfig.secret_ref;
+    MemberError::Invalid { namespace: r.namespace.clone(), name: r.name.clone(), key: r.key.clone(), reason }
 }
 
 /// The first field of `kubeconfig` that would make the operator run a command, read a file or

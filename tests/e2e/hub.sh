@@ -32,7 +32,7 @@ stop() {
 operator_identity() {
   "$BIN_DIR/helm" template emco-operator charts/emco-operator --namespace emco-system \
     --show-only templates/serviceaccount.yaml --show-only templates/clusterrole.yaml \
-    --show-only templates/clusterrolebinding.yaml --show-only templates/role.yaml | k apply -f - >/dev/null
+    --show-only templates/clusterrolebinding.yaml --show-only templates/role.yaml --show-only templates/personas.yaml | k apply -f - >/dev/null
   local server ca token
   server=$(k config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')
   ca=$(k config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')

@@ -23,6 +23,8 @@ pub enum ConditionType {
     Pruned,
     /// `stop` gave the operation up (AppContext).
     Stopped,
+    /// Everything the logical cloud made on its members is gone (LogicalCloud).
+    Terminated,
 }
 
 impl AsRef<str> for ConditionType {
@@ -36,6 +38,7 @@ impl AsRef<str> for ConditionType {
             ConditionType::Deployed => "Deployed",
             ConditionType::Pruned => "Pruned",
             ConditionType::Stopped => "Stopped",
+            ConditionType::Terminated => "Terminated",
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
+#[kube(validation = kube::core::Rule::new("self.spec.type == 'Admin' || (has(self.spec.__namespace__) && has(self.spec.user))").message("a Standard or Privileged logical cloud needs `namespace` and `user`"))]
+#[kube(validation = kube::core::Rule::new("self.spec.type == 'Privileged' || self.spec.permissions.all(p, p.__namespace__ != '')").message("cluster-wide permissions (namespace \"\") need a Privileged logical cloud"))]
 #[serde(rename_all = "camelCase")]
 pub struct LogicalCloudSpec {
     /// `Admin` (EMCO level 0: the cluster admin's credentials), `Standard` or `Privileged` (level 1).
@@ -31,11 +33,15 @@ pub struct LogicalCloudSpec {
     /// Standard/Privileged: the namespace created on every member. Admin: the default namespace for
     /// resources that name none (defaults to `default`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: Option<String>,
     /// Standard/Privileged: the certificate user made on each member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<LogicalCloudUser>,
+    /// Standard/Privileged: what the user may do on each member. None given: everything within the
+    /// logical cloud's namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub permissions: Vec<Permission>,
     /// ResourceQuota hard limits on each member (`pods`, `requests.cpu`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -67,6 +73,8 @@ pub enum LogicalCloudDesiredState {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct LogicalCloudUser {
+    /// The certificate's common name: the user the members' RBAC sees.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][-A-Za-z0-9_.@]*$"))]
     pub name: String,
 }
 
@@ -75,12 +83,16 @@ pub struct LogicalCloudUser {
 #[serde(rename_all = "camelCase")]
 pub struct Permission {
     #[serde(default)]
+    #[schemars(length(max = 63))]
     pub namespace: String,
     #[serde(default)]
+    #[schemars(length(max = 32))]
     pub api_groups: Vec<String>,
     #[serde(default)]
+    #[schemars(length(max = 64))]
     pub resources: Vec<String>,
     #[serde(default)]
+    #[schemars(length(max = 16))]
     pub verbs: Vec<String>,
 }
 
@@ -110,6 +122,12 @@ pub struct LogicalCloudStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Standard/Privileged: the AppContext that carries the namespace, RBAC and quota to the members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_context: Option<String>,
+    /// Standard/Privileged: the revision of that AppContext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u32>,
 }
 
 /// EMCO's logical cloud states (dcm).
@@ -131,6 +149,12 @@ pub enum LogicalCloudClusterState {
     ClusterNotFound,
     /// The Cluster belongs to another provider than the one named.
     ProviderMismatch,
+    /// No ClusterGrant lets the project use this cluster with this type of logical cloud.
+    NotGranted,
+    /// Another project's logical cloud already has a user of that name on this cluster.
+    UserConflict,
+    /// Standard/Privileged: the user or the member objects are on their way.
+    Pending,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -142,4 +166,72 @@ pub struct LogicalCloudClusterStatus {
     /// Standard/Privileged: the hub Secret with this cloud's kubeconfig for the member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig_secret: Option<String>,
+    /// Standard/Privileged: when the user's certificate expires (it is renewed before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_expiry: Option<Time>,
+    /// What is under way or wrong on this cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A platform admin's grant: which projects may use which clusters, with which types of logical
+/// cloud (cluster-scoped, so a project admin cannot make one).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "dcm.emco.io",
+    version = "v1alpha1",
+    kind = "ClusterGrant",
+    category = "emco",
+    shortname = "cgrant",
+    printcolumn(name = "Projects", type_ = "string", json_path = ".spec.projects"),
+    printcolumn(name = "Types", type_ = "string", json_path = ".spec.logicalCloudTypes"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterGrantSpec {
+    /// Projects (by name) the grant is for.
+    #[schemars(length(min = 1, max = 256))]
+    pub projects: Vec<String>,
+    /// Clusters granted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<String>,
+    /// Clusters granted by their labels (every cluster when empty and no names are given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_selector: Option<LabelSelector>,
+    /// Only clusters of this provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_provider: Option<String>,
+    /// The types of logical cloud the projects may make on these clusters (default `[Standard]`).
+    /// `Admin` hands out the clusters' own admin credentials.
+    #[serde(default = "standard_only")]
+    #[schemars(with = "Vec<String>", length(max = 3))]
+    pub logical_cloud_types: Vec<LogicalCloudType>,
+}
+
+fn standard_only() -> Vec<LogicalCloudType> {
+    vec![LogicalCloudType::Standard]
+}
+
+/// The hub Secret (in the project's namespace) holding a logical cloud user's credentials on one
+/// member: the key made by dcm, the certificate the member issued, and the kubeconfig for both.
+pub mod user_secret {
+    /// Secret type.
+    pub const TYPE: &str = "emco.io/logical-cloud-user";
+    /// PEM private key (made on the hub; it never leaves the hub).
+    pub const KEY: &str = "tls.key";
+    /// PEM certificate issued by the member's CSR API.
+    pub const CERTIFICATE: &str = "tls.crt";
+    /// A kubeconfig for the user on the member, in the logical cloud's namespace.
+    pub const KUBECONFIG: &str = "kubeconfig";
+    /// Annotation: the user's name.
+    pub const USER: &str = "dcm.emco.io/user";
+    /// Label: the logical cloud.
+    pub const LOGICAL_CLOUD: &str = "dcm.emco.io/logical-cloud";
+    /// Label: the member cluster.
+    pub const CLUSTER: &str = "dcm.emco.io/cluster";
+
+    /// The Secret's name.
+    pub fn name(logical_cloud: &str, cluster: &str) -> String {
+        format!("emco-lc-{logical_cloud}-{cluster}")
+    }
 }

@@ -36,6 +36,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         orchestrator::DeploymentIntentGroup::crd(),
         orchestrator::GenericPlacementIntent::crd(),
         dcm::LogicalCloud::crd(),
+        dcm::ClusterGrant::crd(),
         gac::GenericActionIntent::crd(),
         hpa::HpaIntent::crd(),
         controller::Controller::crd(),

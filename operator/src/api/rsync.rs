@@ -43,8 +43,13 @@ pub struct AppContextSpec {
     /// revision prunes what only this one applied), unless it is told to terminate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<String>,
-    /// Namespace on the members for namespaced resources that name none; created when missing.
+    /// Namespace on the members for namespaced resources that name none; created when missing
+    /// (except with `logicalCloud`: the logical cloud made it).
     pub namespace: String,
+    /// A Standard or Privileged logical cloud whose user applies and deletes the resources on each
+    /// member (its RBAC and quota apply); absent: the cluster's own (admin) credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical_cloud: Option<String>,
     pub apps: Vec<ContextApp>,
 }
 
@@ -53,6 +58,18 @@ pub struct AppContextSpec {
 pub struct Owner {
     pub kind: String,
     pub name: String,
+}
+
+impl Owner {
+    /// The value of the `emco.io/deployment-intent-group` label on what this owner's contexts
+    /// apply: the DIG's name, or `lc_<name>` for a logical cloud (`_` is never in a DIG's name).
+    pub fn label(&self) -> String {
+        match self.kind.as_str() {
+            "LogicalCloud" if self.name.len() <= 60 => format!("lc_{}", self.name),
+            "LogicalCloud" => format!("lc_{}", crate::hex::digest(self.name.as_bytes(), 16)),
+            _ => self.name.clone(),
+        }
+    }
 }
 
 /// EMCO rsync events.

@@ -1,29 +1,55 @@
-//! dcm: the logical cloud controller. An Admin logical cloud (EMCO level 0) is the set of member
-//! clusters it names, reached with the cluster admin's credentials: it is Instantiated once every
-//! named Cluster is registered. Standard and Privileged clouds come with the dcm issue.
+//! dcm: the logical cloud controller (EMCO's distributed cloud manager).
+//! - Admin (level 0): the named member clusters, reached with each cluster's own credentials.
+//! - Standard and Privileged (level 1): on each member a namespace, a certificate user made
+//!   through the member's CSR API (`user`), its Roles/RoleBindings (ClusterRole/Binding for
+//!   cluster-wide permissions, Privileged only) and a ResourceQuota (`objects`), carried by an
+//!   AppContext that rsync applies (`context`); the user's kubeconfig per member in a hub Secret.
+//! - Every type needs its clusters granted to the project (`grant`) and is refused terminate while
+//!   a DIG still uses it.
+
+pub mod context;
+pub mod grant;
+pub mod objects;
+pub mod user;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::ListParams;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
 use crate::api::clm::Cluster;
-use crate::api::condition;
-use crate::api::condition::ConditionType;
+use crate::api::condition::{self, ConditionType};
 use crate::api::dcm::{
-    LogicalCloud, LogicalCloudClusterStatus, LogicalCloudDesiredState, LogicalCloudStatus, LogicalCloudType,
+    ClusterGrant, LogicalCloud, LogicalCloudClusterStatus, LogicalCloudDesiredState, LogicalCloudStatus,
+    LogicalCloudType, user_secret,
 };
 use crate::api::dcm::{LogicalCloudClusterState as ClusterState, LogicalCloudState as State};
+use crate::api::orchestrator::{DeploymentIntentGroup, DigState, Project};
+use crate::api::rsync::{AppContext, ContextState};
+use crate::finalizer;
+use crate::members::Members;
 use crate::reconcile::{Backoff, write_status};
+use user::{Lifetime, UserState};
+
+/// On Standard and Privileged logical clouds: nothing goes before their members are cleaned.
+pub const FINALIZER: &str = "dcm.emco.io/terminate";
 
 /// What the logical cloud controller needs.
 pub struct Context {
     pub hub: kube::Client,
-    pub clusters: kube::runtime::reflector::Store<crate::api::clm::Cluster>,
+    pub clusters: Store<Cluster>,
+    pub members: Members,
+    pub lifetime: Lifetime,
+    /// Whether a project that no ClusterGrant names may use every cluster (a single-tenant hub).
+    pub open_projects: bool,
     pub backoff: Backoff,
 }
 
@@ -33,16 +59,20 @@ pub async fn run(ctx: Arc<Context>) {
     // Unreadable objects are reported and skipped, never a stalled watch (`reconcile::readable`).
     let clouds = Api::<DeserializeGuard<LogicalCloud>>::all(ctx.hub.clone());
     let controller = Controller::new(clouds, watcher::Config::default());
-    let store = controller.store();
+    let (by_cluster, all) = (controller.store(), controller.store());
     controller
+        .owns(Api::<AppContext>::all(ctx.hub.clone()), watcher::Config::default())
         .watches(Api::<Cluster>::all(ctx.hub.clone()), watcher::Config::default(), move |cluster: Cluster| {
             let name = cluster.name_any();
-            store
+            by_cluster
                 .state()
                 .into_iter()
                 .filter(|lc| lc.0.as_ref().is_ok_and(|lc| lc.spec.clusters.iter().any(|c| c.cluster == name)))
                 .map(|lc| ObjectRef::from_obj(lc.as_ref()))
                 .collect::<Vec<_>>()
+        })
+        .watches(Api::<ClusterGrant>::all(ctx.hub.clone()), watcher::Config::default(), move |_: ClusterGrant| {
+            all.state().into_iter().map(|lc| ObjectRef::from_obj(lc.as_ref())).collect::<Vec<_>>()
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -52,62 +82,279 @@ pub async fn run(ctx: Arc<Context>) {
 
 async fn reconcile(guard: Arc<DeserializeGuard<LogicalCloud>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let Some(lc) = crate::reconcile::readable(&guard, None).await else { return Ok(Action::await_change()) };
-    let status = desired_status(&lc, &ctx);
-    write_status(
-        &Api::namespaced(ctx.hub.clone(), &lc.namespace().unwrap_or_default()),
-        lc.as_ref(),
-        lc.status.as_ref(),
-        &status,
-    )
-    .await?;
-    Ok(Action::await_change())
+    let api = Api::<LogicalCloud>::namespaced(ctx.hub.clone(), &lc.namespace().unwrap_or_default());
+    let tenant = lc.spec.type_ != LogicalCloudType::Admin;
+    if lc.metadata.deletion_timestamp.is_some() {
+        return delete(&ctx, &api, &lc).await;
+    }
+    if tenant {
+        finalizer::add(&api, lc.as_ref(), FINALIZER).await?;
+    }
+    let mut status = lc.status.clone().unwrap_or_default();
+    status.observed_generation = lc.metadata.generation;
+    status.clusters = checked_clusters(&ctx, &lc).await?;
+    status.cluster_count = Some(status.clusters.len() as u32);
+    let action = if lc.spec.state == LogicalCloudDesiredState::Terminated {
+        terminate(&ctx, &lc, &mut status).await?
+    } else if let Some((reason, message)) = unusable(&status.clusters) {
+        set(&mut status, State::InstantiateFailed, false, reason, message, lc.metadata.generation);
+        Action::requeue(Duration::from_secs(60))
+    } else if tenant {
+        instantiate(&ctx, &lc, &mut status).await?
+    } else {
+        let message = format!("{} clusters", status.clusters.len());
+        set(&mut status, State::Instantiated, true, "Instantiated", message, lc.metadata.generation);
+        Action::await_change()
+    };
+    write_status(&api, lc.as_ref(), lc.status.as_ref(), &status).await?;
+    Ok(action)
 }
 
-/// The status an Admin logical cloud should show, given the registered clusters.
-fn desired_status(lc: &LogicalCloud, ctx: &Context) -> LogicalCloudStatus {
-    let mut status = lc.status.clone().unwrap_or_default();
-    let generation = lc.metadata.generation;
-    status.observed_generation = generation;
-    status.clusters = lc
+/// Sets the state and the Ready condition (and clears a refused terminate once it no longer is).
+fn set(status: &mut LogicalCloudStatus, state: State, ok: bool, reason: &str, message: String, generation: Option<i64>) {
+    status.state = Some(state);
+    condition::set(&mut status.conditions, condition::new(ConditionType::Ready, ok, reason, message, generation));
+    if state != State::Terminated && state != State::Terminating {
+        status.conditions.retain(|c| c.type_ != ConditionType::Terminated.as_ref());
+    }
+}
+
+/// Each named cluster: registered, of the named provider, granted to the project for this type,
+/// and (Standard/Privileged) its user name not taken there by another project.
+async fn checked_clusters(ctx: &Context, lc: &LogicalCloud) -> Result<Vec<LogicalCloudClusterStatus>, Error> {
+    let grants = Api::<ClusterGrant>::all(ctx.hub.clone()).list(&ListParams::default()).await?.items;
+    let project = project_of(ctx, lc).await?;
+    let conflicts = user_conflicts(ctx, lc).await?;
+    let previous = lc.status.as_ref().map(|s| s.clusters.clone()).unwrap_or_default();
+    Ok(lc
         .spec
         .clusters
         .iter()
         .map(|r| {
             let found = ctx.clusters.get(&ObjectRef::new(&r.cluster));
-            let state = match found {
-                None => ClusterState::ClusterNotFound,
+            let (state, message) = match found {
+                None => (ClusterState::ClusterNotFound, None),
                 Some(c) if r.cluster_provider.as_ref().is_some_and(|p| p != &c.spec.provider) => {
-                    ClusterState::ProviderMismatch
+                    (ClusterState::ProviderMismatch, None)
                 }
-                Some(_) => ClusterState::Ready,
+                Some(c) if !grant::allows(&grants, ctx.open_projects, &project, &c, lc.spec.type_) => (
+                    ClusterState::NotGranted,
+                    Some(format!("no ClusterGrant gives project {project} this cluster for {:?} logical clouds", lc.spec.type_)),
+                ),
+                Some(_) if conflicts.iter().any(|(cluster, _)| *cluster == r.cluster) => {
+                    let other = conflicts.iter().find(|(c, _)| *c == r.cluster).map(|(_, o)| o.clone());
+                    (ClusterState::UserConflict, other.map(|o| format!("logical cloud {o} has a user of that name there")))
+                }
+                Some(_) => (ClusterState::Ready, None),
             };
-            LogicalCloudClusterStatus { cluster: r.cluster.clone(), state, kubeconfig_secret: None }
+            let before = previous.iter().find(|p| p.cluster == r.cluster);
+            LogicalCloudClusterStatus {
+                cluster: r.cluster.clone(),
+                state,
+                kubeconfig_secret: before.and_then(|b| b.kubeconfig_secret.clone()),
+                certificate_expiry: before.and_then(|b| b.certificate_expiry.clone()),
+                message,
+            }
+        })
+        .collect())
+}
+
+/// The reason and message when some cluster cannot be used.
+fn unusable(clusters: &[LogicalCloudClusterStatus]) -> Option<(&'static str, String)> {
+    let bad: Vec<_> = clusters.iter().filter(|c| c.state != ClusterState::Ready).collect();
+    let first = bad.first()?;
+    let reason = match first.state {
+        ClusterState::NotGranted => "ClusterNotGranted",
+        ClusterState::UserConflict => "UserConflict",
+        _ => "ClusterNotReady",
+    };
+    let list: Vec<String> = bad
+        .iter()
+        .map(|c| match &c.message {
+            Some(m) => format!("{} {:?} ({m})", c.cluster, c.state),
+            None => format!("{} {:?}", c.cluster, c.state),
         })
         .collect();
-    status.cluster_count = Some(status.clusters.len() as u32);
-    let bad: Vec<_> = status
-        .clusters
+    Some((reason, format!("clusters not usable: {}", list.join(", "))))
+}
+
+/// The project whose namespace holds `lc` (the namespace's name when no Project claims it).
+async fn project_of(ctx: &Context, lc: &LogicalCloud) -> Result<String, Error> {
+    let ns = lc.namespace().unwrap_or_default();
+    let projects = Api::<Project>::all(ctx.hub.clone()).list(&ListParams::default()).await?;
+    Ok(projects
+        .items
         .iter()
-        .filter(|c| c.state != ClusterState::Ready)
-        .map(|c| format!("{} {:?}", c.cluster, c.state))
-        .collect();
-    let (state, ok, reason, message) = if lc.spec.state == LogicalCloudDesiredState::Terminated {
-        (State::Terminated, false, "Terminated", "the logical cloud is terminated".to_string())
-    } else if lc.spec.type_ != LogicalCloudType::Admin {
-        (
-            State::InstantiateFailed,
-            false,
-            "TypeNotSupported",
-            format!("{:?} logical clouds are not supported yet; use Admin", lc.spec.type_),
-        )
-    } else if !bad.is_empty() {
-        (State::InstantiateFailed, false, "ClusterNotReady", format!("clusters not usable: {}", bad.join(", ")))
-    } else {
-        (State::Instantiated, true, "Instantiated", format!("{} clusters", status.clusters.len()))
+        .find(|p| p.spec.namespace.clone().unwrap_or_else(|| p.name_any()) == ns)
+        .map_or(ns, |p| p.name_any()))
+}
+
+/// Clusters where another project's older Standard/Privileged logical cloud has a user of the
+/// same name (a certificate for that name would carry its rights too), with that logical cloud.
+async fn user_conflicts(ctx: &Context, lc: &LogicalCloud) -> Result<Vec<(String, String)>, Error> {
+    let Some(user) = lc.spec.user.as_ref().filter(|_| lc.spec.type_ != LogicalCloudType::Admin) else {
+        return Ok(vec![]);
     };
-    status.state = Some(state);
-    condition::set(&mut status.conditions, condition::new(ConditionType::Ready, ok, reason, message, generation));
-    status
+    let ns = lc.namespace().unwrap_or_default();
+    let all = Api::<LogicalCloud>::all(ctx.hub.clone()).list(&ListParams::default()).await?;
+    let older = |o: &LogicalCloud| {
+        (o.metadata.creation_timestamp.clone(), o.name_any()) < (lc.metadata.creation_timestamp.clone(), lc.name_any())
+    };
+    let mut conflicts = Vec::new();
+    for other in all.items.iter().filter(|o| o.namespace().as_deref() != Some(&ns)) {
+        let same_user = other.spec.user.as_ref().is_some_and(|u| u.name == user.name);
+        if !same_user || other.spec.type_ == LogicalCloudType::Admin || !older(other) {
+            continue;
+        }
+        for c in other.spec.clusters.iter().filter(|c| lc.spec.clusters.iter().any(|m| m.cluster == c.cluster)) {
+            conflicts.push((c.cluster.clone(), format!("{}/{}", other.namespace().unwrap_or_default(), other.name_any())));
+        }
+    }
+    Ok(conflicts)
+}
+
+/// The AppContext the status names, if it still exists.
+async fn current_context(ctx: &Context, lc: &LogicalCloud) -> Result<Option<AppContext>, Error> {
+    let Some(name) = lc.status.as_ref().and_then(|s| s.app_context.clone()) else { return Ok(None) };
+    Ok(Api::<AppContext>::namespaced(ctx.hub.clone(), &lc.namespace().unwrap_or_default()).get_opt(&name).await?)
+}
+
+/// Standard/Privileged: the member objects through rsync, and a user on every member.
+async fn instantiate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloudStatus) -> Result<Action, Error> {
+    let clusters: Vec<String> = lc.spec.clusters.iter().map(|c| c.cluster.clone()).collect();
+    let current = current_context(ctx, lc).await?;
+    let actx = context::ensure(&ctx.hub, lc, current.as_ref(), &objects::member_objects(lc), &clusters).await?;
+    status.app_context = Some(actx.name_any());
+    status.revision = Some(actx.spec.revision);
+    context::forget_released(&ctx.hub, lc, Some(&actx.name_any())).await?;
+    forget_users(ctx, lc, |cluster| !clusters.iter().any(|c| c == cluster)).await?;
+    let users = futures::future::join_all(status.clusters.iter().map(|c| async {
+        let cluster = ctx.clusters.get(&ObjectRef::new(&c.cluster)).expect("checked registered");
+        user::ensure(&ctx.hub, &ctx.members, lc, &cluster, ctx.lifetime).await
+    }))
+    .await;
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let mut next = 3600;
+    for (c, state) in status.clusters.iter_mut().zip(users) {
+        let applied = applied_on(&actx, &c.cluster);
+        let user = state.map_err(|user::UserError::Hub(e)| e)?;
+        (c.state, c.message) = match (&user, &applied) {
+            (UserState::Issued { renewing: None, .. }, Ok(())) => (ClusterState::Ready, None),
+            (UserState::Issued { renewing: Some(m), .. }, Ok(())) => (ClusterState::Ready, Some(format!("renewing: {m}"))),
+            (UserState::Pending(m), _) => (ClusterState::Pending, Some(m.clone())),
+            (_, Err(m)) => (ClusterState::Pending, Some(m.clone())),
+        };
+        if let UserState::Issued { expiry, renewing } = user {
+            c.kubeconfig_secret = Some(user_secret::name(&lc.name_any(), &c.cluster));
+            c.certificate_expiry = Some(Time(expiry));
+            next = next.min(if renewing.is_some() { 5 } else { ctx.lifetime.renew_at(expiry) - now });
+        } else {
+            next = next.min(2);
+        }
+    }
+    let pending: Vec<String> = status.clusters.iter().filter(|c| c.state != ClusterState::Ready).map(|c| c.cluster.clone()).collect();
+    let generation = lc.metadata.generation;
+    if pending.is_empty() {
+        let message = format!("namespace, user, RBAC and quota on {} clusters", status.clusters.len());
+        set(status, State::Instantiated, true, "Instantiated", message, generation);
+    } else {
+        let message = format!("under way on {}", pending.join(", "));
+        set(status, State::Instantiating, false, "Instantiating", message, generation);
+        next = next.min(3);
+    }
+    Ok(Action::requeue(Duration::from_secs(next.max(1) as u64)))
+}
+
+/// Whether rsync applied everything on `cluster`, or what it says.
+fn applied_on(actx: &AppContext, cluster: &str) -> Result<(), String> {
+    let status = actx.status.as_ref().and_then(|s| s.apps.iter().find(|a| a.name == context::APP));
+    let Some(c) = status.and_then(|a| a.clusters.iter().find(|c| c.cluster == cluster)) else {
+        return Err(format!("waiting for rsync to apply {}", actx.name_any()));
+    };
+    match c.failed.first() {
+        Some(f) => Err(f.clone()),
+        None if c.deployed < c.resources => Err(format!("applied {}/{}", c.deployed, c.resources)),
+        None => Ok(()),
+    }
+}
+
+/// Deletes the users (CSRs left on the members, hub Secrets) of the clusters `gone` picks.
+async fn forget_users(ctx: &Context, lc: &LogicalCloud, gone: impl Fn(&str) -> bool) -> Result<(), Error> {
+    let secrets = Api::<Secret>::namespaced(ctx.hub.clone(), &lc.namespace().unwrap_or_default());
+    let selector = format!("{}={}", user_secret::LOGICAL_CLOUD, lc.name_any());
+    for s in secrets.list_metadata(&ListParams::default().labels(&selector)).await? {
+        let Some(cluster) = s.labels().get(user_secret::CLUSTER).filter(|c| gone(c)) else { continue };
+        match ctx.clusters.get(&ObjectRef::new(cluster)) {
+            Some(c) => user::forget(&ctx.hub, &ctx.members, lc, &c).await?,
+            None => {
+                let _ = secrets.delete(&s.name_any(), &Default::default()).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The DIGs still using `lc`: they name it and are not terminated.
+async fn users_of(ctx: &Context, lc: &LogicalCloud) -> Result<Vec<String>, Error> {
+    let digs = Api::<DeploymentIntentGroup>::namespaced(ctx.hub.clone(), &lc.namespace().unwrap_or_default());
+    Ok(digs
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|d| d.spec.logical_cloud == lc.name_any())
+        .filter(|d| d.status.as_ref().is_some_and(|s| s.app_context.is_some() && s.state != DigState::Terminated))
+        .map(|d| d.name_any())
+        .collect())
+}
+
+/// EMCO terminate: refused while a DIG uses the logical cloud; else everything it made on the
+/// members goes (through rsync), then its users.
+async fn terminate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloudStatus) -> Result<Action, Error> {
+    let generation = lc.metadata.generation;
+    let digs = users_of(ctx, lc).await?;
+    if !digs.is_empty() {
+        let message = format!("DIGs still use this logical cloud: {}; terminate them first", digs.join(", "));
+        let refused = condition::new(ConditionType::Terminated, false, "InUse", message, generation);
+        condition::set(&mut status.conditions, refused);
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    if let Some(actx) = current_context(ctx, lc).await? {
+        crate::orchestrator::revisions::terminate(&ctx.hub, &actx).await?;
+        let done = actx.status.as_ref().is_some_and(|s| s.state == ContextState::Terminated);
+        if !done && finalizer::has(&actx, crate::rsync::FINALIZER) {
+            let message = format!("removing what {} applied", actx.name_any());
+            set(status, State::Terminating, false, "Terminating", message.clone(), generation);
+            let cond = condition::new(ConditionType::Terminated, false, "Terminating", message, generation);
+            condition::set(&mut status.conditions, cond);
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+    }
+    forget_users(ctx, lc, |_| true).await?;
+    context::forget_released(&ctx.hub, lc, None).await?;
+    status.app_context = None;
+    for c in &mut status.clusters {
+        (c.kubeconfig_secret, c.certificate_expiry) = (None, None);
+    }
+    let message = "everything the logical cloud made on its clusters is gone".to_string();
+    set(status, State::Terminated, false, "Terminated", message.clone(), generation);
+    condition::set(&mut status.conditions, condition::new(ConditionType::Terminated, true, "Terminated", message, generation));
+    Ok(Action::await_change())
+}
+
+/// A Standard/Privileged logical cloud being deleted: terminated first, then let go.
+async fn delete(ctx: &Context, api: &Api<LogicalCloud>, lc: &LogicalCloud) -> Result<Action, Error> {
+    if !finalizer::has(lc, FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let mut status = lc.status.clone().unwrap_or_default();
+    let action = terminate(ctx, lc, &mut status).await?;
+    if status.state == Some(State::Terminated) {
+        finalizer::remove(api, lc, FINALIZER).await?;
+        return Ok(Action::await_change());
+    }
+    write_status(api, lc, lc.status.as_ref(), &status).await?;
+    Ok(action)
 }
 
 fn error_policy(lc: Arc<DeserializeGuard<LogicalCloud>>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -187,7 +187,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<Dig>>, ctx: Arc<Context>) -> Resu
     };
     match step {
         Step::TerminateBeforeDelete => {
-            revisions::terminate(&ctx, current.as_ref().expect("a live revision to terminate")).await?;
+            revisions::terminate(&ctx.hub, current.as_ref().expect("a live revision to terminate")).await?;
             let mut status = dig.status.clone().unwrap_or_default();
             status::mirror(&mut status, current.as_ref(), dig.metadata.generation);
             write_status(&api, dig.as_ref(), dig.status.as_ref(), &status).await?;
@@ -243,7 +243,7 @@ async fn execute(
     status::mirror(status, current.as_ref(), generation);
     match (&step, inputs) {
         (Step::Terminate, _) => {
-            revisions::terminate(ctx, current.as_ref().expect("a live revision to terminate")).await?;
+            revisions::terminate(&ctx.hub, current.as_ref().expect("a live revision to terminate")).await?;
             status::mirror(status, current.as_ref(), generation);
             Ok(later)
         }

@@ -22,6 +22,8 @@ const DEFAULT_KUBE_VERSION: &str = "v1.35.0";
 pub struct Plan {
     /// Namespace for namespaced resources that name none.
     pub namespace: String,
+    /// A Standard or Privileged logical cloud whose user applies the plan on the members.
+    pub logical_cloud: Option<String>,
     pub apps: Vec<PlannedApp>,
     /// The controllers that ran, in order.
     pub controllers: Vec<String>,
@@ -131,7 +133,9 @@ pub fn bundle(inputs: &Inputs, placed: Placed, controllers: Vec<String>) -> Plan
             .collect();
         apps.push(PlannedApp { name: placed_app.name, depends_on, bundles });
     }
-    Plan { namespace: namespace(inputs), apps, controllers }
+    let user = inputs.logical_cloud.spec.type_ != crate::api::dcm::LogicalCloudType::Admin;
+    let logical_cloud = user.then(|| inputs.logical_cloud.name_any());
+    Plan { namespace: namespace(inputs), logical_cloud, apps, controllers }
 }
 
 /// The labels of Cluster `name` (EMCO cluster labels).

@@ -1,5 +1,5 @@
 //! The project controller: each Project owns one hub namespace, created and labelled here, with
-//! the project's admins bound to the `admin` role in it.
+//! the project's admins bound to the `emco-project-admin` role in it.
 
 use std::sync::Arc;
 
@@ -112,6 +112,9 @@ async fn apply_namespace(ctx: &Context, project: &Project, ns: &str, create: boo
     Ok(())
 }
 
+/// The ClusterRole (shipped by the chart) a Project's `admins` get in its namespace.
+pub const PROJECT_ADMIN_ROLE: &str = "emco-project-admin";
+
 async fn apply_admins(ctx: &Context, project: &Project, ns: &str) -> kube::Result<()> {
     let api = Api::<RoleBinding>::namespaced(ctx.hub.clone(), ns);
     let name = "emco-project-admins";
@@ -131,9 +134,13 @@ async fn apply_admins(ctx: &Context, project: &Project, ns: &str) -> kube::Resul
     let patch = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
         "metadata": {"name": name, "labels": {labels::PROJECT: project.name_any()}},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": PROJECT_ADMIN_ROLE},
         "subjects": subjects,
     });
+    // roleRef cannot change: a binding to another role (an older operator's) is made again.
+    if api.get_opt(name).await?.is_some_and(|b| b.role_ref.name != PROJECT_ADMIN_ROLE) {
+        api.delete(name, &Default::default()).await?;
+    }
     api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch)).await?;
     Ok(())
 }

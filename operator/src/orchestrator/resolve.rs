@@ -44,6 +44,10 @@ pub struct Inputs {
 pub enum ResolveError {
     #[error("{kind} {name} not found in namespace {namespace}")]
     NotFound { kind: &'static str, name: String, namespace: String },
+    #[error(
+        "{kind} {name} names an object of project {project}: a DIG may name only objects in its own project's namespace"
+    )]
+    OtherProject { kind: &'static str, name: String, project: String },
     #[error("logical cloud {name} is not ready: {message}")]
     LogicalCloudNotReady { name: String, message: String },
     #[error("intents name no genericPlacementIntent")]
@@ -80,6 +84,7 @@ impl ResolveError {
                 "Secret" => "SecretNotFound",
                 _ => "ConfigMapNotFound",
             },
+            ResolveError::OtherProject { .. } => "CrossProjectReference",
             ResolveError::LogicalCloudNotReady { .. } => "LogicalCloudNotReady",
             ResolveError::NoPlacementIntent => "PlacementIntentNotFound",
             ResolveError::UnknownController { .. } => "UnknownController",
@@ -228,6 +233,9 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
+    if let Some((project, _)) = name.split_once('/') {
+        return Err(ResolveError::OtherProject { kind, name: name.to_string(), project: project.to_string() });
+    }
     Api::<K>::namespaced(ctx.hub.clone(), ns).get_opt(name).await?.ok_or_else(|| ResolveError::NotFound {
         kind,
         name: name.to_string(),

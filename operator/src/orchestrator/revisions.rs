@@ -54,7 +54,9 @@ pub async fn store(
             let name = format!("{}-r{revision}-{}-{}", dig.name_any(), app.name, planned.hash);
             let parts = bundle::encode(&planned.resources);
             for (i, part) in parts.iter().enumerate() {
-                create_part(hub, dig, &ns, &bundle::part_name(&name, i as u32), part, revision).await?;
+                let owner = dig.controller_owner_ref(&()).expect("DIGs have a uid");
+                let name = bundle::part_name(&name, i as u32);
+                create_part(hub, owner, owner_labels(dig, revision), &ns, &name, part).await?;
             }
             let bundle = BundleRef { name, parts: parts.len() as u32, resources: planned.resources.len() as u32 };
             clusters
@@ -82,6 +84,7 @@ pub async fn store(
             replaces,
             superseded_by: None,
             namespace: plan.namespace.clone(),
+            logical_cloud: plan.logical_cloud.clone(),
             apps,
         },
         status: None,
@@ -105,13 +108,21 @@ fn owner_labels(dig: &Dig, revision: u32) -> BTreeMap<String, String> {
     ])
 }
 
-async fn create_part(hub: &Client, dig: &Dig, ns: &str, name: &str, data: &[u8], revision: u32) -> kube::Result<()> {
+/// Writes one bundle part, owned by `owner` (a retry finds it written).
+pub async fn create_part(
+    hub: &Client,
+    owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    labels: BTreeMap<String, String>,
+    ns: &str,
+    name: &str,
+    data: &[u8],
+) -> kube::Result<()> {
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some(ns.into()),
-            labels: Some(owner_labels(dig, revision)),
-            owner_references: Some(vec![dig.controller_owner_ref(&()).expect("DIGs have a uid")]),
+            labels: Some(labels),
+            owner_references: Some(vec![owner]),
             finalizers: Some(vec![rsync::FINALIZER.into()]),
             ..Default::default()
         },
@@ -160,7 +171,8 @@ pub async fn rollback_plan(
         apps.push(plan::PlannedApp { name: app.name.clone(), depends_on: app.depends_on.clone(), bundles });
     }
     let controllers = vec![format!("rollback to revision {target}")];
-    Ok(plan::Plan { namespace: old.spec.namespace.clone(), apps, controllers })
+    let logical_cloud = old.spec.logical_cloud.clone();
+    Ok(plan::Plan { namespace: old.spec.namespace.clone(), logical_cloud, apps, controllers })
 }
 
 /// Revision `target` is not among those kept.
@@ -191,11 +203,11 @@ pub async fn current_context(ctx: &Context, dig: &Dig) -> kube::Result<Option<Ap
 /// Asks rsync to remove what `context` applied.
 /// An update still under way has not pruned the revisions it replaces: those still holding rsync's
 /// finalizer are terminated too, or what only they applied would stay on the members.
-pub async fn terminate(ctx: &Context, context: &AppContext) -> kube::Result<()> {
+pub async fn terminate(hub: &Client, context: &AppContext) -> kube::Result<()> {
     if context.spec.operation == Operation::Terminate {
         return Ok(());
     }
-    let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &context.namespace().unwrap_or_default());
+    let api = Api::<AppContext>::namespaced(hub.clone(), &context.namespace().unwrap_or_default());
     let patch = json!({"spec": {"operation": "Terminate"}});
     api.patch(&context.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     let mut seen = vec![context.name_any()];

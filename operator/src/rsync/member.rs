@@ -95,7 +95,13 @@ impl Owner {
 /// One member of one reconcile: the client, what it serves, and the default namespace.
 pub struct Member<'a> {
     pub name: &'a str,
+    /// Reads and watches (the cluster's own credentials).
     pub client: Client,
+    /// Applies and deletes: a logical cloud's user, or `client`.
+    pub writer: Client,
+    /// Whether rsync creates the default namespace when missing (not for a logical cloud's user:
+    /// its logical cloud made it).
+    pub makes_namespace: bool,
     /// Identifies the client (its kubeconfig's version), for the monitor's watches.
     pub client_key: String,
     pub members: &'a Members,
@@ -109,6 +115,8 @@ pub struct Member<'a> {
 /// Where one resource lives on a member.
 struct Target {
     api: Api<DynamicObject>,
+    /// The same place, as the writer.
+    write: Api<DynamicObject>,
     resource: ApiResource,
     namespace: Option<String>,
     name: String,
@@ -133,11 +141,12 @@ impl Member<'_> {
         let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
         let namespace =
             served.namespaced.then(|| obj["metadata"]["namespace"].as_str().unwrap_or(self.namespace).to_string());
-        let api = match &namespace {
-            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &served.resource),
-            None => Api::all_with(self.client.clone(), &served.resource),
+        let at = |client: &Client| match &namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &served.resource),
+            None => Api::all_with(client.clone(), &served.resource),
         };
-        Ok(Target { api, resource: served.resource, namespace, name })
+        let (api, write) = (at(&self.client), at(&self.writer));
+        Ok(Target { api, write, resource: served.resource, namespace, name })
     }
 
     /// `obj` as the member has it: from the monitor's watch when it has it, else asked directly
@@ -165,6 +174,9 @@ impl Member<'_> {
 
     /// Creates the default namespace when missing; never deletes it (it may hold others' objects).
     async fn ensure_namespace(&self) -> Result<(), Failure> {
+        if !self.makes_namespace {
+            return Ok(());
+        }
         let api = Api::<Namespace>::all(self.client.clone());
         if api.get_opt(self.namespace).await.map_err(classify)?.is_some() {
             return Ok(());
@@ -200,7 +212,7 @@ impl Member<'_> {
                     }
                     _ => {}
                 }
-                t.api.patch(&t.name, &params, &Patch::Apply(obj)).await.map(Some).map_err(classify)
+                t.write.patch(&t.name, &params, &Patch::Apply(obj)).await.map(Some).map_err(classify)
             };
             match applied.await {
                 Ok(live) => {
@@ -296,7 +308,7 @@ impl Member<'_> {
                     ..DeleteParams::background()
                 };
                 self.applied.forget(self.name, &self.key(obj));
-                t.api.delete(&t.name, &params).await.map(|_| ()).map_err(classify)
+                t.write.delete(&t.name, &params).await.map(|_| ()).map_err(classify)
             };
             match deleted.await {
                 Ok(()) => {}

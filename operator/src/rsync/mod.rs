@@ -83,7 +83,7 @@ pub async fn run(ctx: Arc<Context>, wakeups: tokio::sync::mpsc::UnboundedReceive
         let refs: Vec<ObjectRef<AppContext>> = by_dig
             .state()
             .into_iter()
-            .filter(|a| a.namespace().as_deref() == Some(project.as_str()) && a.spec.owner.name == dig)
+            .filter(|a| a.namespace().as_deref() == Some(project.as_str()) && a.spec.owner.label() == dig)
             .filter(|a| a.status.as_ref().is_none_or(|s| s.state != ContextState::Terminated))
             .filter(|a| !inert(a))
             .map(|a| ObjectRef::from_obj(a.as_ref()))
@@ -316,16 +316,48 @@ async fn connect<'a>(ctx: &'a Context, actx: &'a AppContext, cluster: &'a str) -
     let found =
         ctx.clusters.get(&ObjectRef::new(cluster)).ok_or_else(|| format!("cluster {cluster} is not registered"))?;
     let client = ctx.members.client(&found).await.map_err(|e| e.to_string())?;
+    let writer = match &actx.spec.logical_cloud {
+        Some(lc) => user_client(ctx, actx, &found, lc).await?,
+        None => client.clone(),
+    };
     Ok(Member {
         name: cluster,
         client,
+        writer,
+        makes_namespace: actx.spec.logical_cloud.is_none() && actx.spec.owner.kind != "LogicalCloud",
         client_key: ctx.members.client_key(cluster),
         members: &ctx.members,
         monitor: &ctx.monitor,
         namespace: &actx.spec.namespace,
-        owner: member::Owner { project: actx.namespace().unwrap_or_default(), dig: actx.spec.owner.name.clone() },
+        owner: member::Owner { project: actx.namespace().unwrap_or_default(), dig: actx.spec.owner.label() },
         applied: &ctx.applied,
     })
+}
+
+/// A client acting as logical cloud `lc`'s user on `cluster`, from the credentials dcm keeps in
+/// the project's namespace.
+async fn user_client(ctx: &Context, actx: &AppContext, cluster: &Cluster, lc: &str) -> Result<kube::Client, String> {
+    use crate::api::dcm::user_secret;
+    let ns = actx.namespace().unwrap_or_default();
+    let name = user_secret::name(lc, &cluster.name_any());
+    let missing = |what: &str| format!("logical cloud {lc} has no user on {} yet ({what})", cluster.name_any());
+    let secret = Api::<Secret>::namespaced(ctx.hub.clone(), &ns)
+        .get_opt(&name)
+        .await
+        .map_err(|e| format!("hub API: {e}"))?
+        .ok_or_else(|| missing("no credentials Secret"))?;
+    let data = secret.data.clone().unwrap_or_default();
+    let (Some(certificate), Some(key)) = (data.get(user_secret::CERTIFICATE), data.get(user_secret::KEY)) else {
+        return Err(missing("certificate not issued"));
+    };
+    let user = crate::members::User {
+        name: secret.annotations().get(user_secret::USER).map_or(lc, String::as_str),
+        namespace: &actx.spec.namespace,
+        certificate: &certificate.0,
+        key: &key.0,
+    };
+    let version = secret.resource_version().unwrap_or_default();
+    ctx.members.user_client(cluster, &user, &version).await.map_err(|e| e.to_string())
 }
 
 /// Deletes everything the context applied, app by app in reverse dependency order.
@@ -430,7 +462,7 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
 /// Deletes from `cluster` every object of this context's DIG that its member watches have seen
 /// and that `keep` (this revision's objects there) lacks; the failures.
 async fn sweep(ctx: &Context, actx: &AppContext, cluster: &str, keep: Option<&BTreeSet<String>>) -> Vec<String> {
-    let (project, dig) = (actx.namespace().unwrap_or_default(), &actx.spec.owner.name);
+    let (project, dig) = (actx.namespace().unwrap_or_default(), &actx.spec.owner.label());
     let mut stale = Vec::new();
     for (resource, store) in ctx.monitor.caches_of(cluster) {
         for obj in store.state() {
@@ -494,7 +526,7 @@ async fn release(ctx: &Context, actx: &AppContext) -> kube::Result<()> {
     let ns = actx.namespace().unwrap_or_default();
     let secrets = Api::<Secret>::namespaced(ctx.hub.clone(), &ns);
     // Every bundle Secret of the revision, also parts a crash left unreferenced.
-    let selector = format!("{}={},{}={}", labels::DIG, actx.spec.owner.name, labels::REVISION, actx.spec.revision);
+    let selector = format!("{}={},{}={}", labels::DIG, actx.spec.owner.label(), labels::REVISION, actx.spec.revision);
     for part in secrets.list_metadata(&ListParams::default().labels(&selector)).await? {
         finalizer::remove_from_metadata(&secrets, &part, FINALIZER).await?;
     }
