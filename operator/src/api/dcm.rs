@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[kube(validation = kube::core::Rule::new("self.spec.type == 'Admin' || (has(self.spec.__namespace__) && has(self.spec.user))").message("a Standard or Privileged logical cloud needs `namespace` and `user`"))]
-#[kube(validation = kube::core::Rule::new("self.spec.type == 'Privileged' || self.spec.permissions.all(p, p.__namespace__ != '')").message("cluster-wide permissions (namespace \"\") need a Privileged logical cloud"))]
+#[kube(validation = kube::core::Rule::new("!has(self.spec.type) || self.spec.type == 'Admin' || (has(self.spec.__namespace__) && has(self.spec.user))").message("a Standard or Privileged logical cloud needs `namespace` and `user`"))]
+#[kube(validation = kube::core::Rule::new("!has(self.spec.permissions) || (has(self.spec.type) && self.spec.type == 'Privileged') || self.spec.permissions.all(p, !has(p.__namespace__) || p.__namespace__ != '')").message("cluster-wide permissions (namespace \"\") need a Privileged logical cloud"))]
 #[serde(rename_all = "camelCase")]
 pub struct LogicalCloudSpec {
     /// `Admin` (EMCO level 0: the cluster admin's credentials), `Standard` or `Privileged` (level 1).

@@ -270,7 +270,10 @@ impl Member<'_> {
                     let is_ready = ready::is_ready(&live);
                     out.ready += u32::from(is_ready);
                     if !is_ready && out.not_ready.len() < MAX_FAILURES {
-                        out.not_ready.push(describe(obj));
+                        out.not_ready.push(match ready::why_not(&live) {
+                            Some(why) => format!("{} ({why})", describe(obj)),
+                            None => describe(obj),
+                        });
                     }
                 }
                 Ok(None) if out.not_ready.len() < MAX_FAILURES => {

@@ -32,6 +32,14 @@ pub fn is_ready(obj: &Value) -> bool {
     }
 }
 
+/// What the member says keeps `obj` from being ready, when it says: a workload whose controller
+/// could not make its pods (`ReplicaFailure`, e.g. a quota exceeded).
+pub fn why_not(obj: &Value) -> Option<String> {
+    let conditions = obj["status"]["conditions"].as_array()?;
+    let failure = conditions.iter().find(|c| c["type"] == "ReplicaFailure" && c["status"] == "True")?;
+    Some(format!("ReplicaFailure: {}", failure["message"].as_str().unwrap_or_default()))
+}
+
 fn condition(status: &Value, type_: &str) -> bool {
     status["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == type_ && c["status"] == "True")
 }

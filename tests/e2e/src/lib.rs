@@ -314,6 +314,8 @@ pub struct Probe {
     pub repository: Option<serde_json::Value>,
     /// The logical cloud's clusters; every member of the bed when `None`.
     pub clusters: Option<Vec<String>>,
+    /// The logical cloud's spec (`clusters` is set from the field above); Admin when `None`.
+    pub logical_cloud: Option<serde_json::Value>,
 }
 
 impl Probe {
@@ -326,6 +328,7 @@ impl Probe {
             profiles: None,
             repository: None,
             clusters: None,
+            logical_cloud: None,
         }
     }
 
@@ -350,9 +353,11 @@ impl Probe {
             .await?;
             dig["spec"]["compositeProfile"] = json!("profile");
         }
+        let mut lc_spec = self.logical_cloud.clone().unwrap_or_else(|| json!({"type": "Admin", "namespace": ns}));
+        lc_spec["clusters"] = json!(clusters);
         let docs = [
             json!({"apiVersion": "dcm.emco.io/v1alpha1", "kind": "LogicalCloud", "metadata": {"name": "lc", "namespace": ns},
-                   "spec": {"type": "Admin", "namespace": ns, "clusters": clusters}}),
+                   "spec": lc_spec}),
             json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "CompositeApp", "metadata": {"name": "ca", "namespace": ns},
                    "spec": {"apps": [{"name": "probe", "chart": chart_source}]}}),
             json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "GenericPlacementIntent", "metadata": {"name": "gpi", "namespace": ns},
@@ -534,4 +539,49 @@ pub async fn configmaps_everywhere(bed: &Bed, dig: &str) -> Result<Vec<(String, 
     }
     found.sort();
     Ok(found)
+}
+
+/// Waits until the logical cloud's status satisfies `done`; the failure shows the last status.
+pub async fn wait_lc(
+    hub: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&emco::api::dcm::LogicalCloudStatus) -> bool,
+) -> Result<emco::api::dcm::LogicalCloudStatus> {
+    let api = Api::<emco::api::dcm::LogicalCloud>::namespaced(hub.clone(), ns);
+    wait_until(&format!("logical cloud {ns}/{name} {what}"), timeout, || async {
+        let status = api.get(name).await?.status.unwrap_or_default();
+        Ok(if done(&status) { Ok(status) } else { Err(serde_json::to_string(&status)?) })
+    })
+    .await
+}
+
+/// A client acting as logical cloud `lc`'s user on `cluster`, from the kubeconfig dcm generated.
+pub async fn logical_cloud_user(hub: &Client, ns: &str, lc: &str, cluster: &str) -> Result<Client> {
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(hub.clone(), ns)
+        .get(&emco::api::dcm::user_secret::name(lc, cluster))
+        .await?;
+    let bytes = secret
+        .data
+        .and_then(|d| d.get(emco::api::dcm::user_secret::KUBECONFIG).cloned())
+        .context("no kubeconfig in the user's Secret")?;
+    let kc = Kubeconfig::from_yaml(std::str::from_utf8(&bytes.0)?)?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// Runs the bed's kubectl against the hub; its standard output, trimmed (a failing command is fine:
+/// `kubectl auth can-i` answers `no` with exit code 1).
+pub fn hub_kubectl(args: &[&str]) -> Result<String> {
+    let bed = Bed::get();
+    let env = std::fs::read_to_string(bed.dir.join("bed.env"))?;
+    let bin = env.lines().find_map(|l| l.strip_prefix("BIN_DIR=")).context("BIN_DIR in bed.env")?;
+    let out = std::process::Command::new(format!("{}/kubectl", bin.trim_matches('"')))
+        .arg("--kubeconfig")
+        .arg(bed.kubeconfig(&bed.hub))
+        .args(args)
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
