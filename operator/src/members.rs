@@ -242,8 +242,10 @@ impl Members {
     /// The kubeconfig (YAML) a logical cloud's user works with on `cluster`.
     pub fn user_kubeconfig_yaml(&self, cluster: &Cluster, user: &User) -> Result<String, MemberError> {
         let admin = admin_kubeconfig(cluster, &*self.admin_secret(cluster)?)?;
-        let kubeconfig = user_kubeconfig(&admin, &cluster.name_any(), user).map_err(|reason| invalid(cluster, reason))?;
-        serde_saphyr::to_string(&kubeconfig).map_err(|_| invalid(cluster, "the user's kubeconfig does not serialize".into()))
+        let kubeconfig =
+            user_kubeconfig(&admin, &cluster.name_any(), user).map_err(|reason| invalid(cluster, reason))?;
+        serde_saphyr::to_string(&kubeconfig)
+            .map_err(|_| invalid(cluster, "the user's kubeconfig does not serialize".into()))
     }
 
     /// A client acting as a logical cloud's user on `cluster`; cached under `version` (the
@@ -254,7 +256,8 @@ impl Members {
             return Ok(client.clone());
         }
         let admin = admin_kubeconfig(cluster, &*self.admin_secret(cluster)?)?;
-        let kubeconfig = user_kubeconfig(&admin, &cluster.name_any(), user).map_err(|reason| invalid(cluster, reason))?;
+        let kubeconfig =
+            user_kubeconfig(&admin, &cluster.name_any(), user).map_err(|reason| invalid(cluster, reason))?;
         let client = client_from(cluster, kubeconfig).await?;
         let mut users = self.users.lock().unwrap();
         users.retain(|k, _| !k.starts_with(&format!("{}\u{0}{}\u{0}", cluster.name_any(), user.name)));

@@ -51,7 +51,8 @@ pub async fn ensure(
     }
     let ns = lc.namespace().unwrap_or_default();
     let api = Api::<AppContext>::namespaced(hub.clone(), &ns);
-    let mut revision = lc.status.as_ref().and_then(|s| s.revision).unwrap_or(0).max(current.map_or(0, |c| c.spec.revision));
+    let mut revision =
+        lc.status.as_ref().and_then(|s| s.revision).unwrap_or(0).max(current.map_or(0, |c| c.spec.revision));
     loop {
         revision += 1;
         let made = create(hub, lc, &hash, revision, live.map(ResourceExt::name_any), resources, clusters).await?;
@@ -107,7 +108,10 @@ async fn create(
             apps: vec![ContextApp {
                 name: APP.into(),
                 depends_on: vec![],
-                clusters: clusters.iter().map(|c| ContextCluster { cluster: c.clone(), bundle: bundle.clone() }).collect(),
+                clusters: clusters
+                    .iter()
+                    .map(|c| ContextCluster { cluster: c.clone(), bundle: bundle.clone() })
+                    .collect(),
             }],
         },
         status: None,

@@ -9,7 +9,13 @@ use crate::api::clm::Cluster;
 use crate::api::dcm::{ClusterGrant, LogicalCloudType};
 
 /// Whether `project` may use `cluster` for a logical cloud of type `type_`.
-pub fn allows(grants: &[ClusterGrant], open_projects: bool, project: &str, cluster: &Cluster, type_: LogicalCloudType) -> bool {
+pub fn allows(
+    grants: &[ClusterGrant],
+    open_projects: bool,
+    project: &str,
+    cluster: &Cluster,
+    type_: LogicalCloudType,
+) -> bool {
     let named: Vec<&ClusterGrant> = grants.iter().filter(|g| g.spec.projects.iter().any(|p| p == project)).collect();
     if named.is_empty() {
         return open_projects;
@@ -24,9 +30,10 @@ fn covers(grant: &ClusterGrant, cluster: &Cluster) -> bool {
         return false;
     }
     let by_name = spec.clusters.iter().any(|c| *c == cluster.name_any());
-    let by_labels = spec.cluster_selector.as_ref().is_some_and(|s| {
-        kube::core::Selector::try_from(s.clone()).is_ok_and(|s| s.matches(cluster.labels()))
-    });
+    let by_labels = spec
+        .cluster_selector
+        .as_ref()
+        .is_some_and(|s| kube::core::Selector::try_from(s.clone()).is_ok_and(|s| s.matches(cluster.labels())));
     by_name || by_labels || (spec.clusters.is_empty() && spec.cluster_selector.is_none())
 }
 
@@ -35,7 +42,10 @@ mod tests {
     use super::*;
 
     fn grant(yaml: &str) -> ClusterGrant {
-        serde_saphyr::from_str(&format!("{{apiVersion: dcm.emco.io/v1alpha1, kind: ClusterGrant, metadata: {{name: g}}, spec: {yaml}}}")).unwrap()
+        serde_saphyr::from_str(&format!(
+            "{{apiVersion: dcm.emco.io/v1alpha1, kind: ClusterGrant, metadata: {{name: g}}, spec: {yaml}}}"
+        ))
+        .unwrap()
     }
 
     fn cluster(name: &str, labels: &str) -> Cluster {
@@ -48,7 +58,12 @@ mod tests {
 
     #[test]
     fn only_granted_clusters_and_types_once_a_project_is_named() {
-        let grants = [grant("{projects: [a], clusters: [edge01]}"), grant("{projects: [a], clusterSelector: {matchLabels: {tier: cloud}}, logicalCloudTypes: [Standard, Privileged]}")];
+        let grants = [
+            grant("{projects: [a], clusters: [edge01]}"),
+            grant(
+                "{projects: [a], clusterSelector: {matchLabels: {tier: cloud}}, logicalCloudTypes: [Standard, Privileged]}",
+            ),
+        ];
         let (edge01, edge02, cloud) = (cluster("edge01", "{}"), cluster("edge02", "{}"), cluster("c", "{tier: cloud}"));
         assert!(allows(&grants, true, "a", &edge01, LogicalCloudType::Standard));
         assert!(!allows(&grants, true, "a", &edge01, LogicalCloudType::Privileged));

@@ -111,7 +111,14 @@ async fn reconcile(guard: Arc<DeserializeGuard<LogicalCloud>>, ctx: Arc<Context>
 }
 
 /// Sets the state and the Ready condition (and clears a refused terminate once it no longer is).
-fn set(status: &mut LogicalCloudStatus, state: State, ok: bool, reason: &str, message: String, generation: Option<i64>) {
+fn set(
+    status: &mut LogicalCloudStatus,
+    state: State,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) {
     status.state = Some(state);
     condition::set(&mut status.conditions, condition::new(ConditionType::Ready, ok, reason, message, generation));
     if state != State::Terminated && state != State::Terminating {
@@ -139,11 +146,17 @@ async fn checked_clusters(ctx: &Context, lc: &LogicalCloud) -> Result<Vec<Logica
                 }
                 Some(c) if !grant::allows(&grants, ctx.open_projects, &project, &c, lc.spec.type_) => (
                     ClusterState::NotGranted,
-                    Some(format!("no ClusterGrant gives project {project} this cluster for {:?} logical clouds", lc.spec.type_)),
+                    Some(format!(
+                        "no ClusterGrant gives project {project} this cluster for {:?} logical clouds",
+                        lc.spec.type_
+                    )),
                 ),
                 Some(_) if conflicts.iter().any(|(cluster, _)| *cluster == r.cluster) => {
                     let other = conflicts.iter().find(|(c, _)| *c == r.cluster).map(|(_, o)| o.clone());
-                    (ClusterState::UserConflict, other.map(|o| format!("logical cloud {o} has a user of that name there")))
+                    (
+                        ClusterState::UserConflict,
+                        other.map(|o| format!("logical cloud {o} has a user of that name there")),
+                    )
                 }
                 Some(_) => (ClusterState::Ready, None),
             };
@@ -207,7 +220,8 @@ async fn user_conflicts(ctx: &Context, lc: &LogicalCloud) -> Result<Vec<(String,
             continue;
         }
         for c in other.spec.clusters.iter().filter(|c| lc.spec.clusters.iter().any(|m| m.cluster == c.cluster)) {
-            conflicts.push((c.cluster.clone(), format!("{}/{}", other.namespace().unwrap_or_default(), other.name_any())));
+            conflicts
+                .push((c.cluster.clone(), format!("{}/{}", other.namespace().unwrap_or_default(), other.name_any())));
         }
     }
     Ok(conflicts)
@@ -240,7 +254,9 @@ async fn instantiate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloud
         let user = state.map_err(|user::UserError::Hub(e)| e)?;
         (c.state, c.message) = match (&user, &applied) {
             (UserState::Issued { renewing: None, .. }, Ok(())) => (ClusterState::Ready, None),
-            (UserState::Issued { renewing: Some(m), .. }, Ok(())) => (ClusterState::Ready, Some(format!("renewing: {m}"))),
+            (UserState::Issued { renewing: Some(m), .. }, Ok(())) => {
+                (ClusterState::Ready, Some(format!("renewing: {m}")))
+            }
             (UserState::Pending(m), _) => (ClusterState::Pending, Some(m.clone())),
             (_, Err(m)) => (ClusterState::Pending, Some(m.clone())),
         };
@@ -252,7 +268,8 @@ async fn instantiate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloud
             next = next.min(2);
         }
     }
-    let pending: Vec<String> = status.clusters.iter().filter(|c| c.state != ClusterState::Ready).map(|c| c.cluster.clone()).collect();
+    let pending: Vec<String> =
+        status.clusters.iter().filter(|c| c.state != ClusterState::Ready).map(|c| c.cluster.clone()).collect();
     let generation = lc.metadata.generation;
     if pending.is_empty() {
         let message = format!("namespace, user, RBAC and quota on {} clusters", status.clusters.len());
@@ -338,7 +355,10 @@ async fn terminate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloudSt
     }
     let message = "everything the logical cloud made on its clusters is gone".to_string();
     set(status, State::Terminated, false, "Terminated", message.clone(), generation);
-    condition::set(&mut status.conditions, condition::new(ConditionType::Terminated, true, "Terminated", message, generation));
+    condition::set(
+        &mut status.conditions,
+        condition::new(ConditionType::Terminated, true, "Terminated", message, generation),
+    );
     Ok(Action::await_change())
 }
 

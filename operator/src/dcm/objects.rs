@@ -43,7 +43,9 @@ pub fn member_objects(lc: &LogicalCloud) -> Vec<Value> {
         if !namespace.is_empty() {
             meta["namespace"] = json!(namespace);
         }
-        objects.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": role_kind, "metadata": meta, "rules": rules}));
+        objects.push(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": role_kind, "metadata": meta, "rules": rules}),
+        );
         objects.push(json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": binding_kind, "metadata": meta,
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": name},

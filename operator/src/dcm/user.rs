@@ -80,7 +80,8 @@ pub async fn ensure(
         None => create_secret(&secrets, lc, cluster, &name).await?,
     };
     let data = secret.data.clone().unwrap_or_default();
-    let Some(key) = data.get(user_secret::KEY).and_then(|k| rcgen::KeyPair::from_pem(&String::from_utf8_lossy(&k.0)).ok())
+    let Some(key) =
+        data.get(user_secret::KEY).and_then(|k| rcgen::KeyPair::from_pem(&String::from_utf8_lossy(&k.0)).ok())
     else {
         // Someone emptied it: start over with a fresh key.
         secrets.delete(&name, &Default::default()).await?;
@@ -97,7 +98,9 @@ pub async fn ensure(
     let step = request(members, lc, cluster, &secrets, &name, &key, round, lifetime).await;
     match (kept, step) {
         (_, Ok(issued @ UserState::Issued { .. })) => Ok(issued),
-        (Some(expiry), Ok(UserState::Pending(m))) if expiry > now => Ok(UserState::Issued { expiry, renewing: Some(m) }),
+        (Some(expiry), Ok(UserState::Pending(m))) if expiry > now => {
+            Ok(UserState::Issued { expiry, renewing: Some(m) })
+        }
         (_, other) => other,
     }
 }
@@ -184,7 +187,8 @@ async fn request(
     let status = csr.status.clone().unwrap_or_default();
     let conditions = status.conditions.unwrap_or_default();
     if let Some(c) = conditions.iter().find(|c| c.type_ == "Denied" || c.type_ == "Failed") {
-        let message = format!("the member refused the certificate ({}: {})", c.type_, c.message.clone().unwrap_or_default());
+        let message =
+            format!("the member refused the certificate ({}: {})", c.type_, c.message.clone().unwrap_or_default());
         let _ = csrs.delete(&name, &Default::default()).await;
         return Ok(UserState::Pending(message));
     }
@@ -247,10 +251,15 @@ async fn keep(
         data.insert(user_secret::KUBECONFIG.into(), ByteString(kubeconfig.into_bytes()));
     }
     let patch = json!({"data": data});
-    secrets.patch(secret_name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret_name}, "data": patch["data"],
-    })))
-    .await?;
+    secrets
+        .patch(
+            secret_name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret_name}, "data": patch["data"],
+            })),
+        )
+        .await?;
     Ok(())
 }
 

@@ -34,11 +34,15 @@ async fn apply_lc(hub: &Client, ns: &str, name: &str, mut spec: Value, clusters:
 }
 
 fn instantiated(s: &emco::api::dcm::LogicalCloudStatus) -> bool {
-    s.state == Some(LogicalCloudState::Instantiated) && s.clusters.iter().all(|c| c.state == LogicalCloudClusterState::Ready)
+    s.state == Some(LogicalCloudState::Instantiated)
+        && s.clusters.iter().all(|c| c.state == LogicalCloudClusterState::Ready)
 }
 
 async fn namespace_exists(member: &Client, name: &str) -> Result<bool> {
-    Ok(Api::<Namespace>::all(member.clone()).get_opt(name).await?.is_some_and(|n| n.metadata.deletion_timestamp.is_none()))
+    Ok(Api::<Namespace>::all(member.clone())
+        .get_opt(name)
+        .await?
+        .is_some_and(|n| n.metadata.deletion_timestamp.is_none()))
 }
 
 #[tokio::test]
@@ -70,7 +74,9 @@ async fn a_standard_cloud_gives_each_member_a_namespace_quota_role_and_a_working
         ensure!(quota.spec.and_then(|s| s.hard).and_then(|h| h.get("pods").cloned()).is_some_and(|q| q.0 == "2"));
         Api::<Role>::namespaced(client.clone(), &apps).get("emco-lc-lc").await?;
         let binding = Api::<RoleBinding>::namespaced(client.clone(), &apps).get("emco-lc-lc").await?;
-        ensure!(binding.subjects.unwrap_or_default().iter().any(|s| s.kind == "User" && s.name == format!("{ns}-user")));
+        ensure!(
+            binding.subjects.unwrap_or_default().iter().any(|s| s.kind == "User" && s.name == format!("{ns}-user"))
+        );
 
         // The generated kubeconfig: its user lists pods in the namespace, and nothing beyond it.
         let user = logical_cloud_user(&hub, &ns, "lc", member).await?;
@@ -132,7 +138,8 @@ async fn cluster_scoped_kinds_fail_in_a_standard_cloud_and_deploy_in_a_privilege
         )
         .into_boxed_str(),
     );
-    let chart = vec![("Chart.yaml", "apiVersion: v2\nname: probe\nversion: 0.1.0\n"), ("templates/role.yaml", chart_role)];
+    let chart =
+        vec![("Chart.yaml", "apiVersion: v2\nname: probe\nversion: 0.1.0\n"), ("templates/role.yaml", chart_role)];
     let placement = json!({"app": "probe", "allOf": [{"cluster": "edge01"}]});
     let (std_ns, priv_ns) = (format!("lccr-s-{suffix}"), format!("lccr-p-{suffix}"));
 
@@ -145,10 +152,12 @@ async fn cluster_scoped_kinds_fail_in_a_standard_cloud_and_deploy_in_a_privilege
     };
     probe.apply(&hub, &bed, &std_ns).await?;
     let status = wait_dig(&hub, &std_ns, &std_ns, "refused by edge01", READY, |s| {
-        s.state == DigState::InstantiateFailed && s.conditions.iter().any(|c| c.type_ == "Deployed" && c.message.contains("forbidden"))
+        s.state == DigState::InstantiateFailed
+            && s.conditions.iter().any(|c| c.type_ == "Deployed" && c.message.contains("forbidden"))
     })
     .await?;
-    let message = status.conditions.iter().find(|c| c.type_ == "Deployed").map(|c| c.message.clone()).unwrap_or_default();
+    let message =
+        status.conditions.iter().find(|c| c.type_ == "Deployed").map(|c| c.message.clone()).unwrap_or_default();
     ensure!(
         message.contains("forbidden") && message.contains(&format!("{std_ns}-user")) && message.contains(&role),
         "Deployed condition: {message}"
@@ -169,7 +178,8 @@ async fn cluster_scoped_kinds_fail_in_a_standard_cloud_and_deploy_in_a_privilege
     .await?;
     let edge01 = bed.client("edge01").await;
     let made = Api::<ClusterRole>::all(edge01.clone()).get(&role).await?;
-    let manager = made.metadata.managed_fields.unwrap_or_default().iter().filter_map(|m| m.manager.clone()).collect::<Vec<_>>();
+    let manager =
+        made.metadata.managed_fields.unwrap_or_default().iter().filter_map(|m| m.manager.clone()).collect::<Vec<_>>();
     ensure!(manager.iter().any(|m| m.contains(&priv_ns)), "managers: {manager:?}");
     Api::<ClusterRole>::all(edge01.clone()).get(&format!("emco-lc-{priv_ns}-lc")).await?;
 
@@ -186,8 +196,11 @@ async fn two_projects_stay_apart() -> Result<()> {
     let (a, b) = (format!("lca-{suffix}"), format!("lcb-{suffix}"));
     let alice = format!("alice-{suffix}");
     for (p, admin) in [(&a, &alice), (&b, &format!("bob-{suffix}"))] {
-        apply(&hub, &json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "Project", "metadata": {"name": p},
-            "spec": {"namespace": p, "admins": [{"kind": "User", "name": admin}]}}))
+        apply(
+            &hub,
+            &json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "Project", "metadata": {"name": p},
+            "spec": {"namespace": p, "admins": [{"kind": "User", "name": admin}]}}),
+        )
         .await?;
     }
     for p in [&a, &b] {
@@ -202,24 +215,29 @@ async fn two_projects_stay_apart() -> Result<()> {
     probe.apply(&hub, &bed, &a).await?;
     let api = Api::<emco::api::orchestrator::DeploymentIntentGroup>::namespaced(hub.clone(), &a);
     api.patch(&a, &PatchParams::default(), &Patch::Merge(json!({"spec": {"logicalCloud": format!("{b}/lc")}}))).await?;
-    let status = wait_dig(&hub, &a, &a, "refused", READY, |s| {
-        s.conditions.iter().any(|c| c.reason == "CrossProjectReference")
-    })
-    .await?;
+    let status =
+        wait_dig(&hub, &a, &a, "refused", READY, |s| s.conditions.iter().any(|c| c.reason == "CrossProjectReference"))
+            .await?;
     ensure!(status.app_context.is_none(), "nothing deployed: {status:?}");
 
     // Once a platform admin grants A edge01 for Standard clouds, A may use nothing else.
     let grant = format!("grant-{suffix}");
-    apply(&hub, &json!({"apiVersion": "dcm.emco.io/v1alpha1", "kind": "ClusterGrant", "metadata": {"name": grant},
-        "spec": {"projects": [a], "clusters": ["edge01"]}}))
+    apply(
+        &hub,
+        &json!({"apiVersion": "dcm.emco.io/v1alpha1", "kind": "ClusterGrant", "metadata": {"name": grant},
+        "spec": {"projects": [a], "clusters": ["edge01"]}}),
+    )
     .await?;
-    apply_lc(&hub, &a, "wide", standard(&format!("{a}-apps"), &format!("{a}-user"), json!({})), &["edge01", "edge02"]).await?;
-    let wide = wait_lc(&hub, &a, "wide", "refused", READY, |s| s.state == Some(LogicalCloudState::InstantiateFailed)).await?;
+    apply_lc(&hub, &a, "wide", standard(&format!("{a}-apps"), &format!("{a}-user"), json!({})), &["edge01", "edge02"])
+        .await?;
+    let wide =
+        wait_lc(&hub, &a, "wide", "refused", READY, |s| s.state == Some(LogicalCloudState::InstantiateFailed)).await?;
     let ready = wide.conditions.iter().find(|c| c.type_ == "Ready");
     ensure!(ready.is_some_and(|r| r.reason == "ClusterNotGranted" && r.message.contains("edge02")), "{wide:?}");
     ensure!(!namespace_exists(&bed.client("edge01").await, &format!("{a}-apps")).await?, "nothing half-made");
     apply_lc(&hub, &a, "admin", json!({"type": "Admin"}), &["edge01"]).await?;
-    let admin = wait_lc(&hub, &a, "admin", "refused", READY, |s| s.state == Some(LogicalCloudState::InstantiateFailed)).await?;
+    let admin =
+        wait_lc(&hub, &a, "admin", "refused", READY, |s| s.state == Some(LogicalCloudState::InstantiateFailed)).await?;
     ensure!(admin.clusters[0].state == LogicalCloudClusterState::NotGranted, "{admin:?}");
 
     // A's project admin reads A's generated kubeconfigs and not B's, and cannot grant itself clusters.
@@ -276,7 +294,8 @@ async fn adding_and_removing_a_cluster_touch_only_that_cluster_and_terminate_rem
         ..Probe::new(json!({"app": "probe", "allOf": [{"cluster": "cloud01"}]}))
     };
     probe.apply(&hub, &bed, &ns).await?;
-    wait_dig(&hub, &ns, &ns, "Instantiated", READY, |s| s.state == DigState::Instantiated && complete(&s.ready)).await?;
+    wait_dig(&hub, &ns, &ns, "Instantiated", READY, |s| s.state == DigState::Instantiated && complete(&s.ready))
+        .await?;
     let mut terminated = spec.clone();
     terminated["state"] = json!("Terminated");
     apply_lc(&hub, &ns, "lc", terminated.clone(), &["cloud01"]).await?;
@@ -292,7 +311,7 @@ async fn adding_and_removing_a_cluster_touch_only_that_cluster_and_terminate_rem
     wait_lc(&hub, &ns, "lc", "Terminated", READY, |s| s.state == Some(LogicalCloudState::Terminated)).await?;
     for _ in 0..6 {
         ensure!(!namespace_exists(&cloud01, &apps).await?, "namespace removed from cloud01");
-        let users = secrets.list(&ListParams::default().labels(&format!("dcm.emco.io/logical-cloud=lc"))).await?;
+        let users = secrets.list(&ListParams::default().labels("dcm.emco.io/logical-cloud=lc")).await?;
         ensure!(users.items.is_empty(), "user Secrets removed");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -330,13 +349,18 @@ async fn an_operator_restart_mid_instantiate_still_ends_with_one_working_user_pe
         let left = csrs
             .items
             .iter()
-            .filter(|c| c.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| c.message.as_deref() == Some(&mark)))
+            .filter(|c| {
+                c.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| c.message.as_deref() == Some(&mark))
+            })
             .count();
         ensure!(left == 0, "{left} CSRs left on {member}");
     }
     hub_kubectl(&["delete", "logicalcloud.dcm.emco.io", "lc", "-n", &ns])?;
     for member in &members {
-        ensure!(!namespace_exists(&bed.client(member).await, &apps).await?, "deleting the logical cloud cleans {member}");
+        ensure!(
+            !namespace_exists(&bed.client(member).await, &apps).await?,
+            "deleting the logical cloud cleans {member}"
+        );
     }
     Ok(())
 }
