@@ -60,3 +60,44 @@ async fn poll(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+#[ignore = "benchmark: run with `just bench`"]
+async fn standard_logical_cloud_apply_to_ready_on_every_member() -> Result<()> {
+    use emco::api::dcm::{LogicalCloud, LogicalCloudState};
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let mut times = Vec::new();
+    for _ in 0..RUNS {
+        let ns = format!("benchlc-{}", unique_suffix());
+        project(&hub, &ns).await?;
+        let clusters: Vec<_> = bed.members.iter().map(|m| serde_json::json!({"cluster": m})).collect();
+        let lc = serde_json::json!({"apiVersion": "dcm.emco.io/v1alpha1", "kind": "LogicalCloud",
+            "metadata": {"name": "lc", "namespace": ns},
+            "spec": {"type": "Standard", "namespace": format!("{ns}-apps"), "user": {"name": format!("{ns}-user")},
+                     "quotas": {"pods": "10"}, "clusters": clusters}});
+        let start = Instant::now();
+        apply(&hub, &lc).await?;
+        let api = kube::Api::<LogicalCloud>::namespaced(hub.clone(), &ns);
+        loop {
+            let status = api.get("lc").await?.status.unwrap_or_default();
+            if status.state == Some(LogicalCloudState::Instantiated) {
+                break;
+            }
+            anyhow::ensure!(start.elapsed() < Duration::from_secs(120), "logical cloud {ns} stuck: {status:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        times.push(start.elapsed());
+        println!("run: Standard logical cloud on {} members Ready in {:?}", bed.members.len(), times.last().unwrap());
+        let _ = kube::Api::<emco::api::orchestrator::Project>::all(hub.clone()).delete(&ns, &Default::default()).await;
+    }
+    times.sort();
+    println!(
+        "BENCH logical cloud apply -> Standard Ready on {} members: median {:?}, min {:?}, max {:?} over {RUNS} runs",
+        bed.members.len(),
+        times[RUNS / 2],
+        times[0],
+        times[RUNS - 1]
+    );
+    Ok(())
+}
