@@ -317,7 +317,13 @@ async fn connect<'a>(ctx: &'a Context, actx: &'a AppContext, cluster: &'a str) -
         ctx.clusters.get(&ObjectRef::new(cluster)).ok_or_else(|| format!("cluster {cluster} is not registered"))?;
     let client = ctx.members.client(&found).await.map_err(|e| e.to_string())?;
     let writer = match &actx.spec.logical_cloud {
-        Some(lc) => user_client(ctx, actx, &found, lc).await?,
+        Some(lc) => match user_client(ctx, actx, &found, lc).await {
+            Ok(user) => user,
+            // Removing what the user applied (only objects carrying this DIG's labels) does not
+            // wait for the user: its Secret goes first when the whole project is deleted.
+            Err(_) if actx.spec.operation == Operation::Terminate => client.clone(),
+            Err(message) => return Err(message),
+        },
         None => client.clone(),
     };
     Ok(Member {

@@ -100,7 +100,18 @@ async fn a_standard_cloud_gives_each_member_a_namespace_quota_role_and_a_working
         let pods = Api::<Pod>::namespaced(bed.client(member).await, &apps).list(&ListParams::default()).await?;
         ensure!(pods.items.len() == 2, "{} pods on {member}", pods.items.len());
     }
-    teardown(&hub, &ns).await
+
+    // Deleting the whole project (its user Secrets go at once) still cleans both members.
+    hub_kubectl(&["delete", "project.orchestrator.emco.io", &ns, "--wait=false"])?;
+    let namespaces = Api::<Namespace>::all(hub.clone());
+    wait_for("the project's namespace gone", Duration::from_secs(90), || async {
+        Ok(namespaces.get_opt(&ns).await?.is_none().then_some(()))
+    })
+    .await?;
+    for member in ["edge01", "edge02"] {
+        ensure!(!namespace_exists(&bed.client(member).await, &apps).await?, "{apps} left on {member}");
+    }
+    Ok(())
 }
 
 const WEB_3_REPLICAS: &str = r#"apiVersion: apps/v1
