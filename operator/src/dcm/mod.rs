@@ -71,6 +71,15 @@ pub async fn run(ctx: Arc<Context>) {
                 .map(|lc| ObjectRef::from_obj(lc.as_ref()))
                 .collect::<Vec<_>>()
         })
+        // A user's Secret changed or went (by hand, say): its logical cloud looks again at once.
+        .watches(
+            Api::<Secret>::all(ctx.hub.clone()),
+            watcher::Config::default().labels(user_secret::LOGICAL_CLOUD),
+            |secret: Secret| {
+                let lc = secret.labels().get(user_secret::LOGICAL_CLOUD).cloned().unwrap_or_default();
+                Some(ObjectRef::new(&lc).within(&secret.namespace().unwrap_or_default()))
+            },
+        )
         .watches(Api::<ClusterGrant>::all(ctx.hub.clone()), watcher::Config::default(), move |_: ClusterGrant| {
             all.state().into_iter().map(|lc| ObjectRef::from_obj(lc.as_ref())).collect::<Vec<_>>()
         })

@@ -264,7 +264,7 @@ async fn sync_unit(
         resources: total,
         ..Default::default()
     };
-    let member = match connect(ctx, actx, &unit.cluster).await {
+    let member = match connect(ctx, actx, &unit.cluster, Work::Apply).await {
         Ok(m) => m,
         Err(message) => {
             status.failed = vec![message];
@@ -311,8 +311,20 @@ async fn repair(ctx: &Context, actx: &AppContext, member: &Member<'_>, seen: &mu
     }
 }
 
+/// What a member client is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Work {
+    Apply,
+    Delete,
+}
+
 /// A client for `cluster`, or why there is none.
-async fn connect<'a>(ctx: &'a Context, actx: &'a AppContext, cluster: &'a str) -> Result<Member<'a>, String> {
+async fn connect<'a>(
+    ctx: &'a Context,
+    actx: &'a AppContext,
+    cluster: &'a str,
+    work: Work,
+) -> Result<Member<'a>, String> {
     let found =
         ctx.clusters.get(&ObjectRef::new(cluster)).ok_or_else(|| format!("cluster {cluster} is not registered"))?;
     let client = ctx.members.client(&found).await.map_err(|e| e.to_string())?;
@@ -320,8 +332,9 @@ async fn connect<'a>(ctx: &'a Context, actx: &'a AppContext, cluster: &'a str) -
         Some(lc) => match user_client(ctx, actx, &found, lc).await {
             Ok(user) => user,
             // Removing what the user applied (only objects carrying this DIG's labels) does not
-            // wait for the user: its Secret goes first when the whole project is deleted.
-            Err(_) if actx.spec.operation == Operation::Terminate => client.clone(),
+            // wait for the user: its Secret goes first when the whole project is deleted, or when
+            // the cluster leaves the logical cloud.
+            Err(_) if work == Work::Delete => client.clone(),
             Err(message) => return Err(message),
         },
         None => client.clone(),
@@ -389,7 +402,7 @@ async fn terminate_unit(ctx: &Context, actx: &AppContext, u: &Unit) -> ((String,
         deployed: total,
         ..Default::default()
     };
-    match connect(ctx, actx, &u.cluster).await {
+    match connect(ctx, actx, &u.cluster, Work::Delete).await {
         Err(message) => status.failed = vec![message],
         Ok(member) => {
             let out = member.delete(&u.resources.iter().collect::<Vec<_>>()).await;
@@ -493,7 +506,7 @@ async fn sweep(ctx: &Context, actx: &AppContext, cluster: &str, keep: Option<&BT
         return Vec::new();
     }
     tracing::info!(appcontext = %actx.name_any(), cluster, objects = stale.len(), "pruning objects no revision names");
-    match connect(ctx, actx, cluster).await {
+    match connect(ctx, actx, cluster, Work::Delete).await {
         Ok(m) => m.delete(&stale.iter().collect::<Vec<_>>()).await.failed,
         Err(message) => vec![message],
     }
@@ -518,7 +531,7 @@ async fn prune_one(
             if dropped.is_empty() {
                 continue;
             }
-            match connect(ctx, old, &c.cluster).await {
+            match connect(ctx, old, &c.cluster, Work::Delete).await {
                 Ok(m) => failures.extend(m.delete(&dropped).await.failed),
                 Err(message) => failures.push(message),
             }

@@ -375,3 +375,49 @@ async fn an_operator_restart_mid_instantiate_still_ends_with_one_working_user_pe
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_certificate_near_its_end_is_renewed_through_the_member_and_no_secret_reaches_the_log() -> Result<()> {
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let ns = format!("lcrenew-{}", unique_suffix());
+    let apps = format!("{ns}-apps");
+    project(&hub, &ns).await?;
+    apply_lc(&hub, &ns, "lc", standard(&apps, &format!("{ns}-user"), json!({})), &["edge02"]).await?;
+    wait_lc(&hub, &ns, "lc", "Instantiated", READY, instantiated).await?;
+    let secrets = Api::<Secret>::namespaced(hub.clone(), &ns);
+    let secret = secrets.get("emco-lc-lc-edge02").await?;
+    let data = secret.data.unwrap_or_default();
+    let issued = data["tls.crt"].0.clone();
+
+    // The kept certificate is swapped for one of the same key that ran out in 2020.
+    let key = rcgen::KeyPair::from_pem(std::str::from_utf8(&data["tls.key"].0)?)?;
+    let mut params = rcgen::CertificateParams::new(vec![format!("{ns}-user")])?;
+    (params.not_before, params.not_after) = (rcgen::date_time_ymd(2019, 1, 1), rcgen::date_time_ymd(2020, 1, 1));
+    let old = params.self_signed(&key)?.pem();
+    let patch = json!({"data": {"tls.crt": k8s_openapi::ByteString(old.clone().into_bytes())}});
+    secrets.patch("emco-lc-lc-edge02", &PatchParams::default(), &Patch::Merge(patch)).await?;
+
+    // dcm asks edge02 for a new one and keeps it: a working user again, expiring in a month.
+    let renewed = wait_for("a renewed certificate", READY, || async {
+        let now = secrets.get("emco-lc-lc-edge02").await?.data.unwrap_or_default()["tls.crt"].0.clone();
+        Ok((now != old.as_bytes() && now != issued).then_some(now))
+    })
+    .await?;
+    ensure!(renewed.starts_with(b"-----BEGIN CERTIFICATE-----"), "a PEM certificate");
+    let status = wait_lc(&hub, &ns, "lc", "Instantiated", READY, instantiated).await?;
+    let in_a_week = k8s_openapi::jiff::Timestamp::now().as_second() + 7 * 24 * 3600;
+    ensure!(status.clusters[0].certificate_expiry.as_ref().is_some_and(|t| t.0.as_second() > in_a_week), "{status:?}");
+    let user = logical_cloud_user(&hub, &ns, "lc", "edge02").await?;
+    Api::<Pod>::namespaced(user, &apps).list(&ListParams::default()).await?;
+
+    // Keys, certificates and kubeconfigs never reach the operator's log, nor the status.
+    let log = std::fs::read_to_string(bed.dir.join("operator.log"))?;
+    for marker in ["PRIVATE KEY", "BEGIN CERTIFICATE", "LS0tLS1CRUdJTi", "client-key-data"] {
+        ensure!(!log.contains(marker), "the operator log holds {marker}");
+    }
+    let status_text = serde_json::to_string(&status)?;
+    ensure!(!status_text.contains("BEGIN") && !status_text.contains("LS0tLS1"), "status: {status_text}");
+    hub_kubectl(&["delete", "project.orchestrator.emco.io", &ns, "--wait=false"])?;
+    Ok(())
+}
