@@ -66,6 +66,7 @@ async fn controllers(hub: Client, operator_namespace: String) -> anyhow::Result<
         members: members.clone(),
         lifetime: dcm::user::Lifetime::from_env(),
         open_projects: std::env::var("EMCO_OPEN_PROJECTS").map_or(true, |v| v != "false"),
+        recorder: recorder.clone(),
         backoff: Default::default(),
     });
     let projects =

@@ -50,6 +50,7 @@ pub struct Context {
     pub lifetime: Lifetime,
     /// Whether a project that no ClusterGrant names may use every cluster (a single-tenant hub).
     pub open_projects: bool,
+    pub recorder: kube::runtime::events::Recorder,
     pub backoff: Backoff,
 }
 
@@ -115,8 +116,34 @@ async fn reconcile(guard: Arc<DeserializeGuard<LogicalCloud>>, ctx: Arc<Context>
         set(&mut status, State::Instantiated, true, "Instantiated", message, lc.metadata.generation);
         Action::await_change()
     };
+    announce(&ctx, &lc, &status).await;
     write_status(&api, lc.as_ref(), lc.status.as_ref(), &status).await?;
     Ok(action)
+}
+
+/// Events for what changed since the last status: a certificate issued (or renewed) on a
+/// cluster, a terminate refused. They name Secrets and times, never their content.
+async fn announce(ctx: &Context, lc: &LogicalCloud, status: &LogicalCloudStatus) {
+    use kube::runtime::events::EventType;
+    let before = lc.status.clone().unwrap_or_default();
+    let about = kube::Resource::object_ref(lc, &());
+    for c in &status.clusters {
+        let old = before.clusters.iter().find(|b| b.cluster == c.cluster).and_then(|b| b.certificate_expiry.clone());
+        if let Some(expiry) = c.certificate_expiry.as_ref().filter(|e| Some(*e) != old.as_ref()) {
+            let note = format!("user certificate on {} issued by the member, expires {}", c.cluster, expiry.0);
+            crate::reconcile::publish(&ctx.recorder, &about, EventType::Normal, "CertificateIssued", "Issue", note)
+                .await;
+        }
+    }
+    let refused = |s: &LogicalCloudStatus| {
+        condition::get(&s.conditions, ConditionType::Terminated)
+            .filter(|c| c.reason == "InUse")
+            .map(|c| c.message.clone())
+    };
+    if let Some(message) = refused(status).filter(|_| refused(&before).is_none()) {
+        crate::reconcile::publish(&ctx.recorder, &about, EventType::Warning, "TerminateRefused", "Terminate", message)
+            .await;
+    }
 }
 
 /// Sets the state and the Ready condition (and clears a refused terminate once it no longer is).
@@ -252,8 +279,10 @@ async fn instantiate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloud
     context::forget_released(&ctx.hub, lc, Some(&actx.name_any())).await?;
     forget_users(ctx, lc, |cluster| !clusters.iter().any(|c| c == cluster)).await?;
     let users = futures::future::join_all(status.clusters.iter().map(|c| async {
-        let cluster = ctx.clusters.get(&ObjectRef::new(&c.cluster)).expect("checked registered");
-        user::ensure(&ctx.hub, &ctx.members, lc, &cluster, ctx.lifetime).await
+        match ctx.clusters.get(&ObjectRef::new(&c.cluster)) {
+            Some(cluster) => user::ensure(&ctx.hub, &ctx.members, lc, &cluster, ctx.lifetime).await,
+            None => Ok(UserState::Pending("the cluster was unregistered meanwhile".into())),
+        }
     }))
     .await;
     let now = k8s_openapi::jiff::Timestamp::now().as_second();

@@ -61,6 +61,13 @@ async fn a_standard_cloud_gives_each_member_a_namespace_quota_role_and_a_working
     };
     probe.apply(&hub, &bed, &ns).await?;
     let status = wait_lc(&hub, &ns, "lc", "Instantiated", READY, instantiated).await?;
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(hub.clone(), &ns);
+    wait_for("CertificateIssued events", READY, || async {
+        let list = events.list(&ListParams::default()).await?;
+        let issued = list.items.iter().filter(|e| e.reason.as_deref() == Some("CertificateIssued")).count();
+        Ok((issued >= 1).then_some(()))
+    })
+    .await?;
     let in_a_week = k8s_openapi::jiff::Timestamp::now().as_second() + 7 * 24 * 3600;
     for c in &status.clusters {
         ensure!(c.kubeconfig_secret.as_deref() == Some(format!("emco-lc-lc-{}", c.cluster).as_str()), "{c:?}");
@@ -317,6 +324,12 @@ async fn adding_and_removing_a_cluster_touch_only_that_cluster_and_terminate_rem
     let message = refused.conditions.iter().find(|c| c.type_ == "Terminated").map(|c| c.message.clone());
     ensure!(message.is_some_and(|m| m.contains(&ns)), "names the DIG: {refused:?}");
     ensure!(namespace_exists(&cloud01, &apps).await?, "nothing removed while in use");
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(hub.clone(), &ns);
+    wait_for("a TerminateRefused event", READY, || async {
+        let list = events.list(&ListParams::default()).await?;
+        Ok(list.items.iter().any(|e| e.reason.as_deref() == Some("TerminateRefused")).then_some(()))
+    })
+    .await?;
 
     teardown(&hub, &ns).await?;
     wait_lc(&hub, &ns, "lc", "Terminated", READY, |s| s.state == Some(LogicalCloudState::Terminated)).await?;
