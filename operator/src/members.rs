@@ -211,6 +211,11 @@ fn user_kubeconfig(admin: &Kubeconfig, cluster: &str, user: &User) -> Result<Kub
         .or(admin.clusters.first())
         .and_then(|c| c.cluster.clone())
         .ok_or("the cluster's kubeconfig names no server")?;
+    let mut server = server;
+    // A proxy URL may carry the platform's proxy credentials: the tenant gets none of them.
+    if server.proxy_url.as_ref().is_some_and(|u| u.contains('@')) {
+        server.proxy_url = None;
+    }
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let doc = serde_json::json!({
         "apiVersion": "v1", "kind": "Config",

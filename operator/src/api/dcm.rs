@@ -24,7 +24,10 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[kube(validation = kube::core::Rule::new("!has(self.spec.type) || self.spec.type == 'Admin' || (has(self.spec.__namespace__) && has(self.spec.user))").message("a Standard or Privileged logical cloud needs `namespace` and `user`"))]
-#[kube(validation = kube::core::Rule::new("!has(self.spec.permissions) || (has(self.spec.type) && self.spec.type == 'Privileged') || self.spec.permissions.all(p, !has(p.__namespace__) || p.__namespace__ != '')").message("cluster-wide permissions (namespace \"\") need a Privileged logical cloud"))]
+#[kube(validation = kube::core::Rule::new("!has(self.spec.type) || self.spec.type != 'Standard' || !has(self.spec.permissions) || self.spec.permissions.all(p, has(p.__namespace__) && p.__namespace__ == self.spec.__namespace__)").message("a Standard logical cloud's permissions hold in its own namespace only"))]
+#[kube(validation = kube::core::Rule::new("!has(self.spec.type) || self.spec.type != 'Privileged' || !has(self.spec.permissions) || self.spec.permissions.all(p, !has(p.__namespace__) || p.__namespace__ == '' || p.__namespace__ == self.spec.__namespace__)").message("a Privileged logical cloud's permissions hold in its own namespace or cluster-wide (namespace \"\")"))]
+#[kube(validation = kube::core::Rule::new("!has(self.spec.type) || self.spec.type == 'Admin' || !has(self.spec.__namespace__) || !(self.spec.__namespace__ == 'default' || self.spec.__namespace__.startsWith('kube-'))").message("`default` and `kube-*` cannot be a logical cloud's namespace"))]
+#[kube(validation = kube::core::Rule::new("(has(self.spec.type) ? self.spec.type : 'Admin') == (has(oldSelf.spec.type) ? oldSelf.spec.type : 'Admin') && (has(self.spec.__namespace__) ? self.spec.__namespace__ : '') == (has(oldSelf.spec.__namespace__) ? oldSelf.spec.__namespace__ : '') && (has(self.spec.user) ? self.spec.user.name : '') == (has(oldSelf.spec.user) ? oldSelf.spec.user.name : '')").message("type, namespace and user cannot change: make another logical cloud"))]
 #[serde(rename_all = "camelCase")]
 pub struct LogicalCloudSpec {
     /// `Admin` (EMCO level 0: the cluster admin's credentials), `Standard` or `Privileged` (level 1).
@@ -35,7 +38,8 @@ pub struct LogicalCloudSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: Option<String>,
-    /// Standard/Privileged: the certificate user made on each member.
+    /// Standard/Privileged: the certificate user made on each member; the members know it as
+    /// `emco:<project namespace>:<name>` (so no tenant can take another's or a member's own user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<LogicalCloudUser>,
     /// Standard/Privileged: what the user may do on each member. None given: everything within the
@@ -96,6 +100,15 @@ pub struct Permission {
     pub verbs: Vec<String>,
 }
 
+impl LogicalCloud {
+    /// The user the members' RBAC sees (the certificate's common name): unique to the project,
+    /// and never a name a member's own users have (`:` is in no project namespace or user name).
+    pub fn member_user(&self) -> String {
+        let name = self.spec.user.as_ref().map(|u| u.name.as_str()).unwrap_or_default();
+        format!("emco:{}:{name}", kube::ResourceExt::namespace(self).unwrap_or_default())
+    }
+}
+
 /// A member cluster of the logical cloud.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -151,8 +164,6 @@ pub enum LogicalCloudClusterState {
     ProviderMismatch,
     /// No ClusterGrant lets the project use this cluster with this type of logical cloud.
     NotGranted,
-    /// Another project's logical cloud already has a user of that name on this cluster.
-    UserConflict,
     /// Standard/Privileged: the user or the member objects are on their way.
     Pending,
 }

@@ -117,6 +117,10 @@ pub struct BundleRef {
     pub parts: u32,
     /// How many resources the bundle holds.
     pub resources: u32,
+    /// SHA-256 (hex) of the parts joined: rsync applies nothing from parts that do not match (a
+    /// project admin can write Secrets in the namespace, not AppContexts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// rsync's state machine (seed 003): Created, Instantiating, Instantiated, InstantiateFailed,

@@ -53,18 +53,31 @@ pub async fn ensure(
     let api = Api::<AppContext>::namespaced(hub.clone(), &ns);
     let mut revision =
         lc.status.as_ref().and_then(|s| s.revision).unwrap_or(0).max(current.map_or(0, |c| c.spec.revision));
+    let mut replaced: Vec<AppContext> = live.into_iter().cloned().collect();
     loop {
         revision += 1;
-        let made = create(hub, lc, &hash, revision, live.map(ResourceExt::name_any), resources, clusters).await?;
+        let replaces = replaced.last().map(ResourceExt::name_any);
+        let made = create(hub, lc, &hash, revision, replaces, resources, clusters).await?;
         if made.annotations().get(INPUT_HASH) != Some(&hash) {
-            continue; // a revision made from other objects before a crash: it stays, this goes after
+            // Made from other objects before a crash kept it from the status: it may have applied
+            // them, so the next revision replaces it too.
+            replaced.push(made);
+            continue;
         }
-        if let Some(old) = live {
+        for old in &replaced {
             let patch = json!({"spec": {"supersededBy": made.name_any()}});
             api.patch(&old.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
         }
         return Ok(made);
     }
+}
+
+/// Every revision of `lc` rsync still holds (it has work left on the members, or may have).
+pub async fn held(hub: &Client, lc: &LogicalCloud) -> kube::Result<Vec<AppContext>> {
+    let api = Api::<AppContext>::namespaced(hub.clone(), &lc.namespace().unwrap_or_default());
+    let selector = format!("{}={}", labels::DIG, objects::owner(lc).label());
+    let all = api.list(&ListParams::default().labels(&selector)).await?;
+    Ok(all.items.into_iter().filter(|c| finalizer::has(c, rsync::FINALIZER)).collect())
 }
 
 async fn create(
@@ -84,7 +97,12 @@ async fn create(
         let part_name = bundle::part_name(&name, i as u32);
         create_part(hub, owner.clone(), owner_labels(lc, revision), &ns, &part_name, part).await?;
     }
-    let bundle = BundleRef { name, parts: parts.len() as u32, resources: resources.len() as u32 };
+    let bundle = BundleRef {
+        name,
+        parts: parts.len() as u32,
+        resources: resources.len() as u32,
+        digest: Some(bundle::digest(&parts)),
+    };
     let operation = if replaces.is_some() { Operation::Update } else { Operation::Instantiate };
     let context = AppContext {
         metadata: ObjectMeta {

@@ -22,7 +22,7 @@ use kube::api::ListParams;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 
 use crate::api::clm::Cluster;
@@ -73,10 +73,15 @@ pub async fn run(ctx: Arc<Context>) {
                 .collect::<Vec<_>>()
         })
         // A user's Secret changed or went (by hand, say): its logical cloud looks again at once.
-        .watches(
-            Api::<Secret>::all(ctx.hub.clone()),
-            watcher::Config::default().labels(user_secret::LOGICAL_CLOUD),
-            |secret: Secret| {
+        // Metadata only: the operator never holds every tenant's keys in memory.
+        .watches_stream(
+            watcher(
+                Api::<kube::core::PartialObjectMeta<Secret>>::all(ctx.hub.clone()),
+                watcher::Config::default().labels(user_secret::LOGICAL_CLOUD),
+            )
+            .default_backoff()
+            .touched_objects(),
+            |secret| {
                 let lc = secret.labels().get(user_secret::LOGICAL_CLOUD).cloned().unwrap_or_default();
                 Some(ObjectRef::new(&lc).within(&secret.namespace().unwrap_or_default()))
             },
@@ -162,12 +167,10 @@ fn set(
     }
 }
 
-/// Each named cluster: registered, of the named provider, granted to the project for this type,
-/// and (Standard/Privileged) its user name not taken there by another project.
+/// Each named cluster: registered, of the named provider, granted to the project for this type.
 async fn checked_clusters(ctx: &Context, lc: &LogicalCloud) -> Result<Vec<LogicalCloudClusterStatus>, Error> {
     let grants = Api::<ClusterGrant>::all(ctx.hub.clone()).list(&ListParams::default()).await?.items;
     let project = project_of(ctx, lc).await?;
-    let conflicts = user_conflicts(ctx, lc).await?;
     let previous = lc.status.as_ref().map(|s| s.clusters.clone()).unwrap_or_default();
     Ok(lc
         .spec
@@ -187,13 +190,6 @@ async fn checked_clusters(ctx: &Context, lc: &LogicalCloud) -> Result<Vec<Logica
                         lc.spec.type_
                     )),
                 ),
-                Some(_) if conflicts.iter().any(|(cluster, _)| *cluster == r.cluster) => {
-                    let other = conflicts.iter().find(|(c, _)| *c == r.cluster).map(|(_, o)| o.clone());
-                    (
-                        ClusterState::UserConflict,
-                        other.map(|o| format!("logical cloud {o} has a user of that name there")),
-                    )
-                }
                 Some(_) => (ClusterState::Ready, None),
             };
             let before = previous.iter().find(|p| p.cluster == r.cluster);
@@ -214,7 +210,6 @@ fn unusable(clusters: &[LogicalCloudClusterStatus]) -> Option<(&'static str, Str
     let first = bad.first()?;
     let reason = match first.state {
         ClusterState::NotGranted => "ClusterNotGranted",
-        ClusterState::UserConflict => "UserConflict",
         _ => "ClusterNotReady",
     };
     let list: Vec<String> = bad
@@ -238,31 +233,6 @@ async fn project_of(ctx: &Context, lc: &LogicalCloud) -> Result<String, Error> {
         .map_or(ns, |p| p.name_any()))
 }
 
-/// Clusters where another project's older Standard/Privileged logical cloud has a user of the
-/// same name (a certificate for that name would carry its rights too), with that logical cloud.
-async fn user_conflicts(ctx: &Context, lc: &LogicalCloud) -> Result<Vec<(String, String)>, Error> {
-    let Some(user) = lc.spec.user.as_ref().filter(|_| lc.spec.type_ != LogicalCloudType::Admin) else {
-        return Ok(vec![]);
-    };
-    let ns = lc.namespace().unwrap_or_default();
-    let all = Api::<LogicalCloud>::all(ctx.hub.clone()).list(&ListParams::default()).await?;
-    let older = |o: &LogicalCloud| {
-        (o.metadata.creation_timestamp.clone(), o.name_any()) < (lc.metadata.creation_timestamp.clone(), lc.name_any())
-    };
-    let mut conflicts = Vec::new();
-    for other in all.items.iter().filter(|o| o.namespace().as_deref() != Some(&ns)) {
-        let same_user = other.spec.user.as_ref().is_some_and(|u| u.name == user.name);
-        if !same_user || other.spec.type_ == LogicalCloudType::Admin || !older(other) {
-            continue;
-        }
-        for c in other.spec.clusters.iter().filter(|c| lc.spec.clusters.iter().any(|m| m.cluster == c.cluster)) {
-            conflicts
-                .push((c.cluster.clone(), format!("{}/{}", other.namespace().unwrap_or_default(), other.name_any())));
-        }
-    }
-    Ok(conflicts)
-}
-
 /// The AppContext the status names, if it still exists.
 async fn current_context(ctx: &Context, lc: &LogicalCloud) -> Result<Option<AppContext>, Error> {
     let Some(name) = lc.status.as_ref().and_then(|s| s.app_context.clone()) else { return Ok(None) };
@@ -276,6 +246,13 @@ async fn instantiate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloud
     let actx = context::ensure(&ctx.hub, lc, current.as_ref(), &objects::member_objects(lc), &clusters).await?;
     status.app_context = Some(actx.name_any());
     status.revision = Some(actx.spec.revision);
+    if current.as_ref().map(ResourceExt::name_any) != status.app_context {
+        // Recorded at once: a later failure in this pass must not leave the revision unknown.
+        let api = Api::<LogicalCloud>::namespaced(ctx.hub.clone(), &lc.namespace().unwrap_or_default());
+        let mut recorded = lc.status.clone().unwrap_or_default();
+        (recorded.app_context, recorded.revision) = (status.app_context.clone(), status.revision);
+        write_status(&api, lc, lc.status.as_ref(), &recorded).await?;
+    }
     context::forget_released(&ctx.hub, lc, Some(&actx.name_any())).await?;
     forget_users(ctx, lc, |cluster| !clusters.iter().any(|c| c == cluster)).await?;
     let users = futures::future::join_all(status.clusters.iter().map(|c| async {
@@ -298,10 +275,10 @@ async fn instantiate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloud
             (UserState::Pending(m), _) => (ClusterState::Pending, Some(m.clone())),
             (_, Err(m)) => (ClusterState::Pending, Some(m.clone())),
         };
-        if let UserState::Issued { expiry, renewing } = user {
+        if let UserState::Issued { expiry, renew_at, .. } = user {
             c.kubeconfig_secret = Some(user_secret::name(&lc.name_any(), &c.cluster));
             c.certificate_expiry = Some(Time(expiry));
-            next = next.min(if renewing.is_some() { 5 } else { ctx.lifetime.renew_at(expiry) - now });
+            next = next.min(renew_at - now);
         } else {
             next = next.min(2);
         }
@@ -374,16 +351,23 @@ async fn terminate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloudSt
         condition::set(&mut status.conditions, refused);
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
-    if let Some(actx) = current_context(ctx, lc).await? {
-        crate::orchestrator::revisions::terminate(&ctx.hub, &actx).await?;
-        let done = actx.status.as_ref().is_some_and(|s| s.state == ContextState::Terminated);
-        if !done && finalizer::has(&actx, crate::rsync::FINALIZER) {
-            let message = format!("removing what {} applied", actx.name_any());
-            set(status, State::Terminating, false, "Terminating", message.clone(), generation);
-            let cond = condition::new(ConditionType::Terminated, false, "Terminating", message, generation);
-            condition::set(&mut status.conditions, cond);
-            return Ok(Action::requeue(Duration::from_secs(2)));
-        }
+    // Every revision rsync holds, recorded in the status or not (a crash between making one and
+    // recording it), is terminated.
+    let held = context::held(&ctx.hub, lc).await?;
+    for actx in &held {
+        crate::orchestrator::revisions::terminate(&ctx.hub, actx).await?;
+    }
+    let busy: Vec<String> = held
+        .iter()
+        .filter(|a| a.status.as_ref().is_none_or(|s| s.state != ContextState::Terminated))
+        .map(|a| a.name_any())
+        .collect();
+    if !busy.is_empty() {
+        let message = format!("removing what {} applied", busy.join(", "));
+        set(status, State::Terminating, false, "Terminating", message.clone(), generation);
+        let cond = condition::new(ConditionType::Terminated, false, "Terminating", message, generation);
+        condition::set(&mut status.conditions, cond);
+        return Ok(Action::requeue(Duration::from_secs(2)));
     }
     forget_users(ctx, lc, |_| true).await?;
     context::forget_released(&ctx.hub, lc, None).await?;

@@ -30,7 +30,7 @@ fn cluster_wide_name(lc: &LogicalCloud) -> String {
 /// anything.
 pub fn member_objects(lc: &LogicalCloud) -> Vec<Value> {
     let ns = lc.spec.namespace.clone().unwrap_or_default();
-    let user = lc.spec.user.as_ref().map(|u| u.name.clone()).unwrap_or_default();
+    let user = lc.member_user();
     let subject = json!([{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}]);
     let mut objects = vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})];
     for (namespace, rules) in rules_by_namespace(lc, &ns) {
@@ -106,7 +106,7 @@ mod tests {
         assert_eq!(kinds, ["Namespace", "Role", "RoleBinding", "ResourceQuota"]);
         assert_eq!(objects[1]["rules"][0]["verbs"], json!(["*"]));
         assert_eq!(objects[1]["metadata"]["namespace"], "apps");
-        assert_eq!(objects[2]["subjects"][0]["name"], "u");
+        assert_eq!(objects[2]["subjects"][0]["name"], "emco:p:u");
         assert_eq!(objects[3]["spec"]["hard"]["pods"], "2");
         assert!(objects.iter().all(|o| o["metadata"]["labels"][labels::DIG] == "lc_lc1"));
     }

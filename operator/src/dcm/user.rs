@@ -28,8 +28,8 @@ const MANAGER: &str = "emco-dcm";
 /// Where a user stands on one member.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserState {
-    /// The certificate is kept; it expires at this time.
-    Issued { expiry: Timestamp, renewing: Option<String> },
+    /// The certificate is kept; it expires at `expiry` and is renewed from `renew_at` (seconds).
+    Issued { expiry: Timestamp, renew_at: i64, renewing: Option<String> },
     /// Not yet: what is under way or in the way.
     Pending(String),
 }
@@ -47,20 +47,29 @@ pub struct Lifetime {
 }
 
 impl Lifetime {
-    /// From `EMCO_LC_CERTIFICATE_SECONDS` (at least 600, the API's minimum), else 30 days.
+    /// From `EMCO_LC_CERTIFICATE_SECONDS` (at least 600, the API's minimum; at most ten years),
+    /// else 30 days.
     pub fn from_env() -> Self {
         let seconds = std::env::var("EMCO_LC_CERTIFICATE_SECONDS").ok().and_then(|s| s.parse().ok());
-        Lifetime { seconds: seconds.unwrap_or(30 * 24 * 3600).max(600) }
+        Lifetime { seconds: seconds.unwrap_or(30 * 24 * 3600).clamp(600, 10 * 365 * 24 * 3600) }
+    }
+}
+
+/// When a certificate holds: renewed with a third of its own validity left (a member's signer
+/// may have shortened what was asked for).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Validity {
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+impl Validity {
+    pub fn renew_at(&self) -> i64 {
+        self.not_before + (self.not_after - self.not_before) * 2 / 3
     }
 
-    /// Whether a certificate expiring at `expiry` is due for renewal at `now`.
-    pub fn renew_due(&self, expiry: Timestamp, now: Timestamp) -> bool {
-        expiry.as_second() - now.as_second() < self.seconds / 3
-    }
-
-    /// When a certificate expiring at `expiry` becomes due.
-    pub fn renew_at(&self, expiry: Timestamp) -> i64 {
-        expiry.as_second() - self.seconds / 3
+    fn expiry(&self) -> Timestamp {
+        Timestamp::from_second(self.not_after).unwrap_or(Timestamp::MAX)
     }
 }
 
@@ -79,40 +88,99 @@ pub async fn ensure(
         Some(s) => s,
         None => create_secret(&secrets, lc, cluster, &name).await?,
     };
-    let data = secret.data.clone().unwrap_or_default();
-    let Some(key) =
-        data.get(user_secret::KEY).and_then(|k| rcgen::KeyPair::from_pem(&String::from_utf8_lossy(&k.0)).ok())
-    else {
-        // Someone emptied it: start over with a fresh key.
-        secrets.delete(&name, &Default::default()).await?;
-        return Ok(UserState::Pending("the user's key was missing; making a new one".into()));
-    };
-    let kept = data.get(user_secret::CERTIFICATE).and_then(|c| expiry_if_matches(&c.0, &key));
-    let now = Timestamp::now();
-    if let Some(expiry) = kept
-        && !lifetime.renew_due(expiry, now)
+    let labels = secret.labels();
+    if labels.get(user_secret::LOGICAL_CLOUD) != Some(&lc.name_any())
+        || labels.get(user_secret::CLUSTER) != Some(&cluster.name_any())
     {
-        return Ok(UserState::Issued { expiry, renewing: None });
+        return Ok(UserState::Pending(format!(
+            "Secret {name} exists and is not this logical cloud's user on this cluster"
+        )));
     }
-    let round = kept.map_or(0, |e| e.as_second());
+    let data = secret.data.clone().unwrap_or_default();
+    let key = data.get(user_secret::KEY).and_then(|k| rcgen::KeyPair::from_pem(&String::from_utf8_lossy(&k.0)).ok());
+    let Some(key) = key.filter(|k| k.algorithm() == &rcgen::PKCS_ECDSA_P256_SHA256) else {
+        // Emptied or replaced by hand: start over with a fresh key.
+        secrets.delete(&name, &Default::default()).await?;
+        return Ok(UserState::Pending("the user's key was missing or not dcm's; making a new one".into()));
+    };
+    let user = lc.member_user();
+    let kept = data.get(user_secret::CERTIFICATE).and_then(|c| validity_if_ours(&c.0, &key, &user));
+    let now = Timestamp::now().as_second();
+    if let Some(v) = kept
+        && now < v.renew_at()
+    {
+        return Ok(UserState::Issued { expiry: v.expiry(), renew_at: v.renew_at(), renewing: None });
+    }
+    let round = kept.map_or(0, |v| v.not_after);
     let step = request(members, lc, cluster, &secrets, &name, &key, round, lifetime).await;
     match (kept, step) {
         (_, Ok(issued @ UserState::Issued { .. })) => Ok(issued),
-        (Some(expiry), Ok(UserState::Pending(m))) if expiry > now => {
-            Ok(UserState::Issued { expiry, renewing: Some(m) })
+        (Some(v), Ok(UserState::Pending(m))) if v.not_after > now => {
+            Ok(UserState::Issued { expiry: v.expiry(), renew_at: now + 5, renewing: Some(m) })
         }
         (_, other) => other,
     }
 }
 
-/// The expiry of certificate `pem` when it is for `key`.
-fn expiry_if_matches(pem: &[u8], key: &rcgen::KeyPair) -> Option<Timestamp> {
+/// When certificate `pem` holds, if it is for `key` and names `user` (and nothing else).
+fn validity_if_ours(pem: &[u8], key: &rcgen::KeyPair, user: &str) -> Option<Validity> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem).ok()?;
     let cert = pem.parse_x509().ok()?;
-    if cert.public_key().raw != key.public_key_der().as_slice() {
+    if cert.public_key().raw != key.public_key_der().as_slice() || !only_common_name(cert.subject(), user) {
         return None;
     }
-    Timestamp::from_second(cert.validity().not_after.timestamp()).ok()
+    let validity = cert.validity();
+    Some(Validity { not_before: validity.not_before.timestamp(), not_after: validity.not_after.timestamp() })
+}
+
+/// Whether `name` is exactly `CN=<user>`: no organization (a group on the member), nothing else.
+fn only_common_name(name: &x509_parser::x509::X509Name, user: &str) -> bool {
+    let attributes: Vec<_> = name.iter_attributes().collect();
+    attributes.len() == 1
+        && attributes[0].attr_type() == &x509_parser::oid_registry::OID_X509_COMMON_NAME
+        && attributes[0].as_str().ok() == Some(user)
+}
+
+/// Why the CSR found under dcm's name is not the one dcm made, if it is not: it must ask the
+/// client signer for exactly `CN=<user>`, for dcm's key, with no extensions, client usages and
+/// no longer than asked. Anyone allowed to create CSRs on the member could have put one there.
+fn foreign(
+    csr: &CertificateSigningRequest,
+    key: &rcgen::KeyPair,
+    user: &str,
+    lifetime: Lifetime,
+) -> Option<&'static str> {
+    use x509_parser::prelude::FromDer;
+    let spec = &csr.spec;
+    if spec.signer_name != SIGNER {
+        return Some("another signer");
+    }
+    if spec
+        .usages
+        .iter()
+        .flatten()
+        .any(|u| !["client auth", "digital signature", "key encipherment"].contains(&u.as_str()))
+    {
+        return Some("other usages");
+    }
+    if spec.expiration_seconds.is_some_and(|s| i64::from(s) > lifetime.seconds) {
+        return Some("a longer lifetime");
+    }
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(&spec.request.0) else { return Some("an unreadable request") };
+    let Ok((_, request)) = x509_parser::certification_request::X509CertificationRequest::from_der(&pem.contents) else {
+        return Some("an unreadable request");
+    };
+    let info = &request.certification_request_info;
+    if info.subject_pki.raw != key.public_key_der().as_slice() {
+        return Some("another key");
+    }
+    if !only_common_name(&info.subject, user) {
+        return Some("another subject");
+    }
+    if request.requested_extensions().is_some_and(|mut e| e.next().is_some()) {
+        return Some("extensions");
+    }
+    None
 }
 
 /// The user's Secret with a new key, owned by the logical cloud (it goes with it).
@@ -127,7 +195,7 @@ async fn create_secret(api: &Api<Secret>, lc: &LogicalCloud, cluster: &Cluster, 
                 (user_secret::LOGICAL_CLOUD.into(), lc.name_any()),
                 (user_secret::CLUSTER.into(), cluster.name_any()),
             ])),
-            annotations: Some(BTreeMap::from([(user_secret::USER.into(), user_name(lc))])),
+            annotations: Some(BTreeMap::from([(user_secret::USER.into(), lc.member_user())])),
             owner_references: Some(vec![lc.controller_owner_ref(&()).expect("logical clouds have a uid")]),
             ..Default::default()
         },
@@ -139,10 +207,6 @@ async fn create_secret(api: &Api<Secret>, lc: &LogicalCloud, cluster: &Cluster, 
         Err(kube::Error::Api(e)) if e.code == 409 => api.get(name).await,
         other => other,
     }
-}
-
-fn user_name(lc: &LogicalCloud) -> String {
-    lc.spec.user.as_ref().map(|u| u.name.clone()).unwrap_or_default()
 }
 
 /// The CSR of `key` for renewal round `round` (0: the first certificate): its name is fixed by
@@ -176,7 +240,10 @@ async fn request(
     let csr = match csrs.get_opt(&name).await {
         Ok(Some(csr)) => csr,
         Ok(None) => {
-            let made = csrs.create(&PostParams::default(), &new_csr(&name, lc, key, lifetime)).await;
+            let Some(csr) = new_csr(&name, lc, key, lifetime) else {
+                return Ok(UserState::Pending("the user's key cannot sign a request".into()));
+            };
+            let made = csrs.create(&PostParams::default(), &csr).await;
             return Ok(match made {
                 Ok(_) => UserState::Pending("certificate requested from the member".into()),
                 Err(e) => unreachable(e),
@@ -184,6 +251,11 @@ async fn request(
         }
         Err(e) => return Ok(unreachable(e)),
     };
+    if let Some(why) = foreign(&csr, key, &lc.member_user(), lifetime) {
+        tracing::warn!(cluster = %cluster.name_any(), csr = %name, why, "deleted a CSR dcm did not make");
+        let _ = csrs.delete(&name, &Default::default()).await;
+        return Ok(UserState::Pending(format!("a CSR dcm did not make was at {name} ({why}); deleted")));
+    }
     let status = csr.status.clone().unwrap_or_default();
     let conditions = status.conditions.unwrap_or_default();
     if let Some(c) = conditions.iter().find(|c| c.type_ == "Denied" || c.type_ == "Failed") {
@@ -193,13 +265,13 @@ async fn request(
         return Ok(UserState::Pending(message));
     }
     if let Some(certificate) = status.certificate.filter(|c| !c.0.is_empty()) {
-        let Some(expiry) = expiry_if_matches(&certificate.0, key) else {
+        let Some(validity) = validity_if_ours(&certificate.0, key, &lc.member_user()) else {
             let _ = csrs.delete(&name, &Default::default()).await;
             return Ok(UserState::Pending("the member issued a certificate for another key; asking again".into()));
         };
         keep(members, lc, cluster, secrets, secret_name, key, &certificate.0).await?;
         let _ = csrs.delete(&name, &Default::default()).await;
-        return Ok(UserState::Issued { expiry, renewing: None });
+        return Ok(UserState::Issued { expiry: validity.expiry(), renew_at: validity.renew_at(), renewing: None });
     }
     if !conditions.iter().any(|c| c.type_ == "Approved") {
         let approval = json!({"status": {"conditions": [CertificateSigningRequestCondition {
@@ -215,11 +287,16 @@ async fn request(
     Ok(UserState::Pending("waiting for the member to sign the certificate".into()))
 }
 
-fn new_csr(name: &str, lc: &LogicalCloud, key: &rcgen::KeyPair, lifetime: Lifetime) -> CertificateSigningRequest {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("no names to check");
+fn new_csr(
+    name: &str,
+    lc: &LogicalCloud,
+    key: &rcgen::KeyPair,
+    lifetime: Lifetime,
+) -> Option<CertificateSigningRequest> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).ok()?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, user_name(lc));
-    let pem = params.serialize_request(key).and_then(|r| r.pem()).expect("a CSR of a usable key serializes");
+    params.distinguished_name.push(rcgen::DnType::CommonName, lc.member_user());
+    let pem = params.serialize_request(key).and_then(|r| r.pem()).ok()?;
     serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {labels::MANAGED_BY: labels::MANAGER}},
         "spec": {
@@ -229,7 +306,7 @@ fn new_csr(name: &str, lc: &LogicalCloud, key: &rcgen::KeyPair, lifetime: Lifeti
             "expirationSeconds": lifetime.seconds,
         }
     }))
-    .expect("a valid CertificateSigningRequest")
+    .ok()
 }
 
 /// Keeps the issued certificate, and the kubeconfig made from it, in the user's Secret.
@@ -243,7 +320,7 @@ async fn keep(
     certificate: &[u8],
 ) -> Result<(), UserError> {
     let key_pem = key.serialize_pem();
-    let name = user_name(lc);
+    let name = lc.member_user();
     let namespace = lc.spec.namespace.clone().unwrap_or_default();
     let user = User { name: &name, namespace: &namespace, certificate, key: key_pem.as_bytes() };
     let mut data = BTreeMap::from([(user_secret::CERTIFICATE.to_string(), ByteString(certificate.to_vec()))]);
@@ -278,8 +355,8 @@ pub async fn forget(hub: &kube::Client, members: &Members, lc: &LogicalCloud, cl
             .data
             .as_ref()
             .and_then(|d| d.get(user_secret::CERTIFICATE))
-            .and_then(|c| expiry_if_matches(&c.0, &key))
-            .map_or(0, |e| e.as_second());
+            .and_then(|c| validity_if_ours(&c.0, &key, &lc.member_user()))
+            .map_or(0, |v| v.not_after);
         let csrs = Api::<CertificateSigningRequest>::all(member);
         for r in [0, round] {
             let _ = csrs.delete(&csr_name(lc, &cluster.name_any(), &key, r), &Default::default()).await;
@@ -296,11 +373,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renewal_is_due_with_a_third_of_the_lifetime_left() {
-        let lifetime = Lifetime { seconds: 3000 };
-        let now = Timestamp::from_second(1_000_000).unwrap();
-        assert!(!lifetime.renew_due(Timestamp::from_second(1_001_001).unwrap(), now));
-        assert!(lifetime.renew_due(Timestamp::from_second(1_000_999).unwrap(), now));
+    fn renewal_is_due_with_a_third_of_the_certificates_own_validity_left() {
+        let v = Validity { not_before: 1_000, not_after: 4_000 };
+        assert_eq!(v.renew_at(), 3_000);
     }
 
     #[test]
@@ -318,11 +393,55 @@ mod tests {
     }
 
     #[test]
-    fn a_certificate_for_another_key_is_not_taken() {
+    fn a_certificate_for_another_key_or_subject_is_not_taken() {
         let key = rcgen::KeyPair::generate().unwrap();
         let other = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["u".into()]).unwrap().self_signed(&key).unwrap();
-        assert!(expiry_if_matches(cert.pem().as_bytes(), &key).is_some());
-        assert!(expiry_if_matches(cert.pem().as_bytes(), &other).is_none());
+        let cert = |cn: &str, org: Option<&str>| {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            if let Some(o) = org {
+                params.distinguished_name.push(rcgen::DnType::OrganizationName, o);
+            }
+            params.self_signed(&key).unwrap().pem()
+        };
+        assert!(validity_if_ours(cert("emco:p:u", None).as_bytes(), &key, "emco:p:u").is_some());
+        assert!(validity_if_ours(cert("emco:p:u", None).as_bytes(), &other, "emco:p:u").is_none());
+        assert!(validity_if_ours(cert("emco:p:v", None).as_bytes(), &key, "emco:p:u").is_none());
+        assert!(validity_if_ours(cert("emco:p:u", Some("system:masters")).as_bytes(), &key, "emco:p:u").is_none());
+    }
+
+    fn csr_of(pem: &str, signer: &str) -> CertificateSigningRequest {
+        serde_json::from_value(json!({"metadata": {"name": "x"}, "spec": {
+            "request": ByteString(pem.as_bytes().to_vec()), "signerName": signer, "usages": ["client auth"]}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_the_csr_dcm_would_make_is_approved() {
+        let lc: LogicalCloud = serde_saphyr::from_str(
+            "{apiVersion: dcm.emco.io/v1alpha1, kind: LogicalCloud, metadata: {name: l, namespace: p},
+              spec: {type: Standard, namespace: n, user: {name: u}, clusters: [{cluster: a}]}}",
+        )
+        .unwrap();
+        let (key, other) = (rcgen::KeyPair::generate().unwrap(), rcgen::KeyPair::generate().unwrap());
+        let lifetime = Lifetime { seconds: 3600 };
+        let ours = new_csr("x", &lc, &key, lifetime).unwrap();
+        assert_eq!(foreign(&ours, &key, "emco:p:u", lifetime), None);
+        assert_eq!(foreign(&ours, &other, "emco:p:u", lifetime), Some("another key"));
+        let request = |org: Option<&str>| {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params.distinguished_name.push(rcgen::DnType::CommonName, "emco:p:u");
+            if let Some(o) = org {
+                params.distinguished_name.push(rcgen::DnType::OrganizationName, o);
+            }
+            params.serialize_request(&key).unwrap().pem().unwrap()
+        };
+        let with_group = csr_of(&request(Some("kubeadm:cluster-admins")), SIGNER);
+        assert_eq!(foreign(&with_group, &key, "emco:p:u", lifetime), Some("another subject"));
+        let other_signer = csr_of(&request(None), "kubernetes.io/kubelet-serving");
+        assert_eq!(foreign(&other_signer, &key, "emco:p:u", lifetime), Some("another signer"));
+        assert_eq!(foreign(&csr_of(&request(None), SIGNER), &key, "emco:p:u", lifetime), None);
     }
 }

@@ -113,21 +113,17 @@ pub async fn resolve(ctx: &Context, dig: &DeploymentIntentGroup) -> Result<Input
         None => None,
     };
     let logical_cloud: LogicalCloud = get(ctx, &ns, "LogicalCloud", &spec.logical_cloud).await?;
-    let lc_status = logical_cloud.status.clone().unwrap_or_default();
-    if !condition::is_true(&lc_status.conditions, ConditionType::Ready) {
+    let Some(usable) = usable_clusters(&logical_cloud) else {
+        let lc_status = logical_cloud.status.clone().unwrap_or_default();
         let message = condition::get(&lc_status.conditions, ConditionType::Ready)
-            .map_or("not reconciled yet".into(), |c| c.message.clone());
+            .filter(|c| c.observed_generation == logical_cloud.metadata.generation)
+            .map_or("not reconciled since its last change".into(), |c| c.message.clone());
         return Err(ResolveError::LogicalCloudNotReady { name: spec.logical_cloud.clone(), message });
-    }
+    };
     let placement_name = spec.intents.get("genericPlacementIntent").ok_or(ResolveError::NoPlacementIntent)?;
     let placement: GenericPlacementIntent = get(ctx, &ns, "GenericPlacementIntent", placement_name).await?;
-    let clusters = logical_cloud
-        .spec
-        .clusters
-        .iter()
-        .filter_map(|r| ctx.clusters.get(&ObjectRef::new(&r.cluster)))
-        .map(|c| (*c).clone())
-        .collect();
+    let clusters =
+        usable.iter().filter_map(|name| ctx.clusters.get(&ObjectRef::new(name))).map(|c| (*c).clone()).collect();
     let mut charts = BTreeMap::new();
     let mut bytes = 0;
     for app in &composite_app.spec.apps {
@@ -165,6 +161,21 @@ pub async fn resolve(ctx: &Context, dig: &DeploymentIntentGroup) -> Result<Input
         charts,
         intents,
     })
+}
+
+/// The clusters a DIG may use through `lc`: those dcm found usable (registered, granted, with a
+/// user for Standard/Privileged) when it last saw the current spec; `None` while it is not Ready
+/// for the current spec (a change dcm has not judged yet grants nothing).
+pub fn usable_clusters(lc: &LogicalCloud) -> Option<Vec<String>> {
+    let status = lc.status.as_ref()?;
+    let ready = condition::get(&status.conditions, ConditionType::Ready)?;
+    if ready.status != "True" || ready.observed_generation != lc.metadata.generation {
+        return None;
+    }
+    let judged = |name: &str| {
+        status.clusters.iter().any(|c| c.cluster == name && c.state == crate::api::dcm::LogicalCloudClusterState::Ready)
+    };
+    Some(lc.spec.clusters.iter().map(|r| r.cluster.clone()).filter(|c| judged(c)).collect())
 }
 
 /// The intents of `dig`'s `intents` map other than generic placement, read; a controller name

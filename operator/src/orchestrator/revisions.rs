@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::plan::{self, Plan};
 use super::{Context, PipelineError};
+use crate::api::dcm::{LogicalCloud, LogicalCloudType};
 use crate::api::labels;
 use crate::api::orchestrator::{DeploymentIntentGroup as Dig, DeploymentIntentGroupStatus};
 use crate::api::rsync::{AppContext, AppContextSpec, BundleRef, ContextApp, ContextCluster, Operation, Owner};
@@ -58,7 +59,12 @@ pub async fn store(
                 let name = bundle::part_name(&name, i as u32);
                 create_part(hub, owner, owner_labels(dig, revision), &ns, &name, part).await?;
             }
-            let bundle = BundleRef { name, parts: parts.len() as u32, resources: planned.resources.len() as u32 };
+            let bundle = BundleRef {
+                name,
+                parts: parts.len() as u32,
+                resources: planned.resources.len() as u32,
+                digest: Some(bundle::digest(&parts)),
+            };
             clusters
                 .extend(planned.clusters.iter().map(|c| ContextCluster { cluster: c.clone(), bundle: bundle.clone() }));
         }
@@ -155,10 +161,19 @@ pub async fn rollback_plan(
         .await
         .map_err(|e| unavailable(e.to_string()))?
         .ok_or_else(|| unavailable(format!("AppContext {} is gone", entry.app_context)))?;
+    // The DIG's logical cloud as it is now decides the credentials and the clusters, not the
+    // one the old revision was made for.
+    let lc = Api::<LogicalCloud>::namespaced(ctx.hub.clone(), &ns)
+        .get_opt(&dig.spec.logical_cloud)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?
+        .ok_or_else(|| unavailable(format!("logical cloud {} is gone", dig.spec.logical_cloud)))?;
+    let usable = crate::orchestrator::resolve::usable_clusters(&lc)
+        .ok_or_else(|| unavailable(format!("logical cloud {} is not ready", dig.spec.logical_cloud)))?;
     let mut apps = Vec::new();
     for app in &old.spec.apps {
         let mut bundles: Vec<(String, plan::PlannedBundle)> = Vec::new();
-        for c in &app.clusters {
+        for c in app.clusters.iter().filter(|c| usable.contains(&c.cluster)) {
             if let Some((_, b)) = bundles.iter_mut().find(|(name, _)| *name == c.bundle.name) {
                 b.clusters.push(c.cluster.clone());
                 continue;
@@ -171,7 +186,7 @@ pub async fn rollback_plan(
         apps.push(plan::PlannedApp { name: app.name.clone(), depends_on: app.depends_on.clone(), bundles });
     }
     let controllers = vec![format!("rollback to revision {target}")];
-    let logical_cloud = old.spec.logical_cloud.clone();
+    let logical_cloud = (lc.spec.type_ != LogicalCloudType::Admin).then(|| lc.name_any());
     Ok(plan::Plan { namespace: old.spec.namespace.clone(), logical_cloud, apps, controllers })
 }
 

@@ -49,6 +49,14 @@ pub fn encode(resources: &[Value]) -> Vec<Vec<u8>> {
     bytes.chunks(PART_BYTES).map(<[u8]>::to_vec).collect()
 }
 
+/// The digest recorded in a [`BundleRef`] for `parts`.
+pub fn digest(parts: &[Vec<u8>]) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    parts.iter().for_each(|p| hasher.update(p));
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The resources held by `parts`, joined in order.
 pub fn decode(name: &str, parts: &[Vec<u8>]) -> Result<Vec<Value>, BundleError> {
     decode_sized(name, parts).map(|(resources, _)| resources)
@@ -100,6 +108,9 @@ impl BundleCache {
             let secret = api.get_opt(&name).await?.ok_or_else(|| BundleError::Missing(name.clone()))?;
             let data = secret.data.and_then(|mut d| d.remove(DATA_KEY)).ok_or_else(|| BundleError::Missing(name))?;
             parts.push(data.0);
+        }
+        if bundle.digest.as_ref().is_some_and(|d| *d != digest(&parts)) {
+            return Err(BundleError::Corrupt(bundle.name.clone(), "its parts do not match the recorded digest".into()));
         }
         let (resources, size) = decode_sized(&bundle.name, &parts)?;
         let resources = Arc::new(resources);

@@ -102,6 +102,12 @@ pub struct Member<'a> {
     /// Whether rsync creates the default namespace when missing (not for a logical cloud's user:
     /// its logical cloud made it).
     pub makes_namespace: bool,
+    /// A logical cloud's own objects: when its Namespace is refused (someone else's), nothing
+    /// else of it is applied there (its Role and quota would land in a foreign namespace).
+    pub guarded: bool,
+    /// Deletes only in this namespace (the writer stands in for a logical cloud's user that is
+    /// gone: it may not reach beyond what that user could).
+    pub confine: Option<String>,
     /// Identifies the client (its kubeconfig's version), for the monitor's watches.
     pub client_key: String,
     pub members: &'a Members,
@@ -222,7 +228,12 @@ impl Member<'_> {
                         self.applied.record(self.name, &self.key(obj), obj, &live);
                     }
                 }
-                Err(f) => record(&mut out, f, &describe(obj)),
+                Err(f) => {
+                    record(&mut out, f, &describe(obj));
+                    if self.guarded && obj["kind"] == "Namespace" {
+                        return out;
+                    }
+                }
             }
             if !out.reachable {
                 return out;
@@ -300,6 +311,10 @@ impl Member<'_> {
         for obj in ordered.into_iter().rev() {
             let deleted = async {
                 let t = self.locate(obj).await?;
+                if self.confine.as_ref().is_some_and(|ns| t.namespace.as_ref() != Some(ns)) {
+                    tracing::debug!(cluster = self.name, object = %describe(obj), "not deleted: outside the user's namespace");
+                    return Ok(());
+                }
                 let Some(live) = self.read_at(&t).await? else { return Ok(()) };
                 if !self.owner.owns(&live) {
                     tracing::debug!(cluster = self.name, object = %describe(obj), "not deleted: not this DIG's");

@@ -328,22 +328,25 @@ async fn connect<'a>(
     let found =
         ctx.clusters.get(&ObjectRef::new(cluster)).ok_or_else(|| format!("cluster {cluster} is not registered"))?;
     let client = ctx.members.client(&found).await.map_err(|e| e.to_string())?;
-    let writer = match &actx.spec.logical_cloud {
+    let (writer, confine) = match &actx.spec.logical_cloud {
         Some(lc) => match user_client(ctx, actx, &found, lc).await {
-            Ok(user) => user,
-            // Removing what the user applied (only objects carrying this DIG's labels) does not
-            // wait for the user: its Secret goes first when the whole project is deleted, or when
-            // the cluster leaves the logical cloud.
-            Err(_) if work == Work::Delete => client.clone(),
+            Ok(user) => (user, None),
+            // Removing what the user applied does not wait for the user (its Secret goes first
+            // when the whole project is deleted, or when the cluster leaves the logical cloud),
+            // but reaches no further than the user could: its namespace.
+            Err(_) if work == Work::Delete => (client.clone(), Some(actx.spec.namespace.clone())),
             Err(message) => return Err(message),
         },
-        None => client.clone(),
+        None => (client.clone(), None),
     };
+    let logical_cloud_objects = actx.spec.owner.kind == "LogicalCloud";
     Ok(Member {
         name: cluster,
         client,
         writer,
-        makes_namespace: actx.spec.logical_cloud.is_none() && actx.spec.owner.kind != "LogicalCloud",
+        makes_namespace: actx.spec.logical_cloud.is_none() && !logical_cloud_objects,
+        guarded: logical_cloud_objects,
+        confine,
         client_key: ctx.members.client_key(cluster),
         members: &ctx.members,
         monitor: &ctx.monitor,
@@ -461,7 +464,10 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
     if !chain_complete {
         clusters.extend(ctx.clusters.state().iter().map(|c| c.name_any()));
     }
-    for cluster in &clusters {
+    // A logical cloud's objects have fixed names, all in its bundles: nothing to sweep by label
+    // (labels a privileged tenant could put on anything, and these deletes run as the admin).
+    let sweeps = if actx.spec.owner.kind == "LogicalCloud" { BTreeSet::new() } else { clusters };
+    for cluster in &sweeps {
         failures.extend(sweep(ctx, actx, cluster, keep.get(cluster.as_str())).await);
     }
     let (ok, reason, message) = match (failures.first(), pruned.is_empty()) {

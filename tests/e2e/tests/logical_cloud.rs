@@ -82,7 +82,11 @@ async fn a_standard_cloud_gives_each_member_a_namespace_quota_role_and_a_working
         Api::<Role>::namespaced(client.clone(), &apps).get("emco-lc-lc").await?;
         let binding = Api::<RoleBinding>::namespaced(client.clone(), &apps).get("emco-lc-lc").await?;
         ensure!(
-            binding.subjects.unwrap_or_default().iter().any(|s| s.kind == "User" && s.name == format!("{ns}-user"))
+            binding
+                .subjects
+                .unwrap_or_default()
+                .iter()
+                .any(|s| s.kind == "User" && s.name == format!("emco:{ns}:{ns}-user"))
         );
 
         // The generated kubeconfig: its user lists pods in the namespace, and nothing beyond it.
@@ -405,7 +409,9 @@ async fn a_certificate_near_its_end_is_renewed_through_the_member_and_no_secret_
 
     // The kept certificate is swapped for one of the same key that ran out in 2020.
     let key = rcgen::KeyPair::from_pem(std::str::from_utf8(&data["tls.key"].0)?)?;
-    let mut params = rcgen::CertificateParams::new(vec![format!("{ns}-user")])?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, format!("emco:{ns}:{ns}-user"));
     (params.not_before, params.not_after) = (rcgen::date_time_ymd(2019, 1, 1), rcgen::date_time_ymd(2020, 1, 1));
     let old = params.self_signed(&key)?.pem();
     let patch = json!({"data": {"tls.crt": k8s_openapi::ByteString(old.clone().into_bytes())}});
@@ -432,5 +438,64 @@ async fn a_certificate_near_its_end_is_renewed_through_the_member_and_no_secret_
     let status_text = serde_json::to_string(&status)?;
     ensure!(!status_text.contains("BEGIN") && !status_text.contains("LS0tLS1"), "status: {status_text}");
     hub_kubectl(&["delete", "project.orchestrator.emco.io", &ns, "--wait=false"])?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_logical_cloud_reaches_no_further_than_its_own_namespace() -> Result<()> {
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let ns = format!("lcbad-{}", unique_suffix());
+    project(&hub, &ns).await?;
+    let apps = format!("{ns}-apps");
+    let refused = |spec: Value| {
+        let hub = hub.clone();
+        let ns = ns.clone();
+        async move {
+            match apply_lc(&hub, &ns, "bad", spec, &["edge01"]).await {
+                Err(e) => Ok(format!("{e:#}")),
+                Ok(()) => anyhow::bail!("accepted"),
+            }
+        }
+    };
+    // Refused at apply: rights in another namespace, cluster-wide rights, a system namespace.
+    let mut other = standard(&apps, "u", json!({}));
+    other["permissions"] =
+        json!([{"namespace": "kube-system", "apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]);
+    ensure!(refused(other).await?.contains("own namespace only"));
+    let mut wide = standard(&apps, "u", json!({}));
+    wide["permissions"] = json!([{"namespace": "", "apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]);
+    ensure!(refused(wide).await?.contains("own namespace only"));
+    ensure!(refused(standard("kube-system", "u", json!({}))).await?.contains("cannot be a logical cloud's namespace"));
+    ensure!(refused(json!({"type": "Standard", "namespace": apps})).await?.contains("needs `namespace` and `user`"));
+
+    // A namespace that exists on the member and is not the logical cloud's: nothing goes in it.
+    let taken = format!("{ns}-taken");
+    let edge01 = bed.client("edge01").await;
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": taken}}))?;
+    Api::<Namespace>::all(edge01.clone()).create(&PostParams::default(), &namespace).await?;
+    apply_lc(&hub, &ns, "lc", standard(&taken, "u", json!({"pods": "1"})), &["edge01"]).await?;
+    let status = wait_lc(&hub, &ns, "lc", "refused by edge01", READY, |s| {
+        s.clusters.iter().any(|c| c.message.as_deref().is_some_and(|m| m.contains("not managed")))
+    })
+    .await?;
+    ensure!(status.state != Some(LogicalCloudState::Instantiated), "{status:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ensure!(
+        Api::<Role>::namespaced(edge01.clone(), &taken).get_opt("emco-lc-lc").await?.is_none(),
+        "a Role in {taken}"
+    );
+    ensure!(Api::<ResourceQuota>::namespaced(edge01.clone(), &taken).get_opt("emco-lc-lc").await?.is_none());
+
+    // Type, namespace and user stay as made.
+    apply_lc(&hub, &ns, "ok", standard(&apps, "u", json!({})), &["edge01"]).await?;
+    let mut changed = standard(&format!("{apps}-2"), "u", json!({}));
+    changed["clusters"] = json!([{"cluster": "edge01"}]);
+    let patch = json!({"spec": changed});
+    let api = Api::<emco::api::dcm::LogicalCloud>::namespaced(hub.clone(), &ns);
+    let err = api.patch("ok", &PatchParams::default(), &Patch::Merge(patch)).await.expect_err("namespace changed");
+    ensure!(err.to_string().contains("cannot change"), "{err}");
+    hub_kubectl(&["delete", "project.orchestrator.emco.io", &ns, "--wait=false"])?;
+    Api::<Namespace>::all(edge01).delete(&taken, &Default::default()).await?;
     Ok(())
 }
