@@ -50,6 +50,8 @@ pub enum ResolveError {
     OtherProject { kind: &'static str, name: String, project: String },
     #[error("logical cloud {name} is not ready: {message}")]
     LogicalCloudNotReady { name: String, message: String },
+    #[error("logical cloud {name} has not been judged since its last change; waiting for it")]
+    LogicalCloudPending { name: String },
     #[error("intents name no genericPlacementIntent")]
     NoPlacementIntent,
     #[error("intents name controller {controller}, which is neither built in nor registered (known: {known})")]
@@ -86,6 +88,7 @@ impl ResolveError {
             },
             ResolveError::OtherProject { .. } => "CrossProjectReference",
             ResolveError::LogicalCloudNotReady { .. } => "LogicalCloudNotReady",
+            ResolveError::LogicalCloudPending { .. } => "LogicalCloudPending",
             ResolveError::NoPlacementIntent => "PlacementIntentNotFound",
             ResolveError::UnknownController { .. } => "UnknownController",
             ResolveError::ControllerRefused { .. } => "ControllerEndpointRefused",
@@ -99,7 +102,10 @@ impl ResolveError {
 
     /// Whether retrying without any change can help.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ResolveError::Hub(_) | ResolveError::Repository { .. })
+        matches!(
+            self,
+            ResolveError::Hub(_) | ResolveError::Repository { .. } | ResolveError::LogicalCloudPending { .. }
+        )
     }
 }
 
@@ -115,10 +121,15 @@ pub async fn resolve(ctx: &Context, dig: &DeploymentIntentGroup) -> Result<Input
     let logical_cloud: LogicalCloud = get(ctx, &ns, "LogicalCloud", &spec.logical_cloud).await?;
     let Some(usable) = usable_clusters(&logical_cloud) else {
         let lc_status = logical_cloud.status.clone().unwrap_or_default();
-        let message = condition::get(&lc_status.conditions, ConditionType::Ready)
-            .filter(|c| c.observed_generation == logical_cloud.metadata.generation)
-            .map_or("not reconciled since its last change".into(), |c| c.message.clone());
-        return Err(ResolveError::LogicalCloudNotReady { name: spec.logical_cloud.clone(), message });
+        let name = spec.logical_cloud.clone();
+        return Err(
+            match condition::get(&lc_status.conditions, ConditionType::Ready)
+                .filter(|c| c.observed_generation == logical_cloud.metadata.generation)
+            {
+                Some(c) => ResolveError::LogicalCloudNotReady { name, message: c.message.clone() },
+                None => ResolveError::LogicalCloudPending { name },
+            },
+        );
     };
     let placement_name = spec.intents.get("genericPlacementIntent").ok_or(ResolveError::NoPlacementIntent)?;
     let placement: GenericPlacementIntent = get(ctx, &ns, "GenericPlacementIntent", placement_name).await?;
