@@ -33,7 +33,7 @@ use crate::api::dcm::{
 };
 use crate::api::dcm::{LogicalCloudClusterState as ClusterState, LogicalCloudState as State};
 use crate::api::orchestrator::{DeploymentIntentGroup, DigState, Project};
-use crate::api::rsync::{AppContext, ContextState};
+use crate::api::rsync::{AppContext, ContextState, Operation};
 use crate::finalizer;
 use crate::members::Members;
 use crate::reconcile::{Backoff, write_status};
@@ -112,6 +112,9 @@ async fn reconcile(guard: Arc<DeserializeGuard<LogicalCloud>>, ctx: Arc<Context>
     let action = if lc.spec.state == LogicalCloudDesiredState::Terminated {
         terminate(&ctx, &lc, &mut status).await?
     } else if let Some((reason, message)) = unusable(&status.clusters) {
+        if tenant && current_context(&ctx, &lc).await?.is_some() {
+            revoke(&ctx, &lc, &mut status).await?;
+        }
         set(&mut status, State::InstantiateFailed, false, reason, message, lc.metadata.generation);
         Action::requeue(Duration::from_secs(60))
     } else if tenant {
@@ -295,6 +298,27 @@ async fn instantiate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloud
         next = next.min(3);
     }
     Ok(Action::requeue(Duration::from_secs(next.max(1) as u64)))
+}
+
+/// A grant taken away from an instantiated logical cloud: its namespace, RBAC, quota and user go
+/// from the clusters no longer granted (the others keep theirs).
+async fn revoke(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloudStatus) -> Result<(), Error> {
+    let keep: Vec<String> =
+        status.clusters.iter().filter(|c| c.state != ClusterState::NotGranted).map(|c| c.cluster.clone()).collect();
+    let Some(current) = current_context(ctx, lc).await?.filter(|c| c.spec.operation != Operation::Terminate) else {
+        return Ok(());
+    };
+    if keep.is_empty() {
+        crate::orchestrator::revisions::terminate(&ctx.hub, &current).await?;
+    } else {
+        let actx = context::ensure(&ctx.hub, lc, Some(&current), &objects::member_objects(lc), &keep).await?;
+        (status.app_context, status.revision) = (Some(actx.name_any()), Some(actx.spec.revision));
+    }
+    forget_users(ctx, lc, |cluster| !keep.iter().any(|k| k == cluster)).await?;
+    for c in status.clusters.iter_mut().filter(|c| c.state == ClusterState::NotGranted) {
+        (c.kubeconfig_secret, c.certificate_expiry) = (None, None);
+    }
+    Ok(())
 }
 
 /// Whether rsync applied everything on `cluster`, or what it says.

@@ -257,6 +257,30 @@ async fn two_projects_stay_apart() -> Result<()> {
     let ready = wide.conditions.iter().find(|c| c.type_ == "Ready");
     ensure!(ready.is_some_and(|r| r.reason == "ClusterNotGranted" && r.message.contains("edge02")), "{wide:?}");
     ensure!(!namespace_exists(&bed.client("edge01").await, &format!("{a}-apps")).await?, "nothing half-made");
+    // A second grant makes the same logical cloud good; taking it back removes edge02 only.
+    let second = format!("grant2-{suffix}");
+    apply(
+        &hub,
+        &json!({"apiVersion": "dcm.emco.io/v1alpha1", "kind": "ClusterGrant", "metadata": {"name": second},
+        "spec": {"projects": [a], "clusters": ["edge02"]}}),
+    )
+    .await?;
+    wait_lc(&hub, &a, "wide", "Instantiated once granted", READY, instantiated).await?;
+    let (edge01, edge02) = (bed.client("edge01").await, bed.client("edge02").await);
+    ensure!(namespace_exists(&edge02, &format!("{a}-apps")).await?, "namespace on edge02");
+    hub_kubectl(&["delete", "clustergrant", &second])?;
+    wait_for("edge02 revoked", READY, || async {
+        Ok((!namespace_exists(&edge02, &format!("{a}-apps")).await?).then_some(()))
+    })
+    .await?;
+    for _ in 0..6 {
+        ensure!(namespace_exists(&edge01, &format!("{a}-apps")).await?, "edge01 keeps its namespace");
+        ensure!(
+            Api::<Secret>::namespaced(hub.clone(), &a).get_opt("emco-lc-wide-edge02").await?.is_none(),
+            "user gone"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     apply_lc(&hub, &a, "admin", json!({"type": "Admin"}), &["edge01"]).await?;
     let admin =
         wait_lc(&hub, &a, "admin", "refused", READY, |s| s.state == Some(LogicalCloudState::InstantiateFailed)).await?;
