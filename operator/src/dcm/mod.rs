@@ -275,16 +275,19 @@ async fn instantiate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloud
             (UserState::Issued { renewing: Some(m), .. }, Ok(())) => {
                 (ClusterState::Ready, Some(format!("renewing: {m}")))
             }
-            (UserState::Pending(m), _) => (ClusterState::Pending, Some(m.clone())),
+            (UserState::Pending(m) | UserState::Refused(m), _) => (ClusterState::Pending, Some(m.clone())),
             (_, Err(m)) => (ClusterState::Pending, Some(m.clone())),
         };
-        if let UserState::Issued { expiry, renew_at, .. } = user {
-            c.kubeconfig_secret = Some(user_secret::name(&lc.name_any(), &c.cluster));
-            c.certificate_expiry = Some(Time(expiry));
-            next = next.min(renew_at - now);
-        } else {
-            next = next.min(2);
-        }
+        // rsync's progress wakes this controller (it owns the AppContext); the CSR round trip is polled.
+        next = next.min(match user {
+            UserState::Issued { expiry, renew_at, .. } => {
+                c.kubeconfig_secret = Some(user_secret::name(&lc.name_any(), &c.cluster));
+                c.certificate_expiry = Some(Time(expiry));
+                renew_at - now
+            }
+            UserState::Pending(_) => 2,
+            UserState::Refused(_) => 30,
+        });
     }
     let pending: Vec<String> =
         status.clusters.iter().filter(|c| c.state != ClusterState::Ready).map(|c| c.cluster.clone()).collect();
@@ -295,7 +298,7 @@ async fn instantiate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloud
     } else {
         let message = format!("under way on {}", pending.join(", "));
         set(status, State::Instantiating, false, "Instantiating", message, generation);
-        next = next.min(3);
+        next = next.min(30);
     }
     Ok(Action::requeue(Duration::from_secs(next.max(1) as u64)))
 }

@@ -30,8 +30,10 @@ const MANAGER: &str = "emco-dcm";
 pub enum UserState {
     /// The certificate is kept; it expires at `expiry` and is renewed from `renew_at` (seconds).
     Issued { expiry: Timestamp, renew_at: i64, renewing: Option<String> },
-    /// Not yet: what is under way or in the way.
+    /// Not yet: what is under way.
     Pending(String),
+    /// Not yet, and not soon: the member is unreachable or refused (tried again in 30 s).
+    Refused(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +117,7 @@ pub async fn ensure(
     let step = request(members, lc, cluster, &secrets, &name, &key, round, lifetime).await;
     match (kept, step) {
         (_, Ok(issued @ UserState::Issued { .. })) => Ok(issued),
-        (Some(v), Ok(UserState::Pending(m))) if v.not_after > now => {
+        (Some(v), Ok(UserState::Pending(m) | UserState::Refused(m))) if v.not_after > now => {
             Ok(UserState::Issued { expiry: v.expiry(), renew_at: now + 5, renewing: Some(m) })
         }
         (_, other) => other,
@@ -232,16 +234,16 @@ async fn request(
 ) -> Result<UserState, UserError> {
     let member = match members.client(cluster).await {
         Ok(c) => c,
-        Err(e) => return Ok(UserState::Pending(e.to_string())),
+        Err(e) => return Ok(UserState::Refused(e.to_string())),
     };
     let csrs = Api::<CertificateSigningRequest>::all(member);
     let name = csr_name(lc, &cluster.name_any(), key, round);
-    let unreachable = |e: kube::Error| UserState::Pending(format!("member {}: {e}", cluster.name_any()));
+    let unreachable = |e: kube::Error| UserState::Refused(format!("member {}: {e}", cluster.name_any()));
     let csr = match csrs.get_opt(&name).await {
         Ok(Some(csr)) => csr,
         Ok(None) => {
             let Some(csr) = new_csr(&name, lc, key, lifetime) else {
-                return Ok(UserState::Pending("the user's key cannot sign a request".into()));
+                return Ok(UserState::Refused("the user's key cannot sign a request".into()));
             };
             let made = csrs.create(&PostParams::default(), &csr).await;
             return Ok(match made {
@@ -254,7 +256,7 @@ async fn request(
     if let Some(why) = foreign(&csr, key, &lc.member_user(), lifetime) {
         tracing::warn!(cluster = %cluster.name_any(), csr = %name, why, "deleted a CSR dcm did not make");
         let _ = csrs.delete(&name, &Default::default()).await;
-        return Ok(UserState::Pending(format!("a CSR dcm did not make was at {name} ({why}); deleted")));
+        return Ok(UserState::Refused(format!("a CSR dcm did not make was at {name} ({why}); deleted")));
     }
     let status = csr.status.clone().unwrap_or_default();
     let conditions = status.conditions.unwrap_or_default();
@@ -262,7 +264,7 @@ async fn request(
         let message =
             format!("the member refused the certificate ({}: {})", c.type_, c.message.clone().unwrap_or_default());
         let _ = csrs.delete(&name, &Default::default()).await;
-        return Ok(UserState::Pending(message));
+        return Ok(UserState::Refused(message));
     }
     if let Some(certificate) = status.certificate.filter(|c| !c.0.is_empty()) {
         let Some(validity) = validity_if_ours(&certificate.0, key, &lc.member_user()) else {
