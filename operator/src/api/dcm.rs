@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[kube(validation = kube::core::Rule::new("!has(self.spec.type) || self.spec.type == 'Admin' || (has(self.spec.__namespace__) && has(self.spec.user))").message("a Standard or Privileged logical cloud needs `namespace` and `user`"))]
-#[kube(validation = kube::core::Rule::new("!has(self.spec.type) || self.spec.type != 'Standard' || !has(self.spec.permissions) || self.spec.permissions.all(p, has(p.__namespace__) && p.__namespace__ == self.spec.__namespace__)").message("a Standard logical cloud's permissions hold in its own namespace only"))]
+#[kube(validation = kube::core::Rule::new("!has(self.spec.type) || self.spec.type != 'Standard' || !has(self.spec.permissions) || self.spec.permissions.all(p, !has(p.__namespace__) || p.__namespace__ == self.spec.__namespace__)").message("a Standard logical cloud's permissions hold in its own namespace only"))]
 #[kube(validation = kube::core::Rule::new("!has(self.spec.type) || self.spec.type != 'Privileged' || !has(self.spec.permissions) || self.spec.permissions.all(p, !has(p.__namespace__) || p.__namespace__ == '' || p.__namespace__ == self.spec.__namespace__)").message("a Privileged logical cloud's permissions hold in its own namespace or cluster-wide (namespace \"\")"))]
 #[kube(validation = kube::core::Rule::new("!has(self.spec.type) || self.spec.type == 'Admin' || !has(self.spec.__namespace__) || !(self.spec.__namespace__ == 'default' || self.spec.__namespace__.startsWith('kube-'))").message("`default` and `kube-*` cannot be a logical cloud's namespace"))]
 #[kube(validation = kube::core::Rule::new("(has(self.spec.type) ? self.spec.type : 'Admin') == (has(oldSelf.spec.type) ? oldSelf.spec.type : 'Admin') && (has(self.spec.__namespace__) ? self.spec.__namespace__ : '') == (has(oldSelf.spec.__namespace__) ? oldSelf.spec.__namespace__ : '') && (has(self.spec.user) ? self.spec.user.name : '') == (has(oldSelf.spec.user) ? oldSelf.spec.user.name : '')").message("type, namespace and user cannot change: make another logical cloud"))]
@@ -82,13 +82,14 @@ pub struct LogicalCloudUser {
     pub name: String,
 }
 
-/// An RBAC rule granted to the logical cloud's user; namespace `""` means cluster-wide.
+/// An RBAC rule granted to the logical cloud's user: in `namespace` (default: the logical cloud's
+/// own), or cluster-wide with `namespace: ""` (Privileged only).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Permission {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]
-    pub namespace: String,
+    pub namespace: Option<String>,
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub api_groups: Vec<String>,

@@ -74,7 +74,7 @@ pub fn member_objects(lc: &LogicalCloud) -> Vec<Value> {
 /// everything within the logical cloud's namespace.
 fn rules_by_namespace(lc: &LogicalCloud, ns: &str) -> BTreeMap<String, Vec<Value>> {
     let everything = [Permission {
-        namespace: ns.to_string(),
+        namespace: None,
         api_groups: vec!["*".into()],
         resources: vec!["*".into()],
         verbs: vec!["*".into()],
@@ -82,7 +82,8 @@ fn rules_by_namespace(lc: &LogicalCloud, ns: &str) -> BTreeMap<String, Vec<Value
     let permissions = if lc.spec.permissions.is_empty() { &everything[..] } else { &lc.spec.permissions[..] };
     let mut by_namespace: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for p in permissions {
-        by_namespace.entry(p.namespace.clone()).or_default().push(json!({
+        let namespace = p.namespace.clone().unwrap_or_else(|| ns.to_string());
+        by_namespace.entry(namespace).or_default().push(json!({
             "apiGroups": p.api_groups, "resources": p.resources, "verbs": p.verbs,
         }));
     }
@@ -116,7 +117,7 @@ mod tests {
         let lc = lc("{apiVersion: dcm.emco.io/v1alpha1, kind: LogicalCloud, metadata: {name: lc1, namespace: p},
             spec: {type: Privileged, namespace: apps, user: {name: u}, clusters: [{cluster: a}],
               permissions: [{namespace: '', apiGroups: [rbac.authorization.k8s.io], resources: [clusterroles], verbs: ['*']},
-                            {namespace: apps, apiGroups: [''], resources: [pods], verbs: [get]}]}}");
+                            {apiGroups: [''], resources: [pods], verbs: [get]}]}}");
         let objects = member_objects(&lc);
         let kinds: Vec<_> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
         assert_eq!(kinds, ["Namespace", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]);
