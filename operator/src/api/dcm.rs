@@ -21,7 +21,15 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "Clusters", type_ = "integer", json_path = ".status.clusterCount"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Namespace-On-Members", type_ = "string", json_path = ".spec.namespace", priority = 1),
+    printcolumn(name = "User", type_ = "string", json_path = ".spec.user.name", priority = 1),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        priority = 1
+    )
 )]
 #[kube(validation = kube::core::Rule::new("!has(self.spec.type) || self.spec.type == 'Admin' || (has(self.spec.__namespace__) && has(self.spec.user))").message("a Standard or Privileged logical cloud needs `namespace` and `user`"))]
 #[kube(validation = kube::core::Rule::new("!has(self.spec.type) || self.spec.type != 'Standard' || !has(self.spec.permissions) || self.spec.permissions.all(p, !has(p.__namespace__) || p.__namespace__ == self.spec.__namespace__)").message("a Standard logical cloud's permissions hold in its own namespace only"))]
@@ -196,6 +204,8 @@ pub struct LogicalCloudClusterStatus {
     category = "emco",
     shortname = "cgrant",
     printcolumn(name = "Projects", type_ = "string", json_path = ".spec.projects"),
+    printcolumn(name = "Clusters", type_ = "string", json_path = ".spec.clusters"),
+    printcolumn(name = "Provider", type_ = "string", json_path = ".spec.clusterProvider"),
     printcolumn(name = "Types", type_ = "string", json_path = ".spec.logicalCloudTypes"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
