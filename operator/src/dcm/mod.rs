@@ -245,6 +245,8 @@ async fn current_context(ctx: &Context, lc: &LogicalCloud) -> Result<Option<AppC
 /// Standard/Privileged: the member objects through rsync, and a user on every member.
 async fn instantiate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloudStatus) -> Result<Action, Error> {
     let clusters: Vec<String> = lc.spec.clusters.iter().map(|c| c.cluster.clone()).collect();
+    // The users of clusters taken out go first: their credentials before their namespace.
+    forget_users(ctx, lc, |cluster| !clusters.iter().any(|c| c == cluster)).await?;
     let current = current_context(ctx, lc).await?;
     let actx = context::ensure(&ctx.hub, lc, current.as_ref(), &objects::member_objects(lc), &clusters).await?;
     status.app_context = Some(actx.name_any());
@@ -257,7 +259,6 @@ async fn instantiate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloud
         write_status(&api, lc, lc.status.as_ref(), &recorded).await?;
     }
     context::forget_released(&ctx.hub, lc, Some(&actx.name_any())).await?;
-    forget_users(ctx, lc, |cluster| !clusters.iter().any(|c| c == cluster)).await?;
     let users = futures::future::join_all(status.clusters.iter().map(|c| async {
         match ctx.clusters.get(&ObjectRef::new(&c.cluster)) {
             Some(cluster) => user::ensure(&ctx.hub, &ctx.members, lc, &cluster, ctx.lifetime).await,
@@ -311,13 +312,14 @@ async fn revoke(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloudStatu
     let Some(current) = current_context(ctx, lc).await?.filter(|c| c.spec.operation != Operation::Terminate) else {
         return Ok(());
     };
+    // Credentials first, then the namespace, RBAC and quota.
+    forget_users(ctx, lc, |cluster| !keep.iter().any(|k| k == cluster)).await?;
     if keep.is_empty() {
         crate::orchestrator::revisions::terminate(&ctx.hub, &current).await?;
     } else {
         let actx = context::ensure(&ctx.hub, lc, Some(&current), &objects::member_objects(lc), &keep).await?;
         (status.app_context, status.revision) = (Some(actx.name_any()), Some(actx.spec.revision));
     }
-    forget_users(ctx, lc, |cluster| !keep.iter().any(|k| k == cluster)).await?;
     for c in status.clusters.iter_mut().filter(|c| c.state == ClusterState::NotGranted) {
         (c.kubeconfig_secret, c.certificate_expiry) = (None, None);
     }
