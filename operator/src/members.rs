@@ -130,12 +130,7 @@ impl Members {
 /// The cluster's own kubeconfig, checked: inline data only.
 fn admin_kubeconfig(cluster: &Cluster, secret: &Secret) -> Result<Kubeconfig, MemberError> {
     let r = &cluster.spec.kubeconfig.secret_ref;
-    let invalid = |reason: String| MemberError::Invalid {
-        namespace: r.namespace.clone(),
-        name: r.name.clone(),
-        key: r.key.clone(),
-        reason,
-    };
+    let invalid = |reason: String| invalid(cluster, reason);
     let bytes = secret
         .data
         .as_ref()
@@ -169,13 +164,7 @@ async fn build_client(cluster: &Cluster, secret: &Secret) -> Result<Client, Memb
 }
 
 async fn client_from(cluster: &Cluster, kubeconfig: Kubeconfig) -> Result<Client, MemberError> {
-    let r = &cluster.spec.kubeconfig.secret_ref;
-    let invalid = |reason: String| MemberError::Invalid {
-        namespace: r.namespace.clone(),
-        name: r.name.clone(),
-        key: r.key.clone(),
-        reason,
-    };
+    let invalid = |reason: String| invalid(cluster, reason);
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(|e| invalid(redacted_kind(&e.to_string())))?;
@@ -244,12 +233,15 @@ impl Members {
             .ok_or_else(|| MemberError::SecretNotFound { namespace: r.namespace.clone(), name: r.name.clone() })
     }
 
+    /// The kubeconfig of a logical cloud's user on `cluster`.
+    fn user_config(&self, cluster: &Cluster, user: &User) -> Result<Kubeconfig, MemberError> {
+        let admin = admin_kubeconfig(cluster, &*self.admin_secret(cluster)?)?;
+        user_kubeconfig(&admin, &cluster.name_any(), user).map_err(|reason| invalid(cluster, reason))
+    }
+
     /// The kubeconfig (YAML) a logical cloud's user works with on `cluster`.
     pub fn user_kubeconfig_yaml(&self, cluster: &Cluster, user: &User) -> Result<String, MemberError> {
-        let admin = admin_kubeconfig(cluster, &*self.admin_secret(cluster)?)?;
-        let kubeconfig =
-            user_kubeconfig(&admin, &cluster.name_any(), user).map_err(|reason| invalid(cluster, reason))?;
-        serde_saphyr::to_string(&kubeconfig)
+        serde_saphyr::to_string(&self.user_config(cluster, user)?)
             .map_err(|_| invalid(cluster, "the user's kubeconfig does not serialize".into()))
     }
 
@@ -260,10 +252,7 @@ impl Members {
         if let Some(client) = self.users.lock().unwrap().get(&key) {
             return Ok(client.clone());
         }
-        let admin = admin_kubeconfig(cluster, &*self.admin_secret(cluster)?)?;
-        let kubeconfig =
-            user_kubeconfig(&admin, &cluster.name_any(), user).map_err(|reason| invalid(cluster, reason))?;
-        let client = client_from(cluster, kubeconfig).await?;
+        let client = client_from(cluster, self.user_config(cluster, user)?).await?;
         let mut users = self.users.lock().unwrap();
         users.retain(|k, _| !k.starts_with(&format!("{}\u{0}{}\u{0}", cluster.name_any(), user.name)));
         users.insert(key, client.clone());

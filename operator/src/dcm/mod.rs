@@ -112,8 +112,8 @@ async fn reconcile(guard: Arc<DeserializeGuard<LogicalCloud>>, ctx: Arc<Context>
     let action = if lc.spec.state == LogicalCloudDesiredState::Terminated {
         terminate(&ctx, &lc, &mut status).await?
     } else if let Some((reason, message)) = unusable(&status.clusters) {
-        if tenant && current_context(&ctx, &lc).await?.is_some() {
-            revoke(&ctx, &lc, &mut status).await?;
+        if tenant && let Some(current) = current_context(&ctx, &lc).await? {
+            revoke(&ctx, &lc, current, &mut status).await?;
         }
         set(&mut status, State::InstantiateFailed, false, reason, message, lc.metadata.generation);
         Action::requeue(Duration::from_secs(60))
@@ -306,12 +306,17 @@ async fn instantiate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloud
 
 /// A grant taken away from an instantiated logical cloud: its namespace, RBAC, quota and user go
 /// from the clusters no longer granted (the others keep theirs).
-async fn revoke(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloudStatus) -> Result<(), Error> {
+async fn revoke(
+    ctx: &Context,
+    lc: &LogicalCloud,
+    current: AppContext,
+    status: &mut LogicalCloudStatus,
+) -> Result<(), Error> {
+    if current.spec.operation == Operation::Terminate {
+        return Ok(());
+    }
     let keep: Vec<String> =
         status.clusters.iter().filter(|c| c.state != ClusterState::NotGranted).map(|c| c.cluster.clone()).collect();
-    let Some(current) = current_context(ctx, lc).await?.filter(|c| c.spec.operation != Operation::Terminate) else {
-        return Ok(());
-    };
     // Credentials first, then the namespace, RBAC and quota.
     forget_users(ctx, lc, |cluster| !keep.iter().any(|k| k == cluster)).await?;
     if keep.is_empty() {

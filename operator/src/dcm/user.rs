@@ -114,7 +114,7 @@ pub async fn ensure(
         return Ok(UserState::Issued { expiry: v.expiry(), renew_at: v.renew_at(), renewing: None });
     }
     let round = kept.map_or(0, |v| v.not_after);
-    let step = request(members, lc, cluster, &secrets, &name, &key, round, lifetime).await;
+    let step = request(members, lc, cluster, &secrets, &key, round, lifetime).await;
     match (kept, step) {
         (_, Ok(issued @ UserState::Issued { .. })) => Ok(issued),
         (Some(v), Ok(UserState::Pending(m) | UserState::Refused(m))) if v.not_after > now => {
@@ -221,13 +221,11 @@ fn csr_name(lc: &LogicalCloud, cluster: &str, key: &rcgen::KeyPair, round: i64) 
 }
 
 /// One step of the CSR round-trip on the member.
-#[allow(clippy::too_many_arguments)]
 async fn request(
     members: &Members,
     lc: &LogicalCloud,
     cluster: &Cluster,
     secrets: &Api<Secret>,
-    secret_name: &str,
     key: &rcgen::KeyPair,
     round: i64,
     lifetime: Lifetime,
@@ -271,7 +269,7 @@ async fn request(
             let _ = csrs.delete(&name, &Default::default()).await;
             return Ok(UserState::Pending("the member issued a certificate for another key; asking again".into()));
         };
-        keep(members, lc, cluster, secrets, secret_name, key, &certificate.0).await?;
+        keep(members, lc, cluster, secrets, key, &certificate.0).await?;
         let _ = csrs.delete(&name, &Default::default()).await;
         return Ok(UserState::Issued { expiry: validity.expiry(), renew_at: validity.renew_at(), renewing: None });
     }
@@ -317,10 +315,10 @@ async fn keep(
     lc: &LogicalCloud,
     cluster: &Cluster,
     secrets: &Api<Secret>,
-    secret_name: &str,
     key: &rcgen::KeyPair,
     certificate: &[u8],
 ) -> Result<(), UserError> {
+    let secret_name = user_secret::name(&lc.name_any(), &cluster.name_any());
     let key_pem = key.serialize_pem();
     let name = lc.member_user();
     let namespace = lc.spec.namespace.clone().unwrap_or_default();
@@ -329,16 +327,8 @@ async fn keep(
     if let Ok(kubeconfig) = members.user_kubeconfig_yaml(cluster, &user) {
         data.insert(user_secret::KUBECONFIG.into(), ByteString(kubeconfig.into_bytes()));
     }
-    let patch = json!({"data": data});
-    secrets
-        .patch(
-            secret_name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(json!({
-                "apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret_name}, "data": patch["data"],
-            })),
-        )
-        .await?;
+    let patch = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret_name}, "data": data});
+    secrets.patch(&secret_name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch)).await?;
     Ok(())
 }
 

@@ -54,7 +54,7 @@ async fn a_standard_cloud_gives_each_member_a_namespace_quota_role_and_a_working
     project(&hub, &ns).await?;
     // The DIG (Probe) makes logical cloud `lc`: Standard, on edge01 and edge02, two pods at most.
     let probe = Probe {
-        chart: Some(vec![web_chart_files()[0], ("templates/web.yaml", WEB_3_REPLICAS)]),
+        chart: Some(vec![web_chart_files()[0], ("templates/web.yaml", web_3_replicas())]),
         clusters: Some(vec!["edge01".into(), "edge02".into()]),
         logical_cloud: Some(standard(&apps, &format!("{ns}-user"), json!({"pods": "2"}))),
         ..Probe::new(json!({"app": "probe", "allOf": [{"cluster": "edge01"}, {"cluster": "edge02"}]}))
@@ -125,20 +125,10 @@ async fn a_standard_cloud_gives_each_member_a_namespace_quota_role_and_a_working
     Ok(())
 }
 
-const WEB_3_REPLICAS: &str = r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers:
-      - name: web
-        image: registry.example/web:1
-"#;
+/// The web chart's Deployment with three replicas.
+fn web_3_replicas() -> &'static str {
+    Box::leak(web_chart_files()[1].1.replace("replicas: 1", "replicas: 3").into_boxed_str())
+}
 
 /// Terminates the DIG named after `ns`, then deletes the project (its logical clouds go with it).
 async fn teardown(hub: &Client, ns: &str) -> Result<()> {
