@@ -46,12 +46,7 @@ async fn controllers(hub: Client, operator_namespace: String) -> anyhow::Result<
         (Arc::new(monitor), Arc::new(Applied::default()), Arc::new(BundleCache::default()));
     let members = Members::new(operator_namespace.clone(), secrets.clone());
     let recorder = Recorder::new(hub.clone(), Reporter { controller: MANAGER.into(), instance: None });
-    let repository_hosts: Vec<String> = std::env::var("EMCO_REPOSITORY_HOSTS")
-        .unwrap_or_default()
-        .split(',')
-        .map(|h| h.trim().to_ascii_lowercase())
-        .filter(|h| !h.is_empty())
-        .collect();
+    let fence = Arc::new(render::fence::Fence::from_env().map_err(anyhow::Error::msg)?);
     let clm = Arc::new(clm::Context {
         hub: hub.clone(),
         members: members.clone(),
@@ -65,7 +60,6 @@ async fn controllers(hub: Client, operator_namespace: String) -> anyhow::Result<
         clusters: clusters.clone(),
         members: members.clone(),
         lifetime: dcm::user::Lifetime::from_env(),
-        open_projects: std::env::var("EMCO_OPEN_PROJECTS").map_or(true, |v| v != "false"),
         recorder: recorder.clone(),
         backoff: Default::default(),
     });
@@ -74,8 +68,8 @@ async fn controllers(hub: Client, operator_namespace: String) -> anyhow::Result<
     let orchestrator = Arc::new(orchestrator::Context {
         hub: hub.clone(),
         clusters: clusters.clone(),
-        http: render::repository::client(repository_hosts.clone())?,
-        repository_hosts,
+        http: render::repository::client(fence.clone())?,
+        fence,
         repository_charts: Default::default(),
         recorder: recorder.clone(),
         bundles: bundles.clone(),

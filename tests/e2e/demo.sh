@@ -10,7 +10,7 @@ k() { "$BIN_DIR/kubectl" --kubeconfig "$BED_DIR/$HUB.kubeconfig" "$@"; }
 
 bash tests/e2e/bed/up.sh
 bash tests/e2e/hub.sh start
-k apply -f "$sample/02-project.yaml"
+k apply -f "$sample/02-project.yaml" -f "$sample/02-grant.yaml"
 k wait --for condition=Ready --timeout=60s project.orchestrator.emco.io/smtc >/dev/null
 for chart in smtc-edge smtc-cloud; do # a packaged chart, as `helm package` makes it, in a ConfigMap
   tar -C "$sample/charts" -czf "$BED_DIR/$chart.tgz" "$chart"

@@ -49,7 +49,8 @@ KC
 }
 
 launch() {
-  KUBECONFIG=$BED_DIR/operator.kubeconfig EMCO_NAMESPACE=emco-system EMCO_HEALTH_ADDR=127.0.0.1:18080 RUST_LOG=${RUST_LOG:-info,kube=warn} \
+  # The suite's Helm repositories listen on 127.0.0.2, which the platform admin allow-lists here.
+  EMCO_REPOSITORY_ADDRESSES=${EMCO_REPOSITORY_ADDRESSES-127.0.0.2} KUBECONFIG=$BED_DIR/operator.kubeconfig EMCO_NAMESPACE=emco-system EMCO_HEALTH_ADDR=127.0.0.1:18080 RUST_LOG=${RUST_LOG:-info,kube=warn} \
     nohup "${EMCO_OPERATOR_BIN:-$root/target/debug/emco-operator}" >>"$BED_DIR/operator.log" 2>&1 &
   echo $! >"$pidfile"
 }

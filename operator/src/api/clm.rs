@@ -107,6 +107,10 @@ pub struct ClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000))]
     pub api_versions: Vec<String>,
+    /// The namespaced resources (subresources included) the member serves, by API group (`""`:
+    /// core): what a Standard logical cloud's `*` expands to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespaced_resources: BTreeMap<String, Vec<String>>,
 }
 
 /// One node of a member cluster.

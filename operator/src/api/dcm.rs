@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 #[kube(validation = kube::core::Rule::new("!has(self.spec.type) || self.spec.type == 'Admin' || (has(self.spec.__namespace__) && has(self.spec.user))").message("a Standard or Privileged logical cloud needs `namespace` and `user`"))]
 #[kube(validation = kube::core::Rule::new("!has(self.spec.type) || self.spec.type != 'Standard' || !has(self.spec.permissions) || self.spec.permissions.all(p, !has(p.__namespace__) || p.__namespace__ == self.spec.__namespace__)").message("a Standard logical cloud's permissions hold in its own namespace only"))]
 #[kube(validation = kube::core::Rule::new("!has(self.spec.type) || self.spec.type != 'Privileged' || !has(self.spec.permissions) || self.spec.permissions.all(p, !has(p.__namespace__) || p.__namespace__ == '' || p.__namespace__ == self.spec.__namespace__)").message("a Privileged logical cloud's permissions hold in its own namespace or cluster-wide (namespace \"\")"))]
+#[kube(validation = kube::core::Rule::new("!has(self.spec.type) || self.spec.type != 'Standard' || !has(self.spec.permissions) || self.spec.permissions.all(p, !has(p.resources) || p.resources.all(r, !r.matches('^(resourcequotas|limitranges|roles|rolebindings|namespaces)(/.*)?$')))").message("a Standard logical cloud's user may not be given its ResourceQuota, LimitRange, Role, RoleBinding or Namespace (`*` is expanded without them)"))]
 #[kube(validation = kube::core::Rule::new("!has(self.spec.type) || self.spec.type == 'Admin' || !has(self.spec.__namespace__) || !(self.spec.__namespace__ == 'default' || self.spec.__namespace__.startsWith('kube-'))").message("`default` and `kube-*` cannot be a logical cloud's namespace"))]
 #[kube(validation = kube::core::Rule::new("(has(self.spec.type) ? self.spec.type : 'Admin') == (has(oldSelf.spec.type) ? oldSelf.spec.type : 'Admin') && (has(self.spec.__namespace__) ? self.spec.__namespace__ : '') == (has(oldSelf.spec.__namespace__) ? oldSelf.spec.__namespace__ : '') && (has(self.spec.user) ? self.spec.user.name : '') == (has(oldSelf.spec.user) ? oldSelf.spec.user.name : '')").message("type, namespace and user cannot change: make another logical cloud"))]
 #[serde(rename_all = "camelCase")]
@@ -55,6 +56,10 @@ pub struct LogicalCloudSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub permissions: Vec<Permission>,
+    /// Standard/Privileged: the Pod Security level enforced in the namespace on every member
+    /// (default `baseline`). Above `baseline` only where a ClusterGrant's `maxPodSecurity` allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security: Option<PodSecurityLevel>,
     /// ResourceQuota hard limits on each member (`pods`, `requests.cpu`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub quotas: BTreeMap<String, String>,
@@ -73,6 +78,27 @@ pub enum LogicalCloudType {
     Admin,
     Standard,
     Privileged,
+}
+
+/// A Pod Security Standard level (`pod-security.kubernetes.io/enforce`), from strictest to laxest.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSecurityLevel {
+    Restricted,
+    #[default]
+    Baseline,
+    Privileged,
+}
+
+impl PodSecurityLevel {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodSecurityLevel::Restricted => "restricted",
+            PodSecurityLevel::Baseline => "baseline",
+            PodSecurityLevel::Privileged => "privileged",
+        }
+    }
 }
 
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -102,7 +128,7 @@ pub struct Permission {
     #[schemars(length(max = 32))]
     pub api_groups: Vec<String>,
     #[serde(default)]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 253)))]
     pub resources: Vec<String>,
     #[serde(default)]
     #[schemars(length(max = 16))]
@@ -207,11 +233,13 @@ pub struct LogicalCloudClusterStatus {
     printcolumn(name = "Clusters", type_ = "string", json_path = ".spec.clusters"),
     printcolumn(name = "Provider", type_ = "string", json_path = ".spec.clusterProvider"),
     printcolumn(name = "Types", type_ = "string", json_path = ".spec.logicalCloudTypes"),
+    printcolumn(name = "Max-Pod-Security", type_ = "string", json_path = ".spec.maxPodSecurity", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterGrantSpec {
-    /// Projects (by name) the grant is for.
+    /// Projects (by name) the grant is for; `*` is every project (a single-tenant hub says so
+    /// with one such grant).
     #[schemars(length(min = 1, max = 256))]
     pub projects: Vec<String>,
     /// Clusters granted by name.
@@ -228,6 +256,10 @@ pub struct ClusterGrantSpec {
     #[serde(default = "standard_only")]
     #[schemars(with = "Vec<String>", length(max = 3))]
     pub logical_cloud_types: Vec<LogicalCloudType>,
+    /// The laxest Pod Security level a Standard or Privileged logical cloud may ask for on these
+    /// clusters (default `baseline`).
+    #[serde(default)]
+    pub max_pod_security: PodSecurityLevel,
 }
 
 fn standard_only() -> Vec<LogicalCloudType> {

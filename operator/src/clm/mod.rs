@@ -1,6 +1,7 @@
 //! clm: the cluster controller. Probes each registered member with the kubeconfig its Cluster
 //! names and records reachability, Kubernetes version and node inventory in the Cluster's status.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,7 +82,7 @@ async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, E
             set_unreachable(&mut status, e.reason(), &e.to_string(), generation);
             status.kubernetes_version = None;
         }
-        Ok(client) => match probe(&client).await {
+        Ok(client) => match probe(&client, &status).await {
             Ok(probed) => record_probe(&mut status, probed, generation),
             Err(e) => {
                 set_unreachable(&mut status, "Unreachable", &format!("probing the member failed: {e}"), generation)
@@ -98,9 +99,13 @@ struct Probed {
     nodes: Vec<NodeInventory>,
     /// Every group/version the member serves, sorted.
     api_versions: Vec<String>,
+    /// Namespaced resources by group.
+    namespaced_resources: BTreeMap<String, Vec<String>>,
 }
 
-async fn probe(client: &Client) -> kube::Result<Probed> {
+/// Asks the member its version, nodes and what it serves. The resources of each group are asked
+/// again only when the served group versions changed since `before`.
+async fn probe(client: &Client, before: &ClusterStatus) -> kube::Result<Probed> {
     let version = client.apiserver_version().await?.git_version;
     let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?;
     let mut api_versions = client.list_core_api_versions().await?.versions;
@@ -108,7 +113,27 @@ async fn probe(client: &Client) -> kube::Result<Probed> {
     api_versions.extend(groups.iter().flat_map(|g| g.versions.iter().map(|v| v.group_version.clone())));
     api_versions.sort();
     api_versions.dedup();
-    Ok(Probed { version, nodes: nodes.items.iter().map(inventory).collect(), api_versions })
+    let namespaced_resources = if before.api_versions == api_versions && !before.namespaced_resources.is_empty() {
+        before.namespaced_resources.clone()
+    } else {
+        let mut by_group = BTreeMap::from([(String::new(), namespaced(client.list_core_api_resources("v1").await?))]);
+        for g in &groups {
+            let Some(gv) = g.preferred_version.as_ref().or(g.versions.first()) else { continue };
+            // A group whose server does not answer (an aggregated API down) is left out, not fatal.
+            if let Ok(list) = client.list_api_group_resources(&gv.group_version).await {
+                by_group.insert(g.name.clone(), namespaced(list));
+            }
+        }
+        by_group
+    };
+    Ok(Probed { version, nodes: nodes.items.iter().map(inventory).collect(), api_versions, namespaced_resources })
+}
+
+/// The names of the namespaced resources of one discovery answer, sorted.
+fn namespaced(list: k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList) -> Vec<String> {
+    let mut names: Vec<String> = list.resources.into_iter().filter(|r| r.namespaced).map(|r| r.name).collect();
+    names.sort();
+    names
 }
 
 fn inventory(node: &Node) -> NodeInventory {
@@ -128,7 +153,7 @@ fn inventory(node: &Node) -> NodeInventory {
 }
 
 fn record_probe(status: &mut ClusterStatus, probed: Probed, generation: Option<i64>) {
-    let Probed { version, nodes, api_versions } = probed;
+    let Probed { version, nodes, api_versions, namespaced_resources } = probed;
     let ready_nodes = nodes.iter().filter(|n| n.ready).count();
     condition::set(
         &mut status.conditions,
@@ -143,6 +168,7 @@ fn record_probe(status: &mut ClusterStatus, probed: Probed, generation: Option<i
     status.node_count = Some(nodes.len() as u32);
     status.nodes = nodes;
     status.api_versions = api_versions;
+    status.namespaced_resources = namespaced_resources;
 }
 
 fn set_unreachable(status: &mut ClusterStatus, reason: &str, message: &str, generation: Option<i64>) {

@@ -33,16 +33,18 @@ fn owner_labels(lc: &LogicalCloud, revision: u32) -> BTreeMap<String, String> {
     ])
 }
 
-/// The AppContext putting `resources` on `clusters`: the current one when it does already,
-/// else a new revision replacing it.
+/// Objects for a set of clusters (those that serve the same resources get the same rules).
+pub type Bundle = (Vec<Value>, Vec<String>);
+
+/// The AppContext putting each bundle's objects on its clusters: the current one when it does
+/// already, else a new revision replacing it.
 pub async fn ensure(
     hub: &Client,
     lc: &LogicalCloud,
     current: Option<&AppContext>,
-    resources: &[Value],
-    clusters: &[String],
+    bundles: &[Bundle],
 ) -> kube::Result<AppContext> {
-    let hash = crate::hex::digest(json!({"resources": resources, "clusters": clusters}).to_string().as_bytes(), 16);
+    let hash = crate::hex::digest(json!({"bundles": bundles}).to_string().as_bytes(), 16);
     let live = current.filter(|c| c.spec.operation != Operation::Terminate);
     if let Some(c) = live
         && c.annotations().get(INPUT_HASH) == Some(&hash)
@@ -57,7 +59,7 @@ pub async fn ensure(
     loop {
         revision += 1;
         let replaces = replaced.last().map(ResourceExt::name_any);
-        let made = create(hub, lc, &hash, revision, replaces, resources, clusters).await?;
+        let made = create(hub, lc, &hash, revision, replaces, bundles).await?;
         if made.annotations().get(INPUT_HASH) != Some(&hash) {
             // Made from other objects before a crash kept it from the status: it may have applied
             // them, so the next revision replaces it too.
@@ -86,23 +88,26 @@ async fn create(
     hash: &str,
     revision: u32,
     replaces: Option<String>,
-    resources: &[Value],
-    clusters: &[String],
+    bundles: &[Bundle],
 ) -> kube::Result<AppContext> {
     let ns = lc.namespace().unwrap_or_default();
     let owner = lc.controller_owner_ref(&()).expect("logical clouds have a uid");
-    let name = format!("{}.lc.r{revision}-{hash}", lc.name_any());
-    let parts = bundle::encode(resources);
-    for (i, part) in parts.iter().enumerate() {
-        let part_name = bundle::part_name(&name, i as u32);
-        create_part(hub, owner.clone(), owner_labels(lc, revision), &ns, &part_name, part).await?;
+    let mut clusters = Vec::new();
+    for (b, (resources, on)) in bundles.iter().enumerate() {
+        let name = format!("{}.lc.r{revision}-{hash}-{b}", lc.name_any());
+        let parts = bundle::encode(resources);
+        for (i, part) in parts.iter().enumerate() {
+            let part_name = bundle::part_name(&name, i as u32);
+            create_part(hub, owner.clone(), owner_labels(lc, revision), &ns, &part_name, part).await?;
+        }
+        let bundle = BundleRef {
+            name,
+            parts: parts.len() as u32,
+            resources: resources.len() as u32,
+            digest: Some(bundle::digest(&parts)),
+        };
+        clusters.extend(on.iter().map(|c| ContextCluster { cluster: c.clone(), bundle: bundle.clone() }));
     }
-    let bundle = BundleRef {
-        name,
-        parts: parts.len() as u32,
-        resources: resources.len() as u32,
-        digest: Some(bundle::digest(&parts)),
-    };
     let operation = if replaces.is_some() { Operation::Update } else { Operation::Instantiate };
     let context = AppContext {
         metadata: ObjectMeta {
@@ -126,10 +131,7 @@ async fn create(
             apps: vec![ContextApp {
                 name: APP.into(),
                 depends_on: vec![],
-                clusters: clusters
-                    .iter()
-                    .map(|c| ContextCluster { cluster: c.clone(), bundle: bundle.clone() })
-                    .collect(),
+                clusters,
             }],
         },
         status: None,

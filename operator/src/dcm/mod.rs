@@ -48,8 +48,6 @@ pub struct Context {
     pub clusters: Store<Cluster>,
     pub members: Members,
     pub lifetime: Lifetime,
-    /// Whether a project that no ClusterGrant names may use every cluster (a single-tenant hub).
-    pub open_projects: bool,
     pub recorder: kube::runtime::events::Recorder,
     pub backoff: Backoff,
 }
@@ -175,6 +173,12 @@ async fn checked_clusters(ctx: &Context, lc: &LogicalCloud) -> Result<Vec<Logica
     let grants = Api::<ClusterGrant>::all(ctx.hub.clone()).list(&ListParams::default()).await?.items;
     let project = project_of(ctx, lc).await?;
     let previous = lc.status.as_ref().map(|s| s.clusters.clone()).unwrap_or_default();
+    let tenant = lc.spec.type_ != LogicalCloudType::Admin;
+    let ask = grant::Ask {
+        project: &project,
+        type_: lc.spec.type_,
+        pod_security: tenant.then(|| lc.spec.pod_security.unwrap_or_default()),
+    };
     Ok(lc
         .spec
         .clusters
@@ -186,13 +190,9 @@ async fn checked_clusters(ctx: &Context, lc: &LogicalCloud) -> Result<Vec<Logica
                 Some(c) if r.cluster_provider.as_ref().is_some_and(|p| p != &c.spec.provider) => {
                     (ClusterState::ProviderMismatch, None)
                 }
-                Some(c) if !grant::allows(&grants, ctx.open_projects, &project, &c, lc.spec.type_) => (
-                    ClusterState::NotGranted,
-                    Some(format!(
-                        "no ClusterGrant gives project {project} this cluster for {:?} logical clouds",
-                        lc.spec.type_
-                    )),
-                ),
+                Some(c) if !grant::allows(&grants, &ask, &c) => {
+                    (ClusterState::NotGranted, Some(grant::missing(&ask, &r.cluster)))
+                }
                 Some(_) => (ClusterState::Ready, None),
             };
             let before = previous.iter().find(|p| p.cluster == r.cluster);
@@ -248,7 +248,7 @@ async fn instantiate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloud
     // The users of clusters taken out go first: their credentials before their namespace.
     forget_users(ctx, lc, |cluster| !clusters.iter().any(|c| c == cluster)).await?;
     let current = current_context(ctx, lc).await?;
-    let actx = context::ensure(&ctx.hub, lc, current.as_ref(), &objects::member_objects(lc), &clusters).await?;
+    let actx = context::ensure(&ctx.hub, lc, current.as_ref(), &bundles(ctx, lc, &clusters)).await?;
     status.app_context = Some(actx.name_any());
     status.revision = Some(actx.spec.revision);
     if current.as_ref().map(ResourceExt::name_any) != status.app_context {
@@ -269,7 +269,16 @@ async fn instantiate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloud
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     let mut next = 3600;
     for (c, state) in status.clusters.iter_mut().zip(users) {
-        let applied = applied_on(&actx, &c.cluster);
+        let discovered = lc.spec.type_ != LogicalCloudType::Standard
+            || ctx
+                .clusters
+                .get(&ObjectRef::new(&c.cluster))
+                .is_some_and(|k| k.status.as_ref().is_some_and(|s| !s.namespaced_resources.is_empty()));
+        let applied = if discovered {
+            applied_on(&actx, &c.cluster)
+        } else {
+            Err("waiting for the member's discovery (the Cluster's status) to expand the user's rules".into())
+        };
         let user = state.map_err(|user::UserError::Hub(e)| e)?;
         (c.state, c.message) = match (&user, &applied) {
             (UserState::Issued { renewing: None, .. }, Ok(())) => (ClusterState::Ready, None),
@@ -304,6 +313,21 @@ async fn instantiate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloud
     Ok(Action::requeue(Duration::from_secs(next.max(1) as u64)))
 }
 
+/// The member objects of `lc` for each of `clusters`, clusters that get the same ones together
+/// (the rules of a Standard cloud follow what each member serves: its Cluster's status).
+fn bundles(ctx: &Context, lc: &LogicalCloud, clusters: &[String]) -> Vec<context::Bundle> {
+    let mut bundles: Vec<context::Bundle> = Vec::new();
+    for name in clusters {
+        let served = ctx.clusters.get(&ObjectRef::new(name)).and_then(|c| c.status.clone()).unwrap_or_default();
+        let objects = objects::member_objects(lc, &served.namespaced_resources);
+        match bundles.iter_mut().find(|(o, _)| *o == objects) {
+            Some((_, on)) => on.push(name.clone()),
+            None => bundles.push((objects, vec![name.clone()])),
+        }
+    }
+    bundles
+}
+
 /// A grant taken away from an instantiated logical cloud: its namespace, RBAC, quota and user go
 /// from the clusters no longer granted (the others keep theirs).
 async fn revoke(
@@ -322,7 +346,7 @@ async fn revoke(
     if keep.is_empty() {
         crate::orchestrator::revisions::terminate(&ctx.hub, &current).await?;
     } else {
-        let actx = context::ensure(&ctx.hub, lc, Some(&current), &objects::member_objects(lc), &keep).await?;
+        let actx = context::ensure(&ctx.hub, lc, Some(&current), &bundles(ctx, lc, &keep)).await?;
         (status.app_context, status.revision) = (Some(actx.name_any()), Some(actx.spec.revision));
     }
     for c in status.clusters.iter_mut().filter(|c| c.state == ClusterState::NotGranted) {

@@ -274,7 +274,9 @@ async fn request(
         return Ok(UserState::Issued { expiry: validity.expiry(), renew_at: validity.renew_at(), renewing: None });
     }
     if !conditions.iter().any(|c| c.type_ == "Approved") {
-        let approval = json!({"status": {"conditions": [CertificateSigningRequestCondition {
+        // Preconditions: only the very CSR checked above is approved, not one put in its place since.
+        let approval = json!({"metadata": {"uid": csr.metadata.uid, "resourceVersion": csr.metadata.resource_version},
+            "status": {"conditions": [CertificateSigningRequestCondition {
             type_: "Approved".into(), status: "True".into(), reason: Some("EmcoLogicalCloud".into()),
             message: Some(format!("user of logical cloud {}/{}", lc.namespace().unwrap_or_default(), lc.name_any())),
             ..Default::default()

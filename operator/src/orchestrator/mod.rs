@@ -97,8 +97,8 @@ pub struct Context {
     pub clusters: Store<crate::api::clm::Cluster>,
     /// For Helm HTTP repositories (fenced: see `render::repository::client`).
     pub http: reqwest::Client,
-    /// Hosts charts may be fetched from; empty: any.
-    pub repository_hosts: Vec<String>,
+    /// Where charts may be fetched from for tenants.
+    pub fence: Arc<crate::render::fence::Fence>,
     /// Charts read from Helm repositories in the last minute.
     pub repository_charts: crate::render::repository::RecentCharts,
     pub recorder: kube::runtime::events::Recorder,

@@ -60,6 +60,10 @@ pub enum ResolveError {
     ControllerRefused { controller: String, message: String },
     #[error("app {app}: chart ConfigMap {name} has no key {key} in binaryData")]
     ChartKeyMissing { app: String, name: String, key: String },
+    #[error(
+        "Secret {name} holds credentials made by the operator or for a service account; a DIG may not name it"
+    )]
+    CredentialsSecret { name: String },
     #[error("ConfigMap {name} has no key {key}")]
     ValuesKeyMissing { name: String, key: String },
     #[error("app {app}: {source}")]
@@ -93,7 +97,11 @@ impl ResolveError {
             ResolveError::UnknownController { .. } => "UnknownController",
             ResolveError::ControllerRefused { .. } => "ControllerEndpointRefused",
             ResolveError::ChartKeyMissing { .. } => "ChartNotFound",
+            ResolveError::CredentialsSecret { .. } => "SecretRefused",
             ResolveError::ValuesKeyMissing { .. } => "ValuesNotFound",
+            ResolveError::Repository { source, .. } if matches!(**source, repository::RepositoryError::Refused { .. }) => {
+                "RepositoryRefused"
+            }
             ResolveError::Repository { .. } => "ChartFetchFailed",
             ResolveError::OverBudget { .. } => "InputsTooLarge",
             ResolveError::Hub(_) => "HubError",
@@ -236,11 +244,23 @@ async fn file_data(ctx: &Context, ns: &str, r: &FileRef) -> Result<Vec<u8>, Reso
     let missing = || ResolveError::ValuesKeyMissing { name: r.name.clone(), key: r.key.clone() };
     if r.secret {
         let secret: Secret = get(ctx, ns, "Secret", &r.name).await?;
+        if credentials(&secret) {
+            return Err(ResolveError::CredentialsSecret { name: r.name.clone() });
+        }
         return secret.data.and_then(|mut d| d.remove(&r.key)).map(|b| b.0).ok_or_else(missing);
     }
     let cm: ConfigMap = get(ctx, ns, "ConfigMap", &r.name).await?;
     let text = cm.data.and_then(|mut d| d.remove(&r.key)).map(String::into_bytes);
     text.or_else(|| cm.binary_data.and_then(|mut d| d.remove(&r.key)).map(|b| b.0)).ok_or_else(missing)
+}
+
+/// Whether `secret` holds credentials no DIG may copy: a logical cloud user's, a bundle or
+/// anything else the operator made, or a service account token.
+fn credentials(secret: &Secret) -> bool {
+    let made_by_operator = secret.labels().get(crate::api::labels::MANAGED_BY).is_some_and(|m| m == crate::api::labels::MANAGER)
+        || secret.labels().contains_key(crate::api::dcm::user_secret::LOGICAL_CLOUD);
+    let kind = secret.type_.as_deref().unwrap_or_default();
+    made_by_operator || kind.starts_with("emco.io/") || kind == "kubernetes.io/service-account-token"
 }
 
 /// `bytes` if within [`DIG_INPUT_BYTES`].
@@ -271,9 +291,9 @@ async fn chart(ctx: &Context, ns: &str, app: &str, source: &ChartSource) -> Resu
         if let Some(tgz) = ctx.repository_charts.get(&key) {
             return Ok(tgz);
         }
-        let tgz =
-            repository::fetch_chart(&ctx.http, &ctx.repository_hosts, &repo.url, &repo.chart, repo.version.as_deref())
-                .await
+        ctx.fence.refresh_nodes(&ctx.hub).await;
+        let tgz = repository::fetch_chart(&ctx.http, &ctx.fence, &repo.url, &repo.chart, repo.version.as_deref())
+            .await
                 .map_err(|source| ResolveError::Repository { app: app.to_string(), source: Box::new(source) })?;
         ctx.repository_charts.put(key, tgz.clone());
         return Ok(tgz);

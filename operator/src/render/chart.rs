@@ -97,11 +97,32 @@ pub struct Chart {
     #[serde(default)]
     pub subcharts: Vec<Chart>,
     /// Every other file (not Chart.yaml, values.yaml, templates/ or charts/), for `.Files`.
-    #[serde(default)]
+    /// Serialized (to the render worker) as base64 strings, not as arrays of numbers.
+    #[serde(default, with = "base64_files")]
     pub files: Vec<(String, Vec<u8>)>,
     /// `values.schema.json`: the final values must meet it.
     #[serde(default)]
     pub schema: Option<Value>,
+}
+
+/// `(path, bytes)` pairs as `[path, base64]` pairs.
+mod base64_files {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+    pub fn serialize<S: Serializer>(files: &[(String, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
+        files.iter().map(|(p, b)| (p, B64.encode(b))).collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Vec<u8>)>, D::Error> {
+        let encoded = Vec::<(String, String)>::deserialize(d)?;
+        encoded
+            .into_iter()
+            .map(|(p, b)| B64.decode(b).map(|bytes| (p, bytes)).map_err(serde::de::Error::custom))
+            .collect()
+    }
 }
 
 /// One file under `templates/`.

@@ -54,7 +54,17 @@ pub(super) fn render(chart: &Chart, values: &Value, ctx: &RenderContext) -> Resu
             return Err(RenderError::Values { chart: unit.prefix.clone(), message });
         }
     }
-    let set = Rc::new(Set { sources, cache: RefCell::default() });
+    // Files stay in the set, once; `.Files` holds only the unit's handle (its prefix).
+    let files = units
+        .iter()
+        .map(|u| {
+            let mut texts: Vec<(String, String)> =
+                u.chart.files.iter().map(|(p, b)| (p.clone(), String::from_utf8_lossy(b).into_owned())).collect();
+            texts.sort();
+            (u.prefix.clone(), texts)
+        })
+        .collect();
+    let set = Rc::new(Set { sources, files, cache: RefCell::default() });
     let mut manifests = Vec::new();
     for unit in &units {
         for crd in &unit.chart.crds {
@@ -136,8 +146,6 @@ fn data(unit: &Unit, name: &str, ctx: &RenderContext) -> Value {
     if api_versions.is_empty() {
         api_versions = DEFAULT_API_VERSIONS.iter().map(|v| v.to_string()).collect();
     }
-    let files: serde_json::Map<String, Value> =
-        unit.chart.files.iter().map(|(path, bytes)| (path.clone(), json!(String::from_utf8_lossy(bytes)))).collect();
     json!({
         "Values": unit.values,
         "Release": {
@@ -151,7 +159,7 @@ fn data(unit: &Unit, name: &str, ctx: &RenderContext) -> Value {
             "HelmVersion": {"Version": "v3.19.0"},
         },
         "Template": {"Name": name, "BasePath": format!("{}/templates", unit.prefix)},
-        "Files": {FILES_KEY: files},
+        "Files": {FILES_KEY: unit.prefix},
     })
 }
 
@@ -227,6 +235,8 @@ fn rewrite(source: &str) -> String {
 /// Every template of the chart tree, and the parsed template sets made from them by entry point.
 struct Set {
     sources: Vec<(String, String)>,
+    /// Each unit's files (as text, sorted by path), by the unit's prefix.
+    files: HashMap<String, Vec<(String, String)>>,
     cache: RefCell<HashMap<String, Rc<GoTemplate>>>,
 }
 
@@ -546,13 +556,23 @@ fn to_yaml(args: &[G]) -> Result<G, FuncError> {
     Ok(G::String(yaml.trim_end_matches('\n').to_string()))
 }
 
-/// The files of a `.Files` object, by path.
-fn files_of(v: &G) -> Vec<(String, String)> {
-    let (G::Map(m) | G::Object(m)) = v else { return Vec::new() };
-    let Some(G::Map(files) | G::Object(files)) = m.get(FILES_KEY) else { return Vec::new() };
-    let mut all: Vec<(String, String)> = files.iter().map(|(k, v)| (k.clone(), text(v))).collect();
-    all.sort();
-    all
+/// Runs `f` on the files of a `.Files` object, by path: a chart's (its handle names them in the
+/// set being rendered) or a `Glob`'s (held inline).
+fn with_files<T>(v: &G, f: impl FnOnce(&[(String, String)]) -> T) -> T {
+    let (G::Map(m) | G::Object(m)) = v else { return f(&[]) };
+    match m.get(FILES_KEY) {
+        Some(G::String(handle)) => {
+            let set = CURRENT.with(|c| c.borrow().as_ref().map(|(s, _)| s.clone()));
+            let files = set.as_ref().and_then(|s| s.files.get(handle));
+            f(files.map_or(&[][..], |x| &x[..]))
+        }
+        Some(G::Map(inline) | G::Object(inline)) => {
+            let mut all: Vec<(String, String)> = inline.iter().map(|(k, v)| (k.clone(), text(v))).collect();
+            all.sort();
+            f(&all)
+        }
+        _ => f(&[]),
+    }
 }
 
 fn files_object(files: Vec<(String, String)>) -> G {
@@ -566,7 +586,7 @@ fn files_object(files: Vec<(String, String)>) -> G {
 
 fn files_get(args: &[G]) -> Result<G, FuncError> {
     let path = text(arg(args, 1, "Files.Get")?);
-    let found = files_of(arg(args, 0, "Files.Get")?).into_iter().find(|(p, _)| *p == path);
+    let found = with_files(arg(args, 0, "Files.Get")?, |files| files.iter().find(|(p, _)| *p == path).cloned());
     Ok(G::String(found.map(|(_, c)| c).unwrap_or_default()))
 }
 
@@ -578,7 +598,10 @@ fn files_lines(args: &[G]) -> Result<G, FuncError> {
 fn files_glob(args: &[G]) -> Result<G, FuncError> {
     let pattern = text(arg(args, 1, "Files.Glob")?);
     let matcher = glob(&pattern);
-    Ok(files_object(files_of(arg(args, 0, "Files.Glob")?).into_iter().filter(|(p, _)| matcher.is_match(p)).collect()))
+    let matched = with_files(arg(args, 0, "Files.Glob")?, |files| {
+        files.iter().filter(|(p, _)| matcher.is_match(p)).cloned().collect::<Vec<_>>()
+    });
+    Ok(files_object(matched))
 }
 
 /// A glob (`*` within a path segment, `**` across, `?`, `{a,b}`) as a regex.
@@ -611,14 +634,14 @@ fn glob(pattern: &str) -> regex::Regex {
 }
 
 fn files_as_config(args: &[G]) -> Result<G, FuncError> {
-    let files = files_of(arg(args, 0, "AsConfig")?);
+    let files = with_files(arg(args, 0, "AsConfig")?, <[_]>::to_vec);
     let map: serde_json::Map<String, Value> =
         files.into_iter().map(|(p, c)| (p.rsplit('/').next().unwrap_or(&p).to_string(), json!(c))).collect();
     to_yaml(&[to_g(&Value::Object(map))])
 }
 
 fn files_as_secrets(args: &[G]) -> Result<G, FuncError> {
-    let files = files_of(arg(args, 0, "AsSecrets")?);
+    let files = with_files(arg(args, 0, "AsSecrets")?, <[_]>::to_vec);
     let engine = base64::engine::general_purpose::STANDARD;
     let map: serde_json::Map<String, Value> = files
         .into_iter()

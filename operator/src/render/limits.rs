@@ -20,8 +20,25 @@ pub const DEADLINE: Duration = Duration::from_secs(5);
 pub const RANGE_ITEMS: usize = 10_000;
 /// Largest `indent`/`nindent` width.
 pub const INDENT: i64 = 1024;
-/// Memory (data segment, heap included) of the child process that renders one chart.
-pub const WORKER_MEMORY: u64 = 256 * 1024 * 1024;
+/// Memory (data segment, heap included) of the child process that renders one chart, unless
+/// `EMCO_RENDER_WORKER_MEMORY_MIB` says otherwise.
+pub const WORKER_MEMORY: u64 = 128 * 1024 * 1024;
+/// Render workers running at once, unless `EMCO_RENDER_WORKERS` says otherwise; more renders wait.
+pub const WORKERS: usize = 2;
+
+/// The worker's memory cap in bytes, from the environment or [`WORKER_MEMORY`].
+pub fn worker_memory() -> u64 {
+    std::env::var("EMCO_RENDER_WORKER_MEMORY_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|m| *m >= 16)
+        .map_or(WORKER_MEMORY, |m| m * 1024 * 1024)
+}
+
+/// How many render workers may run at once, from the environment or [`WORKERS`].
+pub fn workers() -> usize {
+    std::env::var("EMCO_RENDER_WORKERS").ok().and_then(|v| v.parse().ok()).filter(|n| *n >= 1).unwrap_or(WORKERS)
+}
 
 /// Output of a render with its limits: bytes written so far and the deadline.
 pub struct Budget {

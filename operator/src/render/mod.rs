@@ -11,6 +11,7 @@ mod engine;
 mod filters;
 mod gotmpl;
 pub mod limits;
+pub mod fence;
 pub mod repository;
 pub mod sandbox;
 pub mod values;

@@ -1,17 +1,21 @@
 //! Helm HTTP chart repositories: finding a chart version in `index.yaml` and downloading it.
 //!
-//! Repository URLs come from tenants, so requests are fenced: link-local addresses (cloud metadata
-//! services) are refused however they are reached (literal, DNS, redirect), a redirect never goes
-//! from https to plain http, an optional allow-list of hosts (`EMCO_REPOSITORY_HOSTS`) applies to
-//! every request, and errors show URLs without credentials or query and never a response body.
+//! Repository URLs come from tenants, so requests are fenced ([`Fence`]): internal addresses are
+//! refused however they are reached (literal, DNS, redirect), with one reason that says nothing of
+//! what listens there; a redirect never goes from https to plain http; an optional allow-list of
+//! hosts applies to every request; errors show URLs without credentials or query and never a
+//! response body.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
 use serde::Deserialize;
+
+pub use super::fence::Fence;
+use super::fence::REFUSED;
 
 /// Largest chart archive downloaded, in bytes.
 pub const MAX_CHART_BYTES: usize = 20 * 1024 * 1024;
@@ -161,14 +165,14 @@ struct Entry {
 /// index's sha256 `digest` when there is one, and may be at most [`MAX_CHART_BYTES`].
 pub async fn fetch_chart(
     http: &reqwest::Client,
-    hosts: &[String],
+    fence: &Fence,
     url: &str,
     chart: &str,
     version: Option<&str>,
 ) -> Result<Vec<u8>, RepositoryError> {
     let repo = url.trim_end_matches('/');
     let index_url = format!("{repo}/index.yaml");
-    let index = parse_index(&index_url, &get(http, hosts, &index_url, MAX_INDEX_BYTES).await?)?;
+    let index = parse_index(&index_url, &get(http, fence, &index_url, MAX_INDEX_BYTES).await?)?;
     let entries = index
         .entries
         .get(chart)
@@ -185,15 +189,22 @@ pub async fn fetch_chart(
         version: entry.version.clone(),
         message,
     })?;
-    tracing::debug!(%chart_url, "fetching chart");
-    let tgz = get(http, hosts, chart_url.as_str(), MAX_CHART_BYTES).await?;
+    tracing::debug!(chart_url = %shown(chart_url.as_str()), "fetching chart");
+    let tgz = get(http, fence, chart_url.as_str(), MAX_CHART_BYTES).await?;
     verify_digest(chart_url.as_str(), entry.digest.as_deref(), &tgz)?;
     Ok(tgz)
 }
 
-async fn get(http: &reqwest::Client, hosts: &[String], url: &str, limit: usize) -> Result<Vec<u8>, RepositoryError> {
+async fn get(http: &reqwest::Client, fence: &Fence, url: &str, limit: usize) -> Result<Vec<u8>, RepositoryError> {
     let parsed = Url::parse(url).map_err(|e| RepositoryError::Refused { url: shown(url), why: e.to_string() })?;
-    allowed(&parsed, hosts).map_err(|why| RepositoryError::Refused { url: shown(url), why })?;
+    allowed(&parsed, fence).map_err(|why| RepositoryError::Refused { url: shown(url), why })?;
+    // Every address the name has must be admitted (the resolver checks again as it connects).
+    let host = parsed.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port)).await.into_iter().flatten().collect();
+    if addrs.is_empty() || addrs.iter().any(|a| !fence.admits(a.ip())) {
+        return Err(RepositoryError::Refused { url: shown(url), why: REFUSED.into() });
+    }
     let http_error = |source: reqwest::Error| RepositoryError::Http { url: shown(url), source: source.without_url() };
     let mut response = http.get(url).send().await.map_err(http_error)?;
     let status = response.status();
@@ -224,39 +235,28 @@ pub fn shown(url: &str) -> String {
     }
 }
 
-/// Whether the operator may fetch `url`: http(s), an allowed host, not a link-local address.
-pub fn allowed(url: &Url, hosts: &[String]) -> Result<(), String> {
+/// Whether the operator may fetch `url`: http(s), an allowed host, an admitted address literal.
+pub fn allowed(url: &Url, fence: &Fence) -> Result<(), String> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("scheme {} is not allowed (http or https only)", url.scheme()));
     }
     let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-    if !hosts.is_empty() && !hosts.contains(&host) {
+    if !fence.hosts.is_empty() && !fence.hosts.contains(&host) {
         return Err(format!("host {host} is not in the operator's repository allow-list"));
     }
-    match host.parse::<IpAddr>() {
-        Ok(ip) if forbidden(ip) => Err(format!("address {ip} is link-local (cloud metadata); refused")),
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) if !fence.admits(ip) => Err(REFUSED.into()),
         _ => Ok(()),
     }
 }
 
-/// Link-local addresses and the well-known metadata services.
-fn forbidden(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_link_local() || v4.octets() == [100, 100, 100, 200],
-        IpAddr::V6(v6) => {
-            (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6.segments()[..4] == [0xfd00, 0x0ec2, 0, 0]
-                || v6.to_ipv4_mapped().is_some_and(|v4| forbidden(IpAddr::V4(v4)))
-        }
-    }
-}
-
 /// The HTTP client for chart repositories: 30 s timeout, at most 5 redirects, none from https to
-/// http or to a refused host, and names that resolve to link-local addresses refused.
-pub fn client(hosts: Vec<String>) -> reqwest::Result<reqwest::Client> {
-    let policy_hosts = hosts.clone();
+/// http or to a refused host, and names resolved only to addresses the fence admits.
+pub fn client(fence: Arc<Fence>) -> reqwest::Result<reqwest::Client> {
+    let policy = fence.clone();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::custom(move |attempt| {
             let downgrade =
                 attempt.url().scheme() != "https" && attempt.previous().iter().any(|u| u.scheme() == "https");
@@ -264,27 +264,28 @@ pub fn client(hosts: Vec<String>) -> reqwest::Result<reqwest::Client> {
                 attempt.error("too many redirects")
             } else if downgrade {
                 attempt.error("redirect from https to plain http refused")
-            } else if let Err(why) = allowed(attempt.url(), &policy_hosts) {
+            } else if let Err(why) = allowed(attempt.url(), &policy) {
                 attempt.error(why)
             } else {
                 attempt.follow()
             }
         }))
-        .dns_resolver(Arc::new(Resolver))
+        .dns_resolver(Arc::new(Resolver(fence)))
         .build()
 }
 
-/// The system resolver, less link-local answers.
-struct Resolver;
+/// The system resolver, keeping only the answers the fence admits.
+struct Resolver(Arc<Fence>);
 
 impl reqwest::dns::Resolve for Resolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
+        let fence = self.0.clone();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.filter(|a| !forbidden(a.ip())).collect();
+                tokio::net::lookup_host((host.as_str(), 0)).await?.filter(|a| fence.admits(a.ip())).collect();
             if addrs.is_empty() {
-                return Err(format!("{host} resolves to no address the operator may reach").into());
+                return Err(REFUSED.into());
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
@@ -352,6 +353,14 @@ mod tests {
     struct Server {
         base: String,
         task: tokio::task::JoinHandle<()>,
+        connections: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Server {
+        /// Connections accepted so far.
+        fn hits(&self) -> usize {
+            self.connections.load(std::sync::atomic::Ordering::SeqCst)
+        }
     }
 
     impl Drop for Server {
@@ -368,12 +377,15 @@ mod tests {
     }
 
     fn start(listener: TcpListener, base: String, routes: Routes) -> Server {
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let _ = answer(&mut socket, &routes).await;
             }
         });
-        Server { base, task }
+        Server { base, task, connections }
     }
 
     async fn serve(routes: Routes) -> Server {
@@ -405,6 +417,29 @@ mod tests {
     fn client() -> reqwest::Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
         reqwest::Client::new()
+    }
+
+    /// The fence with the test servers' loopback address allow-listed.
+    fn loopback() -> Fence {
+        Fence { allowed: vec!["127.0.0.1/32".parse().unwrap()], ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn internal_addresses_are_refused_alike_and_never_dialled() {
+        let server = repository().await;
+        let fence = Fence { hub_ranges: vec!["203.0.113.0/24".parse().unwrap()], ..Default::default() };
+        let local = server.base.replace("127.0.0.1", "localhost");
+        let private = ["http://10.1.2.3:8080/", "http://192.168.0.1/", "http://172.20.0.1/", "http://[fd00::1]/"];
+        let hub = ["http://203.0.113.10/", "http://169.254.169.254/"];
+        for url in [server.base.as_str(), local.as_str()].into_iter().chain(private).chain(hub) {
+            let started = std::time::Instant::now();
+            let err = fetch_chart(&client(), &fence, url, "demo", None).await.unwrap_err();
+            assert!(matches!(&err, RepositoryError::Refused { why, .. } if why == REFUSED), "{url}: {err}");
+            assert!(started.elapsed() < Duration::from_secs(1), "{url}: no connection is tried");
+        }
+        assert_eq!(server.hits(), 0, "the loopback server was never asked");
+        let real = super::client(Arc::new(loopback())).unwrap();
+        assert!(fetch_chart(&real, &loopback(), &server.base, "demo", None).await.is_ok(), "allow-listed");
     }
 
     fn sha256_hex(bytes: &[u8]) -> String {
@@ -444,7 +479,7 @@ mod tests {
     async fn fetches_the_highest_stable_version() {
         let server = repository().await;
         let url = format!("{}/repo/", server.base);
-        let bytes = fetch_chart(&client(), &[], &url, "demo", None).await.unwrap();
+        let bytes = fetch_chart(&client(), &loopback(), &url, "demo", None).await.unwrap();
         assert_eq!(load_chart(&bytes).unwrap().version, "1.10.0");
     }
 
@@ -452,7 +487,7 @@ mod tests {
     async fn fetches_an_exact_pre_release_from_an_absolute_url() {
         let server = repository().await;
         let url = format!("{}/repo", server.base);
-        let bytes = fetch_chart(&client(), &[], &url, "demo", Some("2.0.0-rc1")).await.unwrap();
+        let bytes = fetch_chart(&client(), &loopback(), &url, "demo", Some("2.0.0-rc1")).await.unwrap();
         assert_eq!(load_chart(&bytes).unwrap().version, "2.0.0-rc1");
     }
 
@@ -460,7 +495,7 @@ mod tests {
     async fn unknown_version_lists_the_available_ones() {
         let server = repository().await;
         let url = format!("{}/repo", server.base);
-        let err = fetch_chart(&client(), &[], &url, "demo", Some("3.0.0")).await.unwrap_err();
+        let err = fetch_chart(&client(), &loopback(), &url, "demo", Some("3.0.0")).await.unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -468,7 +503,7 @@ mod tests {
                  available: 1.0.0, 1.10.0, 1.9.0, 2.0.0-rc1"
             )
         );
-        let err = fetch_chart(&client(), &[], &url, "other", None).await.unwrap_err();
+        let err = fetch_chart(&client(), &loopback(), &url, "other", None).await.unwrap_err();
         assert!(err.to_string().contains("chart other has no stable version"), "{err}");
     }
 
@@ -476,7 +511,7 @@ mod tests {
     async fn chart_missing_from_index() {
         let server = repository().await;
         let url = format!("{}/repo", server.base);
-        let err = fetch_chart(&client(), &[], &url, "nope", None).await.unwrap_err();
+        let err = fetch_chart(&client(), &loopback(), &url, "nope", None).await.unwrap_err();
         assert_eq!(err.to_string(), format!("{url}/index.yaml: chart nope is not in the repository index"));
     }
 
@@ -484,7 +519,7 @@ mod tests {
     async fn http_errors_name_url_and_status() {
         let server = serve(Routes::new()).await;
         let url = format!("{}/missing", server.base);
-        let err = fetch_chart(&client(), &[], &url, "demo", None).await.unwrap_err();
+        let err = fetch_chart(&client(), &loopback(), &url, "demo", None).await.unwrap_err();
         assert_eq!(err.to_string(), format!("GET {url}/index.yaml: HTTP status 404"));
     }
 
@@ -500,7 +535,7 @@ mod tests {
             ("/demo.tgz".to_owned(), 200, archive.clone()),
         ])
         .await;
-        let err = fetch_chart(&client(), &[], &server.base, "demo", None).await.unwrap_err();
+        let err = fetch_chart(&client(), &loopback(), &server.base, "demo", None).await.unwrap_err();
         let RepositoryError::Digest { url, actual, .. } = &err else { panic!("{err}") };
         assert_eq!(url, &format!("{}/demo.tgz", server.base));
         assert_eq!(actual, &sha256_hex(&archive));
@@ -514,7 +549,7 @@ mod tests {
             ("/demo.tgz".to_owned(), 200, vec![0; MAX_CHART_BYTES + 1]),
         ])
         .await;
-        let err = fetch_chart(&client(), &[], &server.base, "demo", None).await.unwrap_err();
+        let err = fetch_chart(&client(), &loopback(), &server.base, "demo", None).await.unwrap_err();
         assert!(matches!(err, RepositoryError::TooLarge { .. }), "{err}");
     }
 
@@ -542,18 +577,18 @@ mod fence_tests {
             "http://100.100.100.200/",
             "http://[::ffff:169.254.1.1]/",
         ] {
-            assert!(allowed(&Url::parse(url).unwrap(), &[]).is_err(), "{url}");
+            assert_eq!(allowed(&Url::parse(url).unwrap(), &Fence::default()), Err(REFUSED.to_string()), "{url}");
         }
-        assert!(allowed(&Url::parse("https://charts.example/x").unwrap(), &[]).is_ok());
-        assert!(allowed(&Url::parse("file:///etc/passwd").unwrap(), &[]).is_err());
+        assert!(allowed(&Url::parse("https://charts.example/x").unwrap(), &Fence::default()).is_ok());
+        assert!(allowed(&Url::parse("file:///etc/passwd").unwrap(), &Fence::default()).is_err());
     }
 
     #[test]
     fn the_allow_list_applies_when_set() {
-        let hosts = vec!["charts.example".to_string()];
-        assert!(allowed(&Url::parse("https://charts.example/a").unwrap(), &hosts).is_ok());
+        let fence = Fence { hosts: vec!["charts.example".to_string()], ..Default::default() };
+        assert!(allowed(&Url::parse("https://charts.example/a").unwrap(), &fence).is_ok());
         assert!(
-            allowed(&Url::parse("https://elsewhere.example/a").unwrap(), &hosts).unwrap_err().contains("allow-list")
+            allowed(&Url::parse("https://elsewhere.example/a").unwrap(), &fence).unwrap_err().contains("allow-list")
         );
     }
 

@@ -1,14 +1,16 @@
 //! Rendering in a child process. The operator binary runs itself with [`WORKER_ARG`] for each
 //! chart: the child gets the chart, values and release facts on stdin, renders under
-//! [`limits`](super::limits) with its memory capped ([`limits::WORKER_MEMORY`]) and an empty
+//! [`limits`](super::limits) with its memory capped ([`limits::worker_memory`]) and an empty
 //! environment, and answers on stdout. Whatever a chart does to the child (exhausts its stack or
 //! memory, runs past the deadline), the operator goes on and the chart's DIG gets the reason.
+//! At most [`limits::workers`] children run at once; more renders wait their turn, so the pod's
+//! memory is bounded: the operator's own plus workers × the cap.
 //! Without [`enable`] (unit tests, `crdgen`) charts render in the calling thread.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -22,17 +24,52 @@ pub const WORKER_ARG: &str = "render-worker";
 const GRACE: Duration = Duration::from_secs(3);
 
 static WORKER: OnceLock<PathBuf> = OnceLock::new();
+/// Workers running now, and the wait for a free one.
+static RUNNING: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
+/// Passes the memory cap to the worker (whose environment is otherwise empty).
+const MEMORY_VAR: &str = "EMCO_RENDER_WORKER_MEMORY_MIB";
+
+/// A worker slot, held while one child runs.
+struct Slot;
+
+impl Slot {
+    fn take() -> Slot {
+        let (count, free) = &RUNNING;
+        let mut running = count.lock().unwrap_or_else(|e| e.into_inner());
+        while *running >= limits::workers() {
+            running = free.wait(running).unwrap_or_else(|e| e.into_inner());
+        }
+        *running += 1;
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let (count, free) = &RUNNING;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        free.notify_one();
+    }
+}
 
 /// Renders every chart from now on in a child process running `exe` with [`WORKER_ARG`].
 pub fn enable(exe: PathBuf) {
     let _ = WORKER.set(exe);
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 struct Job {
     chart: Chart,
     values: Value,
     ctx: RenderContext,
+}
+
+/// A [`Job`] as the operator sends it, without copying the chart.
+#[derive(serde::Serialize)]
+struct JobRef<'a> {
+    chart: &'a Chart,
+    values: &'a Value,
+    ctx: &'a RenderContext,
 }
 
 /// Renders in a child process when enabled, else here.
@@ -45,11 +82,15 @@ pub fn render(chart: &Chart, values: &Value, ctx: &RenderContext) -> Result<Vec<
 
 fn in_child(exe: &PathBuf, chart: &Chart, values: &Value, ctx: &RenderContext) -> Result<Vec<Value>, RenderError> {
     let limit = |limit: String| RenderError::Limit { chart: chart.name.clone(), limit };
-    let job = serde_json::to_vec(&Job { chart: chart.clone(), values: values.clone(), ctx: ctx.clone() })
+    // The slot first: a render waiting its turn holds no copy of the job.
+    let _slot = Slot::take();
+    let job = serde_json::to_vec(&JobRef { chart, values, ctx })
         .map_err(|e| limit(format!("cannot pass the chart to the renderer: {e}")))?;
+    let memory_mib = limits::worker_memory() / (1024 * 1024);
     let mut child = Command::new(exe)
         .arg(WORKER_ARG)
         .env_clear()
+        .env(MEMORY_VAR, memory_mib.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -99,7 +140,7 @@ fn crash_reason(stderr: &str) -> String {
     if stderr.contains("overflowed its stack") {
         "recursion too deep: the template exhausted the renderer's stack".into()
     } else if stderr.contains("memory allocation") || stderr.contains("capacity overflow") {
-        format!("rendering needed more than {} MiB of memory", limits::WORKER_MEMORY / (1024 * 1024))
+        format!("rendering needed more than {} MiB of memory", limits::worker_memory() / (1024 * 1024))
     } else {
         "the renderer crashed".into()
     }
@@ -122,7 +163,8 @@ pub fn worker_main() -> ! {
 }
 
 fn cap_memory() {
-    let cap = libc::rlimit { rlim_cur: limits::WORKER_MEMORY, rlim_max: limits::WORKER_MEMORY };
+    let bytes = limits::worker_memory();
+    let cap = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
     // SAFETY: setrlimit only reads the struct passed by reference.
     unsafe {
         libc::setrlimit(libc::RLIMIT_DATA, &cap);

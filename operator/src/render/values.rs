@@ -85,7 +85,7 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
 }
 
 /// Why `values` do not meet `schema` (a chart's `values.schema.json`), if they do not: each
-/// failing path with what is wrong there, at most ten. References to other files or URLs are
+/// failing path with what is wrong there (never the value itself), at most ten. References to other files or URLs are
 /// never fetched.
 pub fn schema_violations(schema: &Value, values: &Value) -> Option<String> {
     let validator = match jsonschema::validator_for(schema) {
@@ -97,7 +97,8 @@ pub fn schema_violations(schema: &Value, values: &Value) -> Option<String> {
         .take(10)
         .map(|e| {
             let path = e.instance_path().to_string();
-            format!("{}: {e}", if path.is_empty() { "/" } else { path.as_str() })
+            // Masked: the values (a password, say) never reach the DIG's status.
+            format!("{}: {}", if path.is_empty() { "/" } else { path.as_str() }, e.masked())
         })
         .collect();
     (!errors.is_empty()).then(|| format!("values do not meet values.schema.json: {}", errors.join("; ")))
@@ -112,6 +113,14 @@ mod tests {
         let mut base = base;
         merge(&mut base, &overlay);
         base
+    }
+
+    #[test]
+    fn schema_errors_name_the_path_never_the_value() {
+        let schema = json!({"type": "object", "properties": {"password": {"type": "integer"}, "mode": {"enum": ["a"]}}});
+        let e = schema_violations(&schema, &json!({"password": "hunter2", "mode": "s3cret-mode"})).unwrap();
+        assert!(e.contains("/password") && e.contains("/mode"), "{e}");
+        assert!(!e.contains("hunter2") && !e.contains("s3cret-mode"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! applied. Only the fields of the bundle's object count; the member's defaults and other
 //! managers' fields do not. What rsync applied and saw is remembered per member and object, so
 //! that values the API server normalizes (quantities, say) are not taken for drift.
+//!
+//! Objects are compared [`compact`]ed: long strings and oversized fields stand as digests, so that
+//! the member watches can keep objects that small (a member user's big objects cost the operator
+//! next to nothing) and drift still sees every change.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,7 +27,8 @@ struct Seen {
 impl Applied {
     /// Remembers `live` (the member's answer to applying `desired`) as in sync.
     pub fn record(&self, cluster: &str, key: &str, desired: &Value, live: &Value) {
-        let seen = Seen { digest: digest(&project(desired, live)), resource_version: resource_version(live) };
+        let (desired, live) = (compacted(desired), compacted(live));
+        let seen = Seen { digest: digest(&project(&desired, &live)), resource_version: resource_version(&live) };
         self.seen.lock().unwrap().insert((cluster.to_string(), key.to_string()), seen);
     }
 
@@ -41,6 +46,7 @@ impl Applied {
     /// restart) the fields are compared as they are; a copy older than the one recorded (a watch
     /// cache lagging behind) is not drift: the newer one is on its way.
     pub fn drifted(&self, cluster: &str, key: &str, desired: &Value, live: &Value) -> bool {
+        let (desired, live) = (&compacted(desired), &compacted(live));
         let projected = project(desired, live);
         let id = (cluster.to_string(), key.to_string());
         let mut seen = self.seen.lock().unwrap();
@@ -70,6 +76,58 @@ pub fn project(desired: &Value, live: &Value) -> Value {
             Value::Array(d.iter().zip(l).map(|(d, l)| project(d, l)).collect())
         }
         (_, l) => l.clone(),
+    }
+}
+
+/// Longest string a compacted object keeps as it is (`status`: [`STATUS_STRING`]); a longer one
+/// becomes `sha256:<digest>` of itself.
+const STRING: usize = 256;
+const STATUS_STRING: usize = 4096;
+/// Values (leaves) one top-level field keeps at most; past that the field is one digest.
+const LEAVES: usize = 4096;
+
+/// `v` compacted: see [`compact`].
+pub fn compacted(v: &Value) -> Value {
+    let mut v = v.clone();
+    compact(&mut v);
+    v
+}
+
+/// Cuts an object (as JSON, or the fields of a watched object) down to what drift and readiness
+/// need, in bounded memory: long strings as digests, oversized fields as one digest, annotations'
+/// long values as digests; names, labels and the rest of the metadata as they are. Compacting
+/// twice changes nothing.
+pub fn compact(v: &mut Value) {
+    let Some(fields) = v.as_object_mut() else { return };
+    for (name, field) in fields.iter_mut() {
+        if name == "metadata" {
+            if let Some(annotations) = field.get_mut("annotations").and_then(Value::as_object_mut) {
+                annotations.values_mut().for_each(|a| shorten(a, STRING));
+            }
+            continue;
+        }
+        if leaves(field) > LEAVES {
+            *field = serde_json::json!({"sha256": digest(field)});
+            continue;
+        }
+        shorten(field, if name == "status" { STATUS_STRING } else { STRING });
+    }
+}
+
+fn shorten(v: &mut Value, limit: usize) {
+    match v {
+        Value::String(s) if s.len() > limit => *s = format!("sha256:{}", crate::hex::digest(s.as_bytes(), 32)),
+        Value::Array(items) => items.iter_mut().for_each(|i| shorten(i, limit)),
+        Value::Object(map) => map.values_mut().for_each(|i| shorten(i, limit)),
+        _ => {}
+    }
+}
+
+fn leaves(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => items.iter().map(leaves).sum(),
+        Value::Object(map) => map.values().map(leaves).sum(),
+        _ => 1,
     }
 }
 
@@ -115,6 +173,28 @@ mod tests {
         assert!(!applied.drifted("m", "k", &d, &later));
         let edited = json!({"metadata": {"resourceVersion": "13"}, "spec": {"cpu": "2", "list": [{"name": "a"}]}});
         assert!(applied.drifted("m", "k", &d, &edited));
+    }
+
+    #[test]
+    fn compacted_objects_are_small_and_still_show_every_change() {
+        let big = "x".repeat(900 * 1024);
+        let mut live = cm(json!({"k": big, "small": "v"}), "5");
+        compact(&mut live);
+        assert!(live.to_string().len() < 1024, "{}", live.to_string().len());
+        assert_eq!(compacted(&live), live, "compacting twice changes nothing");
+        let many: serde_json::Map<String, Value> = (0..5000).map(|i| (format!("k{i}"), json!("v"))).collect();
+        let mut wide = cm(Value::Object(many), "5");
+        compact(&mut wide);
+        assert!(wide.to_string().len() < 1024);
+        // Drift compares the compacted forms: an unchanged big value is in sync, a changed one drifts.
+        let applied = Applied::default();
+        let desired = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "y".repeat(1000)}});
+        let mut same = cm(json!({"k": "y".repeat(1000)}), "6");
+        compact(&mut same);
+        assert!(!applied.drifted("m", "c", &desired, &same));
+        let mut changed = cm(json!({"k": "z".repeat(1000)}), "7");
+        compact(&mut changed);
+        assert!(applied.drifted("m", "c", &desired, &changed));
     }
 
     #[test]

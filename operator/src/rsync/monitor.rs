@@ -1,6 +1,10 @@
 //! Status from the members: one label-selected watch per member and kind that rsync applied,
 //! caching what it sees. rsync reads readiness from these caches instead of asking the member per
 //! object, and every change wakes the AppContexts of the DIG the object belongs to.
+//!
+//! Anyone allowed on a member can label objects as the operator's, so the caches keep objects
+//! [`compact`](super::drift::compact)ed (long strings and oversized fields as digests, no managed
+//! fields) and list in small pages: a member user's big objects cost the operator next to nothing.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,6 +18,9 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc;
 
 use crate::api::labels;
+
+/// Objects per page of a watch's list: a page of objects of the largest size is about 30 MiB.
+const LIST_PAGE: u32 = 20;
 
 /// An object of a DIG changed on a member: (project namespace, DIG name).
 pub type Wakeup = (String, String);
@@ -94,9 +101,15 @@ impl Monitor {
         let api: Api<DynamicObject> = Api::all_with(client, resource);
         let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
         let wake = self.wake.clone();
-        let events = watcher(api, watcher::Config::default().labels(&selector))
+        let events = watcher(api, watcher::Config::default().labels(&selector).page_size(LIST_PAGE))
             .default_backoff()
-            .modify(|o| o.managed_fields_mut().clear())
+            .modify(|o| {
+                o.managed_fields_mut().clear();
+                super::drift::compact(&mut o.data);
+                o.annotations_mut().values_mut().filter(|a| a.len() > 256).for_each(|a| {
+                    *a = format!("sha256:{}", crate::hex::digest(a.as_bytes(), 32));
+                });
+            })
             .reflect(writer)
             .touched_objects();
         let task = tokio::spawn(async move {

@@ -224,8 +224,31 @@ pub fn chart_configmap(ns: &str, name: &str, tgz: &[u8]) -> serde_json::Value {
     })
 }
 
-/// Creates a Project whose namespace is `name` and waits until the operator made it.
+/// Creates a Project whose namespace is `name`, granted every cluster with every type of logical
+/// cloud (ClusterGrant `e2e-<name>`: the hub is closed), and waits until the operator made it.
 pub async fn project(hub: &Client, name: &str) -> Result<()> {
+    grant(hub, name, serde_json::json!({})).await?;
+    project_without_grant(hub, name).await
+}
+
+/// Applies ClusterGrant `e2e-<project>` giving `project` every cluster with every type of logical
+/// cloud; `extra` is merged into its spec.
+pub async fn grant(hub: &Client, project: &str, extra: serde_json::Value) -> Result<()> {
+    let mut spec = serde_json::json!({"projects": [project], "logicalCloudTypes": ["Admin", "Standard", "Privileged"]});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        spec[k] = v.clone();
+    }
+    apply(
+        hub,
+        &serde_json::json!({"apiVersion": "dcm.emco.io/v1alpha1", "kind": "ClusterGrant",
+            "metadata": {"name": format!("e2e-{project}")}, "spec": spec}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Creates a Project whose namespace is `name`, with no grant, and waits until the operator made it.
+pub async fn project_without_grant(hub: &Client, name: &str) -> Result<()> {
     apply(
         hub,
         &serde_json::json!({
@@ -420,9 +443,15 @@ pub struct HelmRepository {
 }
 
 impl HelmRepository {
+    /// Serves on 127.0.0.2, the address the suite's operator allow-lists.
     pub async fn serve(files: Vec<(String, Vec<u8>)>) -> HelmRepository {
+        HelmRepository::serve_on("127.0.0.2", files).await
+    }
+
+    /// Serves on `address` (a loopback address).
+    pub async fn serve_on(address: &str, files: Vec<(String, Vec<u8>)>) -> HelmRepository {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding 127.0.0.1");
+        let listener = tokio::net::TcpListener::bind((address, 0)).await.expect("binding a loopback address");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let files = std::sync::Arc::new(files);
         let server = tokio::spawn(async move {
@@ -504,7 +533,15 @@ pub fn complete(f: &Option<String>) -> bool {
 
 /// Restarts the operator of the bed (`hub.sh restart`) and returns the new process id.
 pub fn restart_operator() -> Result<u32> {
-    let out = std::process::Command::new("bash").arg(repo_root().join("tests/e2e/hub.sh")).arg("restart").output()?;
+    restart_operator_with(&[])
+}
+
+/// Restarts the operator with `env` added to (or overriding) its environment.
+pub fn restart_operator_with(env: &[(&str, &str)]) -> Result<u32> {
+    let mut command = std::process::Command::new("bash");
+    command.arg(repo_root().join("tests/e2e/hub.sh")).arg("restart");
+    command.envs(env.iter().copied());
+    let out = command.output()?;
     if !out.status.success() {
         bail!("restart failed: {}", String::from_utf8_lossy(&out.stderr));
     }

@@ -193,7 +193,7 @@ async fn cluster_scoped_kinds_fail_in_a_standard_cloud_and_deploy_in_a_privilege
     let manager =
         made.metadata.managed_fields.unwrap_or_default().iter().filter_map(|m| m.manager.clone()).collect::<Vec<_>>();
     ensure!(manager.iter().any(|m| m.contains(&priv_ns)), "managers: {manager:?}");
-    Api::<ClusterRole>::all(edge01.clone()).get(&format!("emco-lc-{priv_ns}-lc")).await?;
+    Api::<ClusterRole>::all(edge01.clone()).get(&emco::dcm::objects::cluster_wide_name(&priv_ns, "lc")).await?;
 
     teardown(&hub, &priv_ns).await?;
     ensure!(Api::<ClusterRole>::all(edge01).get_opt(&role).await?.is_none(), "ClusterRole removed on terminate");
@@ -219,6 +219,18 @@ async fn two_projects_stay_apart() -> Result<()> {
         let namespaces = Api::<Namespace>::all(hub.clone());
         wait_for("project namespace", READY, || async { Ok(namespaces.get_opt(p).await?.map(|_| ())) }).await?;
     }
+    // The hub is closed: A has no grant at all, B is granted edge01 only.
+    apply_lc(&hub, &a, "closed", json!({"type": "Admin"}), &["edge01"]).await?;
+    let closed =
+        wait_lc(&hub, &a, "closed", "refused", READY, |s| s.state == Some(LogicalCloudState::InstantiateFailed)).await?;
+    let ready = closed.conditions.iter().find(|c| c.type_ == "Ready");
+    ensure!(
+        ready.is_some_and(|r| r.reason == "ClusterNotGranted"
+            && r.message.contains(&format!("no ClusterGrant gives project {a} cluster edge01 for Admin"))
+            && r.message.contains("kind: ClusterGrant")),
+        "the missing grant is named: {closed:?}"
+    );
+    grant(&hub, &b, json!({"clusters": ["edge01"]})).await?;
     apply_lc(&hub, &b, "lc", standard(&format!("{b}-apps"), &format!("{b}-user"), json!({})), &["edge01"]).await?;
     wait_lc(&hub, &b, "lc", "Instantiated", READY, instantiated).await?;
 
@@ -284,7 +296,17 @@ async fn two_projects_stay_apart() -> Result<()> {
     ensure!(can("create", "logicalclouds.dcm.emco.io", &a)? == "yes", "alice makes logical clouds in A");
     ensure!(can("create", "clustergrants.dcm.emco.io", &a)? == "no", "alice grants clusters");
 
+    // Taking back A's last grant closes A again: never open.
     hub_kubectl(&["delete", "clustergrant", &grant])?;
+    let closed_again =
+        wait_lc(&hub, &a, "wide", "closed again", READY, |s| s.state == Some(LogicalCloudState::InstantiateFailed))
+            .await?;
+    ensure!(closed_again.clusters.iter().all(|c| c.state == LogicalCloudClusterState::NotGranted), "{closed_again:?}");
+    wait_for("edge01 revoked too", READY, || async {
+        Ok((!namespace_exists(&edge01, &format!("{a}-apps")).await?).then_some(()))
+    })
+    .await?;
+    hub_kubectl(&["delete", "clustergrant", &format!("e2e-{b}")])?;
     for p in [&a, &b] {
         hub_kubectl(&["delete", "project.orchestrator.emco.io", p, "--wait=false"])?;
     }

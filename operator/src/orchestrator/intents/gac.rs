@@ -8,28 +8,43 @@ use serde_json::{Value, json};
 use super::{Files, Placed, PlacedCluster};
 use crate::api::gac::{ClusterInfo, Customization, GacResource, GenericActionIntent, Mode, PatchType, Scope};
 
-/// `placed` with `intent` carried out, or why it cannot be.
+/// `placed` with `intent` carried out, or why it cannot be. Data read from a Secret lands only in
+/// a v1 Secret: an object that received some must still be one when every resource is done.
 pub fn apply(intent: &GenericActionIntent, files: &Files, mut placed: Placed) -> Result<Placed, String> {
+    let mut holding_secrets = std::collections::BTreeSet::new();
     for resource in &intent.spec.resources {
-        let app = placed
+        let (a, app) = placed
             .apps
             .iter_mut()
-            .find(|a| a.name == resource.app)
+            .enumerate()
+            .find(|(_, a)| a.name == resource.app)
             .ok_or_else(|| format!("resource {}: app {} is not placed", resource.name, resource.app))?;
-        for cluster in &mut app.clusters {
-            apply_on(resource, files, cluster).map_err(|e| format!("resource {}: {e}", resource.name))?;
+        for (c, cluster) in app.clusters.iter_mut().enumerate() {
+            let held = apply_on(resource, files, cluster).map_err(|e| format!("resource {}: {e}", resource.name))?;
+            holding_secrets.extend(held.map(|i| (a, c, i, resource.name.clone())));
+        }
+    }
+    for (a, c, i, name) in holding_secrets {
+        let obj = &placed.apps[a].clusters[c].resources[i];
+        if obj["apiVersion"] != "v1" || obj["kind"] != "Secret" {
+            return Err(format!(
+                "resource {name}: data from a Secret (secretRef) may only go into a v1 Secret, not {} {}",
+                obj["apiVersion"].as_str().unwrap_or("?"),
+                obj["kind"].as_str().unwrap_or("?")
+            ));
         }
     }
     Ok(placed)
 }
 
-fn apply_on(resource: &GacResource, files: &Files, cluster: &mut PlacedCluster) -> Result<(), String> {
+/// Carries out `resource` on one cluster; the index of the object it put Secret data in, if any.
+fn apply_on(resource: &GacResource, files: &Files, cluster: &mut PlacedCluster) -> Result<Option<usize>, String> {
     let here: Vec<&Customization> =
         resource.customizations.iter().filter(|c| selects(c.cluster_info.as_ref(), cluster)).collect();
     let gvk = &resource.gvk;
     let index = if resource.new_object {
         if !resource.customizations.is_empty() && here.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         cluster.resources.push(new_object(resource)?);
         cluster.resources.len() - 1
@@ -41,7 +56,7 @@ fn apply_on(resource: &GacResource, files: &Files, cluster: &mut PlacedCluster) 
         });
         match found {
             Some(i) => i,
-            None if here.is_empty() => return Ok(()),
+            None if here.is_empty() => return Ok(None),
             None => {
                 return Err(format!(
                     "{} {}/{} is not among the app's objects on {}",
@@ -51,10 +66,11 @@ fn apply_on(resource: &GacResource, files: &Files, cluster: &mut PlacedCluster) 
         }
     };
     let obj = &mut cluster.resources[index];
-    for c in here {
+    for c in &here {
         customize(obj, c, files).map_err(|e| format!("customization {}: {e}", c.name))?;
     }
-    Ok(())
+    let secret_data = here.iter().flat_map(|c| &c.files).any(|f| f.content.is_none() && f.source().is_some_and(|r| r.secret));
+    Ok(secret_data.then_some(index))
 }
 
 /// Whether a customization applies on `cluster`: no `clusterInfo` means everywhere.
@@ -108,6 +124,15 @@ fn customize(obj: &mut Value, c: &Customization, files: &Files) -> Result<(), St
             (None, None) => return Err(format!("file {} has neither content nor a reference", file.key_name)),
         };
         let base64 = |bytes: &[u8]| json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+        let from_secret = file.content.is_none() && file.source().is_some_and(|r| r.secret);
+        if from_secret && (obj["apiVersion"] != "v1" || obj["kind"] != "Secret") {
+            return Err(format!(
+                "file {}: data from a Secret (secretRef) may only go into a v1 Secret, not {} {}",
+                file.key_name,
+                obj["apiVersion"].as_str().unwrap_or("?"),
+                obj["kind"].as_str().unwrap_or("?")
+            ));
+        }
         match (obj["kind"].as_str(), String::from_utf8(content)) {
             (Some("ConfigMap"), Ok(text)) => set_data(obj, "data", &file.key_name, json!(text)),
             (Some("ConfigMap"), Err(binary)) => set_data(obj, "binaryData", &file.key_name, base64(binary.as_bytes())),
@@ -235,6 +260,26 @@ mod tests {
         assert_eq!(secret["data"]["token"], "czNjcjN0");
         let blob = on(&out, "c1").iter().find(|r| r["kind"] == "ConfigMap").unwrap();
         assert_eq!(blob["binaryData"]["bin"], "/wA=");
+    }
+
+    #[test]
+    fn secret_data_never_leaves_a_secret() {
+        let vault = || BTreeMap::from([(FileRef { secret: true, name: "vault".into(), key: "t".into() }, b"s".to_vec())]);
+        let into_configmap = intent(
+            "{resources: [{name: leak, app: web, newObject: true, gvk: {apiVersion: v1, kind: ConfigMap, name: c},
+             customizations: [{name: all, files: [{keyName: token, secretRef: {name: vault, key: t}}]}]}]}",
+        );
+        let e = apply(&into_configmap, &vault(), placed()).unwrap_err();
+        assert!(e.contains("may only go into a v1 Secret, not v1 ConfigMap"), "{e}");
+        // Made a Secret, then turned into a ConfigMap by a later patch: refused all the same.
+        let turned = intent(
+            "{resources: [{name: s, app: web, newObject: true, gvk: {apiVersion: v1, kind: Secret, name: c},
+             customizations: [{name: all, files: [{keyName: token, secretRef: {name: vault, key: t}}]}]},
+            {name: turn, app: web, gvk: {apiVersion: v1, kind: Secret, name: c},
+             customizations: [{name: all, patch: {kind: ConfigMap}}]}]}",
+        );
+        let e = apply(&turned, &vault(), placed()).unwrap_err();
+        assert!(e.contains("resource s: data from a Secret"), "{e}");
     }
 
     #[test]
