@@ -60,7 +60,11 @@ pub fn member_objects(lc: &LogicalCloud, served: &Served) -> Vec<Value> {
         vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": pod_security}})];
     for (namespace, rules) in rules_by_namespace(lc, &ns, served) {
         let (role_kind, binding_kind, name) = if namespace.is_empty() {
-            ("ClusterRole", "ClusterRoleBinding", cluster_wide_name(&lc.namespace().unwrap_or_default(), &lc.name_any()))
+            (
+                "ClusterRole",
+                "ClusterRoleBinding",
+                cluster_wide_name(&lc.namespace().unwrap_or_default(), &lc.name_any()),
+            )
         } else {
             ("Role", "RoleBinding", local_name(lc))
         };
@@ -117,9 +121,11 @@ fn rules_by_namespace(lc: &LogicalCloud, ns: &str, served: &Served) -> BTreeMap<
             rules.push(json!({"apiGroups": p.api_groups, "resources": p.resources, "verbs": p.verbs}));
             continue;
         }
-        rules.extend(expand(p, served).into_iter().map(|(group, resources)| {
-            json!({"apiGroups": [group], "resources": resources, "verbs": p.verbs})
-        }));
+        rules.extend(
+            expand(p, served)
+                .into_iter()
+                .map(|(group, resources)| json!({"apiGroups": [group], "resources": resources, "verbs": p.verbs})),
+        );
     }
     by_namespace.retain(|_, rules| !rules.is_empty());
     by_namespace
@@ -128,11 +134,8 @@ fn rules_by_namespace(lc: &LogicalCloud, ns: &str, served: &Served) -> BTreeMap<
 /// A Standard cloud's rule as one rule per group: `*` in groups or resources replaced by what the
 /// member serves, [`PROTECTED`] resources (and their subresources) left out.
 fn expand(p: &Permission, served: &Served) -> BTreeMap<String, Vec<String>> {
-    let groups: Vec<&String> = if p.api_groups.iter().any(|g| g == "*") {
-        served.keys().collect()
-    } else {
-        p.api_groups.iter().collect()
-    };
+    let groups: Vec<&String> =
+        if p.api_groups.iter().any(|g| g == "*") { served.keys().collect() } else { p.api_groups.iter().collect() };
     let protected = |group: &str, resource: &str| {
         let base = resource.split('/').next().unwrap_or_default();
         PROTECTED.iter().any(|(g, r)| *g == group && *r == base)
@@ -164,7 +167,10 @@ mod tests {
     fn served() -> Served {
         let list = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
         BTreeMap::from([
-            ("".to_string(), list(&["configmaps", "limitranges", "pods", "pods/log", "resourcequotas", "resourcequotas/status"])),
+            (
+                "".to_string(),
+                list(&["configmaps", "limitranges", "pods", "pods/log", "resourcequotas", "resourcequotas/status"]),
+            ),
             ("apps".to_string(), list(&["deployments", "deployments/scale"])),
             ("rbac.authorization.k8s.io".to_string(), list(&["rolebindings", "roles"])),
             ("example.com".to_string(), list(&["widgets"])),
@@ -207,7 +213,10 @@ mod tests {
               permissions: [{apiGroups: ['', apps], resources: ['*'], verbs: [get]}]}}");
         let objects = member_objects(&lc, &served());
         let rules = &objects[1]["rules"];
-        assert_eq!(rules[0], json!({"apiGroups": [""], "resources": ["configmaps", "pods", "pods/log"], "verbs": ["get"]}));
+        assert_eq!(
+            rules[0],
+            json!({"apiGroups": [""], "resources": ["configmaps", "pods", "pods/log"], "verbs": ["get"]})
+        );
         assert_eq!(rules[1]["resources"], json!(["deployments", "deployments/scale"]));
         assert_eq!(objects[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
         // No permissions: every served group, still without quota, limits and RBAC.

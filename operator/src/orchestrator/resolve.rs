@@ -60,9 +60,7 @@ pub enum ResolveError {
     ControllerRefused { controller: String, message: String },
     #[error("app {app}: chart ConfigMap {name} has no key {key} in binaryData")]
     ChartKeyMissing { app: String, name: String, key: String },
-    #[error(
-        "Secret {name} holds credentials made by the operator or for a service account; a DIG may not name it"
-    )]
+    #[error("Secret {name} holds credentials made by the operator or for a service account; a DIG may not name it")]
     CredentialsSecret { name: String },
     #[error("ConfigMap {name} has no key {key}")]
     ValuesKeyMissing { name: String, key: String },
@@ -99,7 +97,9 @@ impl ResolveError {
             ResolveError::ChartKeyMissing { .. } => "ChartNotFound",
             ResolveError::CredentialsSecret { .. } => "SecretRefused",
             ResolveError::ValuesKeyMissing { .. } => "ValuesNotFound",
-            ResolveError::Repository { source, .. } if matches!(**source, repository::RepositoryError::Refused { .. }) => {
+            ResolveError::Repository { source, .. }
+                if matches!(**source, repository::RepositoryError::Refused { .. }) =>
+            {
                 "RepositoryRefused"
             }
             ResolveError::Repository { .. } => "ChartFetchFailed",
@@ -257,8 +257,9 @@ async fn file_data(ctx: &Context, ns: &str, r: &FileRef) -> Result<Vec<u8>, Reso
 /// Whether `secret` holds credentials no DIG may copy: a logical cloud user's, a bundle or
 /// anything else the operator made, or a service account token.
 fn credentials(secret: &Secret) -> bool {
-    let made_by_operator = secret.labels().get(crate::api::labels::MANAGED_BY).is_some_and(|m| m == crate::api::labels::MANAGER)
-        || secret.labels().contains_key(crate::api::dcm::user_secret::LOGICAL_CLOUD);
+    let made_by_operator =
+        secret.labels().get(crate::api::labels::MANAGED_BY).is_some_and(|m| m == crate::api::labels::MANAGER)
+            || secret.labels().contains_key(crate::api::dcm::user_secret::LOGICAL_CLOUD);
     let kind = secret.type_.as_deref().unwrap_or_default();
     made_by_operator || kind.starts_with("emco.io/") || kind == "kubernetes.io/service-account-token"
 }
@@ -294,7 +295,7 @@ async fn chart(ctx: &Context, ns: &str, app: &str, source: &ChartSource) -> Resu
         ctx.fence.refresh_nodes(&ctx.hub).await;
         let tgz = repository::fetch_chart(&ctx.http, &ctx.fence, &repo.url, &repo.chart, repo.version.as_deref())
             .await
-                .map_err(|source| ResolveError::Repository { app: app.to_string(), source: Box::new(source) })?;
+            .map_err(|source| ResolveError::Repository { app: app.to_string(), source: Box::new(source) })?;
         ctx.repository_charts.put(key, tgz.clone());
         return Ok(tgz);
     }

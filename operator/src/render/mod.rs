@@ -8,10 +8,10 @@
 
 pub mod chart;
 mod engine;
+pub mod fence;
 mod filters;
 mod gotmpl;
 pub mod limits;
-pub mod fence;
 pub mod repository;
 pub mod sandbox;
 pub mod values;

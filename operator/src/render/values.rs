@@ -117,7 +117,8 @@ mod tests {
 
     #[test]
     fn schema_errors_name_the_path_never_the_value() {
-        let schema = json!({"type": "object", "properties": {"password": {"type": "integer"}, "mode": {"enum": ["a"]}}});
+        let schema =
+            json!({"type": "object", "properties": {"password": {"type": "integer"}, "mode": {"enum": ["a"]}}});
         let e = schema_violations(&schema, &json!({"password": "hunter2", "mode": "s3cret-mode"})).unwrap();
         assert!(e.contains("/password") && e.contains("/mode"), "{e}");
         assert!(!e.contains("hunter2") && !e.contains("s3cret-mode"), "{e}");

@@ -222,7 +222,8 @@ async fn two_projects_stay_apart() -> Result<()> {
     // The hub is closed: A has no grant at all, B is granted edge01 only.
     apply_lc(&hub, &a, "closed", json!({"type": "Admin"}), &["edge01"]).await?;
     let closed =
-        wait_lc(&hub, &a, "closed", "refused", READY, |s| s.state == Some(LogicalCloudState::InstantiateFailed)).await?;
+        wait_lc(&hub, &a, "closed", "refused", READY, |s| s.state == Some(LogicalCloudState::InstantiateFailed))
+            .await?;
     let ready = closed.conditions.iter().find(|c| c.type_ == "Ready");
     ensure!(
         ready.is_some_and(|r| r.reason == "ClusterNotGranted"

@@ -65,7 +65,8 @@ async fn secret_data_lands_only_in_a_secret() -> Result<()> {
         "metadata": {"name": "emco-lc-x-edge01", "namespace": ns}, "stringData": {"token": "kubeconfig"}});
     apply(&hub, &lc_secret).await?;
     let mut spec = secret_into("Secret");
-    spec["resources"][0]["customizations"][0]["files"][0]["secretRef"] = json!({"name": "emco-lc-x-edge01", "key": "token"});
+    spec["resources"][0]["customizations"][0]["files"][0]["secretRef"] =
+        json!({"name": "emco-lc-x-edge01", "key": "token"});
     apply(&hub, &intent(spec)).await?;
     wait_dig(&hub, &ns, &ns, "refused the operator's Secret", READY, |s| {
         s.conditions.iter().any(|c| c.reason == "SecretRefused")
@@ -146,7 +147,10 @@ async fn a_standard_cloud_user_cannot_widen_its_own_limits() -> Result<()> {
     })
     .await?;
     let lax = Api::<Namespace>::all(edge01.clone()).get(&format!("{apps}-lax")).await?;
-    ensure!(lax.metadata.labels.unwrap_or_default().get("pod-security.kubernetes.io/enforce").map(String::as_str) == Some("privileged"));
+    ensure!(
+        lax.metadata.labels.unwrap_or_default().get("pod-security.kubernetes.io/enforce").map(String::as_str)
+            == Some("privileged")
+    );
 
     // Naming the protected resources is refused at apply.
     let explicit = json!({"apiVersion": "dcm.emco.io/v1alpha1", "kind": "LogicalCloud", "metadata": {"name": "bad", "namespace": ns},
@@ -204,7 +208,11 @@ async fn objects_a_member_user_labels_as_the_operators_do_not_grow_it() -> Resul
     let listed = configmaps.list_metadata(&ListParams::default()).await?.items.len();
     ensure!(listed >= 300, "{listed} ConfigMaps made");
     let grown_mib = peak.saturating_sub(before) / 1024;
-    println!("operator RSS {} MiB before, peak {} MiB while 300 x 900 KiB ConfigMaps arrived", before / 1024, peak / 1024);
+    println!(
+        "operator RSS {} MiB before, peak {} MiB while 300 x 900 KiB ConfigMaps arrived",
+        before / 1024,
+        peak / 1024
+    );
     ensure!(grown_mib < 20, "the operator grew by {grown_mib} MiB");
     // The DIG is unaffected.
     let status = dig(&hub, &ns, &ns).await?.status.unwrap_or_default();

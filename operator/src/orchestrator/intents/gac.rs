@@ -69,7 +69,8 @@ fn apply_on(resource: &GacResource, files: &Files, cluster: &mut PlacedCluster) 
     for c in &here {
         customize(obj, c, files).map_err(|e| format!("customization {}: {e}", c.name))?;
     }
-    let secret_data = here.iter().flat_map(|c| &c.files).any(|f| f.content.is_none() && f.source().is_some_and(|r| r.secret));
+    let secret_data =
+        here.iter().flat_map(|c| &c.files).any(|f| f.content.is_none() && f.source().is_some_and(|r| r.secret));
     Ok(secret_data.then_some(index))
 }
 
@@ -264,7 +265,8 @@ mod tests {
 
     #[test]
     fn secret_data_never_leaves_a_secret() {
-        let vault = || BTreeMap::from([(FileRef { secret: true, name: "vault".into(), key: "t".into() }, b"s".to_vec())]);
+        let vault =
+            || BTreeMap::from([(FileRef { secret: true, name: "vault".into(), key: "t".into() }, b"s".to_vec())]);
         let into_configmap = intent(
             "{resources: [{name: leak, app: web, newObject: true, gvk: {apiVersion: v1, kind: ConfigMap, name: c},
              customizations: [{name: all, files: [{keyName: token, secretRef: {name: vault, key: t}}]}]}]}",
