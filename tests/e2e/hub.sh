@@ -49,9 +49,19 @@ KC
 }
 
 launch() {
+  local bin=${EMCO_OPERATOR_BIN:-$root/target/debug/emco-operator}
+  local run=("$bin")
+  # EMCO_MEMORY_CGROUP: run the operator (and so its render workers) in that cgroup v1 memory
+  # group, limited to EMCO_MEMORY_LIMIT bytes, as a pod's container would be.
+  if [ -n "${EMCO_MEMORY_CGROUP:-}" ]; then
+    mkdir -p "$EMCO_MEMORY_CGROUP"
+    echo "${EMCO_MEMORY_LIMIT:?EMCO_MEMORY_LIMIT with EMCO_MEMORY_CGROUP}" >"$EMCO_MEMORY_CGROUP/memory.limit_in_bytes"
+    run=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$1"' "$EMCO_MEMORY_CGROUP" "$bin")
+  fi
   # The suite's Helm repositories listen on 127.0.0.2, which the platform admin allow-lists here.
-  EMCO_REPOSITORY_ADDRESSES=${EMCO_REPOSITORY_ADDRESSES-127.0.0.2} KUBECONFIG=$BED_DIR/operator.kubeconfig EMCO_NAMESPACE=emco-system EMCO_HEALTH_ADDR=127.0.0.1:18080 RUST_LOG=${RUST_LOG:-info,kube=warn} \
-    nohup "${EMCO_OPERATOR_BIN:-$root/target/debug/emco-operator}" >>"$BED_DIR/operator.log" 2>&1 &
+  EMCO_REPOSITORY_ADDRESSES=${EMCO_REPOSITORY_ADDRESSES-127.0.0.2} KUBECONFIG=$BED_DIR/operator.kubeconfig \
+    EMCO_NAMESPACE=emco-system EMCO_HEALTH_ADDR=127.0.0.1:18080 RUST_LOG=${RUST_LOG:-info,kube=warn} \
+    nohup "${run[@]}" >>"$BED_DIR/operator.log" 2>&1 &
   echo $! >"$pidfile"
 }
 

@@ -622,3 +622,41 @@ pub fn hub_kubectl(args: &[&str]) -> Result<String> {
         .output()?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
+
+/// The operator container's memory limit in the chart's values (`resources.limits.memory`), in bytes.
+pub fn chart_memory_limit() -> u64 {
+    let values = yaml_docs("charts/emco-operator/values.yaml").remove(0);
+    let text = values["resources"]["limits"]["memory"].as_str().expect("resources.limits.memory").to_string();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let scale = match unit {
+        "Gi" => 1 << 30,
+        "Mi" => 1 << 20,
+        "Ki" => 1 << 10,
+        _ => 1,
+    };
+    number.parse::<u64>().expect("a number of bytes") * scale
+}
+
+/// Resident memory of a process in bytes (0 once it is gone).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    kib * 1024
+}
+
+/// The processes whose parent is `pid` (the operator's render workers).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: the command may hold spaces, so read after the last ')'.
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok()) == Some(pid)
+        })
+        .collect()
+}
