@@ -47,7 +47,7 @@ fn controller_stage_on_smartcity() {
         } else {
             BTreeMap::new()
         },
-        resources: resources.clone(),
+        resources: resources.clone().into(),
     };
     let placed = Placed {
         apps: vec![

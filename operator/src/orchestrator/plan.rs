@@ -1,8 +1,11 @@
 //! Stage 4, plan (pure): renders each app's chart with its merged values (chart < profile <
 //! DIG override) for the clusters it was placed on, labels every resource with its owner, and groups
-//! clusters that get identical resources into one bundle.
+//! clusters that get identical resources into one bundle. Clusters that render alike share one
+//! copy of the output (`Arc`) from rendering to the bundle; a controller that changes one cluster's
+//! resources copies only that cluster's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use kube::ResourceExt;
 use serde_json::{Value, json};
@@ -41,13 +44,13 @@ pub struct PlannedApp {
 pub struct PlannedBundle {
     /// First 12 hex digits of the SHA-256 of the resources.
     pub hash: String,
-    pub resources: Vec<Value>,
+    pub resources: Arc<Vec<Value>>,
     pub clusters: Vec<String>,
 }
 
 impl PlannedBundle {
     /// `resources` for `clusters`, named by their content.
-    pub fn new(resources: Vec<Value>, clusters: Vec<String>) -> PlannedBundle {
+    pub fn new(resources: Arc<Vec<Value>>, clusters: Vec<String>) -> PlannedBundle {
         PlannedBundle { hash: digest(&resources), resources, clusters }
     }
 }
@@ -97,8 +100,10 @@ pub fn render(inputs: &Inputs, placement: &Placement, revision: u32) -> Result<P
                 kube_version: version,
                 api_versions,
             };
-            let resources = render::render_app(&chart, &values, &ctx)
+            let mut resources = render::render_app(&chart, &values, &ctx)
                 .map_err(|source| PlanError::Render { app: app.name.clone(), source })?;
+            resources.iter_mut().for_each(|r| label(r, inputs, &app.name));
+            let resources = Arc::new(resources);
             placed_app.clusters.extend(group.into_iter().map(|cluster| PlacedCluster {
                 labels: cluster_labels(inputs, &cluster),
                 cluster,
@@ -116,13 +121,18 @@ pub fn bundle(inputs: &Inputs, placed: Placed, controllers: Vec<String>) -> Plan
     let mut apps = Vec::new();
     for placed_app in placed.apps {
         let mut bundles: Vec<PlannedBundle> = Vec::new();
+        // Digests by shared output: clusters that still share one are hashed once.
+        let mut digests: HashMap<*const Vec<Value>, String> = HashMap::new();
         for c in placed_app.clusters {
             let mut resources = c.resources;
-            resources.iter_mut().for_each(|r| label(r, inputs, &placed_app.name));
-            let planned = PlannedBundle::new(resources, vec![c.cluster]);
-            match bundles.iter_mut().find(|b| b.hash == planned.hash) {
-                Some(b) => b.clusters.extend(planned.clusters),
-                None => bundles.push(planned),
+            // Objects a controller added are labelled here; rendered ones already are.
+            if resources.iter().any(|r| !labelled(r, inputs, &placed_app.name)) {
+                Arc::make_mut(&mut resources).iter_mut().for_each(|r| label(r, inputs, &placed_app.name));
+            }
+            let hash = digests.entry(Arc::as_ptr(&resources)).or_insert_with(|| digest(&resources)).clone();
+            match bundles.iter_mut().find(|b| b.hash == hash) {
+                Some(b) => b.clusters.push(c.cluster),
+                None => bundles.push(PlannedBundle { hash, resources, clusters: vec![c.cluster] }),
             }
         }
         let app = inputs.composite_app.spec.apps.iter().find(|a| a.name == placed_app.name);
@@ -175,6 +185,15 @@ fn by_capabilities<'a>(
         groups.entry((version, status.api_versions)).or_default().push(name.clone());
     }
     groups
+}
+
+/// Whether `resource` carries the owner labels of `app`.
+fn labelled(resource: &Value, inputs: &Inputs, app: &str) -> bool {
+    let l = &resource["metadata"]["labels"];
+    l[labels::MANAGED_BY] == labels::MANAGER
+        && l[labels::PROJECT] == inputs.dig.namespace().unwrap_or_default().as_str()
+        && l[labels::DIG] == inputs.dig.name_any().as_str()
+        && l[labels::APP] == app
 }
 
 /// Adds the owner labels that prune and status select on.

@@ -179,7 +179,7 @@ pub async fn rollback_plan(
                 continue;
             }
             let resources = ctx.bundles.load(&ctx.hub, &ns, &c.bundle).await.map_err(|e| unavailable(e.to_string()))?;
-            let planned = plan::PlannedBundle::new(resources.as_ref().clone(), vec![c.cluster.clone()]);
+            let planned = plan::PlannedBundle::new(resources.clone(), vec![c.cluster.clone()]);
             bundles.push((c.bundle.name.clone(), planned));
         }
         let bundles = bundles.into_iter().map(|(_, b)| b).collect();

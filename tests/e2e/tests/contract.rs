@@ -31,6 +31,8 @@ async fn every_kind_in_its_smallest_form_is_accepted_and_reconciled() -> Result<
     assert_eq!(status.namespace.as_deref(), Some(ns.as_str()), "the namespace defaults to the project's name");
     apply(&hub, &json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "CompositeProfile", "metadata": {"name": "empty", "namespace": ns}})).await?;
 
+    // The hub is closed: the platform admin grants the project its clusters, as the contract shows.
+    grant(&hub, &ns, json!({"clusters": ["edge01", "cloud01"], "logicalCloudTypes": ["Admin"]})).await?;
     // The contract's examples, as written there (names adapted to the bed).
     apply(&hub, &chart_configmap(&ns, "probe-chart", &chart_tgz("probe", &probe_chart_files()))).await?;
     let docs = [

@@ -64,8 +64,11 @@ async fn heavy_charts_at_once_stay_within_the_pods_memory_limit() -> Result<()> 
 }
 
 async fn run(bed: &Bed, hub: &kube::Client, pid: u32, limit: u64, cgroup: &str, suffix: &str) -> Result<()> {
-    let cgroup_procs = std::fs::read_to_string(format!("{cgroup}/cgroup.procs"))?;
-    ensure!(cgroup_procs.lines().any(|p| p == pid.to_string()), "operator {pid} not in {cgroup}: {cgroup_procs}");
+    wait_for(&format!("operator {pid} in {cgroup}"), Duration::from_secs(10), || async {
+        let procs = std::fs::read_to_string(format!("{cgroup}/cgroup.procs"))?;
+        Ok(procs.lines().any(|p| p == pid.to_string()).then_some(()))
+    })
+    .await?;
     // Sample the operator plus its workers every 50 ms until told to stop.
     let (peak, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
     let sampler = {

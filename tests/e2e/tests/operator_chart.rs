@@ -29,3 +29,32 @@ fn chart_lints_and_renders_with_the_rbac_the_operator_needs() {
         assert!(rendered.contains(needed), "rendered chart lacks {needed:?}");
     }
 }
+
+#[test]
+fn the_hub_is_closed_unless_the_single_tenant_value_says_otherwise() {
+    let closed = helm(&["template", "emco", "charts/emco-operator", "--namespace", "emco-system"]);
+    assert!(!closed.contains("kind: ClusterGrant"), "a grant by default");
+    let open = helm(&[
+        "template",
+        "emco",
+        "charts/emco-operator",
+        "--namespace",
+        "emco-system",
+        "--set",
+        "tenancy.singleTenant=true",
+    ]);
+    let grant = open.split("---").find(|d| d.contains("kind: ClusterGrant")).expect("the single-tenant grant");
+    assert!(grant.contains("projects: [\"*\"]") && grant.contains("- Admin"), "{grant}");
+}
+
+#[test]
+fn the_memory_budget_adds_up() {
+    let rendered = helm(&["template", "emco", "charts/emco-operator", "--namespace", "emco-system"]);
+    for needed in ["EMCO_RENDER_WORKERS", "EMCO_RENDER_WORKER_MEMORY_MIB", "memory: 512Mi"] {
+        assert!(rendered.contains(needed), "rendered chart lacks {needed:?}");
+    }
+    // Workers x their cap leave the operator at least 192 MiB of the container's limit.
+    let limit = emco_e2e::chart_memory_limit();
+    let workers = emco::render::limits::WORKERS as u64 * emco::render::limits::WORKER_MEMORY;
+    assert!(limit >= workers + (192 << 20), "limit {limit} < workers {workers} + 192 MiB");
+}

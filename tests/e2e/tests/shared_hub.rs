@@ -57,7 +57,7 @@ async fn secret_data_lands_only_in_a_secret() -> Result<()> {
     apply(&hub, &intent(secret_into("Secret"))).await?;
     wait_dig(&hub, &ns, &ns, "Instantiated", READY, |s| s.state == DigState::Instantiated && complete(&s.ready))
         .await?;
-    let secret = Api::<Secret>::namespaced(edge01.clone(), "default").get("office-creds").await?;
+    let secret = Api::<Secret>::namespaced(edge01.clone(), &ns).get("office-creds").await?;
     ensure!(secret.data.and_then(|d| d.get("token").cloned()).is_some_and(|t| t.0 == b"s3cr3t-token"));
 
     // The operator's own credentials cannot be named at all.

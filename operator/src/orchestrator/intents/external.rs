@@ -140,8 +140,9 @@ fn withhold_secrets(mut placed: Placed) -> (Placed, Withheld) {
     let mut withheld = Withheld::new();
     for app in &mut placed.apps {
         for cluster in &mut app.clusters {
-            let (secrets, rest) = cluster.resources.drain(..).partition(is_secret);
-            cluster.resources = rest;
+            let all = std::mem::take(std::sync::Arc::make_mut(&mut cluster.resources));
+            let (secrets, rest): (Vec<Value>, Vec<Value>) = all.into_iter().partition(is_secret);
+            cluster.resources = std::sync::Arc::new(rest);
             withheld.insert((app.name.clone(), cluster.cluster.clone()), secrets);
         }
     }
@@ -174,12 +175,13 @@ pub fn restored(sent: &Placed, answer: Vec<PlacedApp>, mut withheld: Withheld) -
             return Err(format!("app {}: the answer changes the clusters (action controllers do not place)", app.name));
         }
         for cluster in &mut theirs.clusters {
-            for r in &cluster.resources {
+            for r in cluster.resources.iter() {
                 check_object(r).map_err(|e| format!("app {} on {}: {e}", app.name, cluster.cluster))?;
             }
             let ours = app.clusters.iter().find(|c| c.cluster == cluster.cluster).expect("same clusters");
             cluster.labels = ours.labels.clone();
-            cluster.resources.extend(withheld.remove(&(app.name.clone(), cluster.cluster.clone())).unwrap_or_default());
+            let secrets = withheld.remove(&(app.name.clone(), cluster.cluster.clone())).unwrap_or_default();
+            std::sync::Arc::make_mut(&mut cluster.resources).extend(secrets);
         }
         apps.push(theirs);
     }
@@ -316,7 +318,8 @@ mod tests {
                     resources: vec![
                         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
                         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "c2VjcmV0"}}),
-                    ],
+                    ]
+                    .into(),
                 }],
             }],
         }
@@ -328,7 +331,7 @@ mod tests {
         let request = serde_json::to_string(&sent).unwrap();
         assert!(!request.contains("Secret") && !request.contains("c2VjcmV0"), "{request}");
         let mut apps = sent.apps.clone();
-        apps[0].clusters[0].resources[0]["metadata"]["labels"] = json!({"team": "x"});
+        std::sync::Arc::make_mut(&mut apps[0].clusters[0].resources)[0]["metadata"]["labels"] = json!({"team": "x"});
         apps[0].clusters[0].labels.clear();
         let back = restored(&sent, apps, withheld).unwrap();
         let resources = &back.apps[0].clusters[0].resources;
@@ -344,10 +347,10 @@ mod tests {
         moved[0].clusters[0].cluster = "b".into();
         assert!(restored(&sent, moved, withheld.clone()).unwrap_err().contains("changes the clusters"));
         let mut secret = sent.apps.clone();
-        secret[0].clusters[0].resources.push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}));
+        std::sync::Arc::make_mut(&mut secret[0].clusters[0].resources).push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}));
         assert!(restored(&sent, secret, withheld.clone()).unwrap_err().contains("answers may not carry Secrets"));
         let mut shapeless = sent.apps.clone();
-        shapeless[0].clusters[0].resources.push(json!({"kind": "ConfigMap"}));
+        std::sync::Arc::make_mut(&mut shapeless[0].clusters[0].resources).push(json!({"kind": "ConfigMap"}));
         assert!(
             restored(&sent, shapeless, withheld).unwrap_err().contains("without apiVersion, kind or metadata.name")
         );

@@ -46,7 +46,7 @@ fn apply_on(resource: &GacResource, files: &Files, cluster: &mut PlacedCluster) 
         if !resource.customizations.is_empty() && here.is_empty() {
             return Ok(None);
         }
-        cluster.resources.push(new_object(resource)?);
+        std::sync::Arc::make_mut(&mut cluster.resources).push(new_object(resource)?);
         cluster.resources.len() - 1
     } else {
         let found = cluster.resources.iter().position(|r| {
@@ -65,7 +65,10 @@ fn apply_on(resource: &GacResource, files: &Files, cluster: &mut PlacedCluster) 
             }
         }
     };
-    let obj = &mut cluster.resources[index];
+    if here.is_empty() {
+        return Ok(None);
+    }
+    let obj = &mut std::sync::Arc::make_mut(&mut cluster.resources)[index];
     for c in &here {
         customize(obj, c, files).map_err(|e| format!("customization {}: {e}", c.name))?;
     }
@@ -213,7 +216,7 @@ mod tests {
         let cluster = |name: &str, edge: bool| PlacedCluster {
             cluster: name.into(),
             labels: if edge { BTreeMap::from([("edge".to_string(), String::new())]) } else { BTreeMap::new() },
-            resources: vec![deployment.clone()],
+            resources: vec![deployment.clone()].into(),
         };
         Placed {
             apps: vec![PlacedApp {

@@ -150,8 +150,7 @@ pub fn act(intent: &HpaIntent, mut placed: Placed) -> Result<Placed, String> {
     for cluster in &mut app.clusters {
         for consumer in &spec.consumers {
             let who = format!("{} {}/{}", consumer.api_version, consumer.kind, consumer.name);
-            let workload = cluster
-                .resources
+            let workload = std::sync::Arc::make_mut(&mut cluster.resources)
                 .iter_mut()
                 .find(|r| {
                     r["apiVersion"] == consumer.api_version.as_str()
@@ -356,7 +355,7 @@ consumers:
                 name: "web".into(),
                 clusters: vec![PlacedCluster {
                     cluster: "big".into(),
-                    resources: vec![deployment],
+                    resources: vec![deployment].into(),
                     ..Default::default()
                 }],
             }],
@@ -379,9 +378,9 @@ consumers:
         assert!(e.contains("apps/v1 Deployment/web: it has no container nope"), "{e}");
         // Odd shapes are errors or replaced, never a panic.
         let mut odd = placed;
-        odd.apps[0].clusters[0].resources[0]["spec"] = json!([]);
+        std::sync::Arc::make_mut(&mut odd.apps[0].clusters[0].resources)[0]["spec"] = json!([]);
         assert!(act(&needs("1", 1), odd.clone()).unwrap_err().contains("no pod template"));
-        odd.apps[0].clusters[0].resources[0]["spec"] =
+        std::sync::Arc::make_mut(&mut odd.apps[0].clusters[0].resources)[0]["spec"] =
             json!({"template": {"spec": {"affinity": 1, "containers": [{"name": "web", "resources": "x"}]}}});
         let mut hpa = needs("1", 1);
         hpa.spec.consumers[0].requirements[1].mandatory = true;

@@ -118,7 +118,9 @@ pub struct PlacedCluster {
     /// The Cluster's labels (EMCO cluster labels), for label-scoped intents.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    pub resources: Vec<Value>,
+    /// Shared by the clusters that render alike until a controller changes one's
+    /// (`Arc::make_mut`): a big chart's output is held once, not once per cluster.
+    pub resources: std::sync::Arc<Vec<Value>>,
 }
 
 /// The data of the ConfigMap and Secret keys an intent's files name.
