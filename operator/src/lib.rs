@@ -16,6 +16,7 @@ pub mod health;
 pub mod hex;
 pub mod leader;
 pub mod members;
+pub mod memory;
 pub mod orchestrator;
 pub mod reconcile;
 pub mod render;

@@ -65,7 +65,11 @@ fn answer(body: &[u8], drop: Option<&str>, label: Option<&str>) -> Result<String
         }
         Some("ActionRequest") => {
             let mut request: ActionRequest = serde_json::from_value(request).map_err(|e| e.to_string())?;
-            let resources = request.apps.iter_mut().flat_map(|a| &mut a.clusters).flat_map(|c| std::sync::Arc::make_mut(&mut c.resources).iter_mut());
+            let resources = request
+                .apps
+                .iter_mut()
+                .flat_map(|a| &mut a.clusters)
+                .flat_map(|c| std::sync::Arc::make_mut(&mut c.resources).iter_mut());
             for r in resources {
                 if let Some((key, value)) = label.and_then(|l| l.split_once('=')) {
                     if !r["metadata"]["labels"].is_object() {

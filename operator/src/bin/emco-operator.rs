@@ -7,6 +7,7 @@ fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some(emco::render::sandbox::WORKER_ARG) {
         emco::render::sandbox::worker_main();
     }
+    emco::memory::limit_arenas();
     // /proc/self/exe still runs this binary after it is replaced on disk.
     let exe = std::path::PathBuf::from("/proc/self/exe");
     emco::render::sandbox::enable(if exe.exists() { exe } else { std::env::current_exe()? });
@@ -23,6 +24,7 @@ async fn operator() -> anyhow::Result<()> {
     let namespace = std::env::var("EMCO_NAMESPACE").unwrap_or_else(|_| "emco-system".into());
     let hub = kube::Client::try_default().await?;
     tracing::info!(%namespace, "emco-operator starting");
+    tokio::spawn(emco::memory::trim_forever());
     if let Ok(addr) = std::env::var("EMCO_HEALTH_ADDR") {
         tokio::spawn(emco::health::serve(addr));
     }

@@ -88,6 +88,8 @@ pub fn render(inputs: &Inputs, placement: &Placement, revision: u32) -> Result<P
     let mut placed = Placed::default();
     for app in &inputs.composite_app.spec.apps {
         let Some(clusters) = placement.get(&app.name) else { continue };
+        // Loading and rendering wait for a render slot: the pod's memory budget counts them.
+        let _slot = render::sandbox::Slot::take();
         let chart = chart::load_chart(&inputs.charts[&app.name])
             .map_err(|source| PlanError::Chart { app: app.name.clone(), source })?;
         let values = merged_values(inputs, &app.name, &chart.values)?;

@@ -108,12 +108,13 @@ pub struct Chart {
 /// `(path, bytes)` pairs as `[path, base64]` pairs.
 mod base64_files {
     use base64::Engine as _;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Deserialize, Deserializer, Serializer};
 
     const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
+    /// One file encoded at a time, as the serializer asks.
     pub fn serialize<S: Serializer>(files: &[(String, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
-        files.iter().map(|(p, b)| (p, B64.encode(b))).collect::<Vec<_>>().serialize(s)
+        s.collect_seq(files.iter().map(|(p, b)| (p, B64.encode(b))))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Vec<u8>)>, D::Error> {
@@ -152,8 +153,7 @@ fn load_nested(tgz: &[u8], depth: usize, budget: &mut Budget) -> Result<Chart, C
     if depth > MAX_DEPTH {
         return Err(ChartError::TooDeep);
     }
-    let tar = decompress(tgz, budget)?;
-    from_files(read_entries(&tar, budget)?, depth, budget)
+    from_files(entries(tgz, budget)?, depth, budget)
 }
 
 /// A chart from its files (paths relative to its folder).
@@ -264,19 +264,34 @@ fn bare_values(source: &str) -> bool {
     })
 }
 
-/// The tar stream, counted against the chart's byte budget.
-fn decompress(tgz: &[u8], budget: &mut Budget) -> Result<Vec<u8>, ChartError> {
-    let mut tar = Vec::new();
-    GzDecoder::new(tgz).take(budget.bytes + 1).read_to_end(&mut tar)?;
-    if tar.len() as u64 > budget.bytes {
+/// Every file of the archive, by its path inside the chart's top-level directory, read straight
+/// from the gzip stream (no copy of the whole tar) and counted against the chart's byte budget.
+fn entries(tgz: &[u8], budget: &mut Budget) -> Result<BTreeMap<String, Vec<u8>>, ChartError> {
+    let read = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let stream = Counted { inner: GzDecoder::new(tgz).take(budget.bytes + 1), read: read.clone() };
+    let files = read_entries(stream, budget);
+    if read.get() > budget.bytes {
         return Err(ChartError::TooLarge);
     }
-    budget.bytes -= tar.len() as u64;
-    Ok(tar)
+    budget.bytes -= read.get();
+    files
 }
 
-/// Every file of the archive, by its path inside the chart's top-level directory.
-fn read_entries(tar: &[u8], budget: &mut Budget) -> Result<BTreeMap<String, Vec<u8>>, ChartError> {
+/// A reader that counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    read: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+fn read_entries(tar: impl Read, budget: &mut Budget) -> Result<BTreeMap<String, Vec<u8>>, ChartError> {
     let mut files = BTreeMap::new();
     let mut top_dir: Option<String> = None;
     for entry in tar::Archive::new(tar).entries()? {
@@ -290,7 +305,8 @@ fn read_entries(tar: &[u8], budget: &mut Budget) -> Result<BTreeMap<String, Vec<
         if inner.is_empty() {
             return Err(ChartError::NotUnderTopDir(path));
         }
-        let mut bytes = Vec::new();
+        let size = entry.header().size().unwrap_or(0).min(budget.bytes);
+        let mut bytes = Vec::with_capacity(size as usize);
         entry.read_to_end(&mut bytes)?;
         files.insert(inner, bytes);
     }

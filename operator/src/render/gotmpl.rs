@@ -75,16 +75,28 @@ pub(super) fn render(chart: &Chart, values: &Value, ctx: &RenderContext) -> Resu
         for template in unit.chart.templates.iter().filter(|t| rendered(t)) {
             let name = format!("{}/{}", unit.prefix, template.path);
             let data = data(unit, &name, ctx);
-            let text = with_set(&set, || set.render(&name, &data)).map_err(|message| RenderError::Template {
-                chart: chart.name.clone(),
-                file: name.clone(),
-                line: line_of(&message, &name),
-                message,
+            let text = with_set(&set, || set.render(&name, &data)).map_err(|message| {
+                if over_a_limit(&message) {
+                    let limit = format!("{name} line {}: {message}", line_of(&message, &name).unwrap_or(0));
+                    return RenderError::Limit { chart: chart.name.clone(), limit };
+                }
+                RenderError::Template {
+                    chart: chart.name.clone(),
+                    file: name.clone(),
+                    line: line_of(&message, &name),
+                    message,
+                }
             })?;
             manifests.extend(parse_manifests(&chart.name, &name, &text)?);
         }
     }
     Ok(manifests)
+}
+
+/// Whether the renderer stopped on one of its limits (gtmpl-ng's value size, output, iterations,
+/// nesting, deadline) rather than on a mistake in the template.
+fn over_a_limit(message: &str) -> bool {
+    ["allowed", "maximum template nesting depth", "did not finish within"].iter().any(|m| message.contains(m))
 }
 
 /// `chart` and, recursively, its enabled subcharts, each with its scoped values.

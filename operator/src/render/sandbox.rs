@@ -3,8 +3,9 @@
 //! [`limits`](super::limits) with its memory capped ([`limits::worker_memory`]) and an empty
 //! environment, and answers on stdout. Whatever a chart does to the child (exhausts its stack or
 //! memory, runs past the deadline), the operator goes on and the chart's DIG gets the reason.
-//! At most [`limits::workers`] children run at once; more renders wait their turn, so the pod's
-//! memory is bounded: the operator's own plus workers × the cap.
+//! At most [`limits::workers`] charts are loaded and rendered at once ([`Slot`]); more wait
+//! their turn, so the pod's memory is bounded: the operator's own plus workers × the cap. The job
+//! streams to the child as it is serialized, the chart's files as base64, never copied whole.
 //! Without [`enable`] (unit tests, `crdgen`) charts render in the calling thread.
 
 use std::io::{Read, Write};
@@ -29,11 +30,13 @@ static RUNNING: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
 /// Passes the memory cap to the worker (whose environment is otherwise empty).
 const MEMORY_VAR: &str = "EMCO_RENDER_WORKER_MEMORY_MIB";
 
-/// A worker slot, held while one child runs.
-struct Slot;
+/// A render slot: at most [`limits::workers`] charts are loaded and rendered at once. Callers hold
+/// one from loading a chart until its manifests are back (see `orchestrator::plan`).
+pub struct Slot;
 
 impl Slot {
-    fn take() -> Slot {
+    /// Waits for a free slot.
+    pub fn take() -> Slot {
         let (count, free) = &RUNNING;
         let mut running = count.lock().unwrap_or_else(|e| e.into_inner());
         while *running >= limits::workers() {
@@ -82,10 +85,6 @@ pub fn render(chart: &Chart, values: &Value, ctx: &RenderContext) -> Result<Vec<
 
 fn in_child(exe: &PathBuf, chart: &Chart, values: &Value, ctx: &RenderContext) -> Result<Vec<Value>, RenderError> {
     let limit = |limit: String| RenderError::Limit { chart: chart.name.clone(), limit };
-    // The slot first: a render waiting its turn holds no copy of the job.
-    let _slot = Slot::take();
-    let job = serde_json::to_vec(&JobRef { chart, values, ctx })
-        .map_err(|e| limit(format!("cannot pass the chart to the renderer: {e}")))?;
     let memory_mib = limits::worker_memory() / (1024 * 1024);
     let mut child = Command::new(exe)
         .arg(WORKER_ARG)
@@ -96,42 +95,50 @@ fn in_child(exe: &PathBuf, chart: &Chart, values: &Value, ctx: &RenderContext) -
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| limit(format!("cannot start the renderer: {e}")))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let writer = std::thread::spawn(move || stdin.write_all(&job));
-    let mut stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut answer = Vec::new();
-        // Manifests are at most the output limit, as JSON a little more.
-        let _ = (&mut stdout).take(2 * limits::OUTPUT_BYTES as u64).read_to_end(&mut answer);
-        answer
+    let (stdin, mut stdout, mut stderr) =
+        (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+    let (status, answer, complaints) = std::thread::scope(|s| {
+        // The job is written as it is serialized: the operator never holds a copy of it.
+        s.spawn(move || {
+            let mut job = std::io::BufWriter::with_capacity(64 * 1024, stdin);
+            let _ = serde_json::to_writer(&mut job, &JobRef { chart, values, ctx }).map(|_| job.flush());
+        });
+        let reader = s.spawn(move || {
+            let mut answer = Vec::new();
+            // Manifests are at most the output limit, as JSON a little more.
+            let _ = (&mut stdout).take(2 * limits::OUTPUT_BYTES as u64).read_to_end(&mut answer);
+            answer
+        });
+        let complaints = s.spawn(move || {
+            let mut text = String::new();
+            let _ = (&mut stderr).take(64 * 1024).read_to_string(&mut text);
+            text
+        });
+        let status = wait(&mut child);
+        (status, reader.join().unwrap_or_default(), complaints.join().unwrap_or_default())
     });
-    let mut stderr = child.stderr.take().expect("piped");
-    let complaints = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = (&mut stderr).take(64 * 1024).read_to_string(&mut text);
-        text
-    });
+    match status {
+        Err(e) => Err(limit(format!("the renderer was lost: {e}"))),
+        Ok(None) => Err(limit(format!("rendering took longer than {} s", limits::DEADLINE.as_secs()))),
+        Ok(Some(s)) if s.success() => serde_json::from_slice::<Result<Vec<Value>, RenderError>>(&answer)
+            .unwrap_or_else(|_| Err(limit("the renderer's answer was cut short (output over the limit)".into()))),
+        Ok(Some(_)) => Err(limit(crash_reason(&complaints))),
+    }
+}
+
+/// The child's exit, or `None` when it ran past the deadline (then it is killed).
+fn wait(child: &mut std::process::Child) -> std::io::Result<Option<std::process::ExitStatus>> {
     let deadline = Instant::now() + limits::DEADLINE + GRACE;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() > deadline => {
+    loop {
+        match child.try_wait()? {
+            Some(status) => return Ok(Some(status)),
+            None if Instant::now() > deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                break None;
+                return Ok(None);
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-            Err(e) => return Err(limit(format!("the renderer was lost: {e}"))),
+            None => std::thread::sleep(Duration::from_millis(2)),
         }
-    };
-    let _ = writer.join();
-    let answer = reader.join().unwrap_or_default();
-    let complaints = complaints.join().unwrap_or_default();
-    match status {
-        None => Err(limit(format!("rendering took longer than {} s", limits::DEADLINE.as_secs()))),
-        Some(s) if s.success() => serde_json::from_slice::<Result<Vec<Value>, RenderError>>(&answer)
-            .unwrap_or_else(|_| Err(limit("the renderer's answer was cut short (output over the limit)".into()))),
-        Some(_) => Err(limit(crash_reason(&complaints))),
     }
 }
 

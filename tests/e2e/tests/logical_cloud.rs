@@ -299,12 +299,11 @@ async fn two_projects_stay_apart() -> Result<()> {
 
     // Taking back A's last grant closes A again: never open.
     hub_kubectl(&["delete", "clustergrant", &grant])?;
-    let closed_again =
-        wait_lc(&hub, &a, "wide", "closed again", READY, |s| {
-            s.state == Some(LogicalCloudState::InstantiateFailed)
-                && s.clusters.iter().all(|c| c.state == LogicalCloudClusterState::NotGranted)
-        })
-        .await?;
+    let closed_again = wait_lc(&hub, &a, "wide", "closed again", READY, |s| {
+        s.state == Some(LogicalCloudState::InstantiateFailed)
+            && s.clusters.iter().all(|c| c.state == LogicalCloudClusterState::NotGranted)
+    })
+    .await?;
     ensure!(closed_again.conditions.iter().any(|c| c.reason == "ClusterNotGranted"), "{closed_again:?}");
     wait_for("edge01 revoked too", READY, || async {
         Ok((!namespace_exists(&edge01, &format!("{a}-apps")).await?).then_some(()))

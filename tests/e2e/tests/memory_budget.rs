@@ -16,16 +16,21 @@ use serde_json::json;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup/memory";
 
-/// A chart whose `files/blob.txt` is 18 MiB of text (a few KiB gzipped), read by its template.
-fn blob_chart() -> Vec<u8> {
+/// A chart whose `files/blob.txt` is 18 MiB of text (a few KiB gzipped); its template reads the
+/// blob (a value over the renderer's limit) or only a small file beside it.
+fn blob_chart(read_blob: bool) -> Vec<u8> {
     let blob = "0123456789abcdef".repeat(18 * 1024 * 1024 / 16);
-    let template = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: blob\ndata:\n  size: {{ .Files.Get \"files/blob.txt\" | len | quote }}\n";
+    let file = if read_blob { "files/blob.txt" } else { "files/small.txt" };
+    let template = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: blob\ndata:\n  size: {{{{ .Files.Get \"{file}\" | len | quote }}}}\n"
+    );
     chart_tgz(
         "blob",
         &[
             ("Chart.yaml", "apiVersion: v2\nname: blob\nversion: 0.1.0\n"),
-            ("templates/cm.yaml", template),
+            ("templates/cm.yaml", &template),
             ("files/blob.txt", &blob),
+            ("files/small.txt", "small"),
         ],
     )
 }
@@ -69,27 +74,32 @@ async fn run(bed: &Bed, hub: &kube::Client, pid: u32, limit: u64, cgroup: &str, 
         Ok(procs.lines().any(|p| p == pid.to_string()).then_some(()))
     })
     .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let at_rest = rss_bytes(pid);
     // Sample the operator plus its workers every 50 ms until told to stop.
     let (peak, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
     let sampler = {
         let (peak, stop) = (peak.clone(), stop.clone());
         std::thread::spawn(move || {
-            let mut most_workers = 0;
+            let (mut most_workers, mut operator_peak, mut worker_peak) = (0, 0, 0);
             while !stop.load(Ordering::Relaxed) {
                 let workers = children_of(pid);
                 most_workers = most_workers.max(workers.len());
-                let sum = rss_bytes(pid) + workers.iter().map(|w| rss_bytes(*w)).sum::<u64>();
-                peak.fetch_max(sum, Ordering::Relaxed);
+                let (operator, each): (u64, Vec<u64>) =
+                    (rss_bytes(pid), workers.iter().map(|w| rss_bytes(*w)).collect());
+                operator_peak = operator_peak.max(operator);
+                worker_peak = worker_peak.max(each.iter().copied().max().unwrap_or(0));
+                peak.fetch_max(operator + each.iter().sum::<u64>(), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(50));
             }
-            most_workers
+            (most_workers, operator_peak, worker_peak)
         })
     };
     let mut names = Vec::new();
     for (i, (tgz, placement)) in [
-        (blob_chart(), json!({"app": "probe", "allOf": [{"cluster": "edge01"}]})),
-        (blob_chart(), json!({"app": "probe", "allOf": [{"cluster": "edge02"}]})),
-        (blob_chart(), json!({"app": "probe", "allOf": [{"cluster": "cloud01"}]})),
+        (blob_chart(false), json!({"app": "probe", "allOf": [{"cluster": "edge01"}]})),
+        (blob_chart(false), json!({"app": "probe", "allOf": [{"cluster": "edge02"}]})),
+        (blob_chart(true), json!({"app": "probe", "allOf": [{"cluster": "cloud01"}]})),
         (
             big_render_chart(),
             json!({"app": "probe", "allOf": [{"cluster": "edge01"}, {"cluster": "edge02"}, {"cluster": "cloud01"}]}),
@@ -97,6 +107,7 @@ async fn run(bed: &Bed, hub: &kube::Client, pid: u32, limit: u64, cgroup: &str, 
     ]
     .into_iter()
     .enumerate()
+    .filter(|(i, _)| std::env::var("HEAVY_ONLY").map_or(true, |only| only.contains(&i.to_string())))
     {
         let ns = format!("heavy{i}-{suffix}");
         project(hub, &ns).await?;
@@ -119,14 +130,18 @@ async fn run(bed: &Bed, hub: &kube::Client, pid: u32, limit: u64, cgroup: &str, 
         ));
     }
     stop.store(true, Ordering::Relaxed);
-    let most_workers = sampler.join().unwrap_or(0);
+    let (most_workers, operator_peak, worker_peak) = sampler.join().unwrap_or((0, 0, 0));
     let peak = peak.load(Ordering::Relaxed);
     let cgroup_peak: u64 = std::fs::read_to_string(format!("{cgroup}/memory.max_usage_in_bytes"))?.trim().parse()?;
     let oom_control = std::fs::read_to_string(format!("{cgroup}/memory.oom_control"))?;
     println!(
-        "limit {} MiB; operator + workers peak RSS {} MiB (at most {most_workers} workers at once); cgroup peak {} MiB\n{}",
+        "limit {} MiB; operator at rest {} MiB; operator + workers peak RSS {} MiB (operator alone {} MiB, one worker at most {} MiB, \
+         at most {most_workers} workers at once); cgroup peak {} MiB\n{}",
         limit >> 20,
+        at_rest >> 20,
         peak >> 20,
+        operator_peak >> 20,
+        worker_peak >> 20,
         cgroup_peak >> 20,
         outcomes.join("\n")
     );

@@ -347,7 +347,8 @@ mod tests {
         moved[0].clusters[0].cluster = "b".into();
         assert!(restored(&sent, moved, withheld.clone()).unwrap_err().contains("changes the clusters"));
         let mut secret = sent.apps.clone();
-        std::sync::Arc::make_mut(&mut secret[0].clusters[0].resources).push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}));
+        std::sync::Arc::make_mut(&mut secret[0].clusters[0].resources)
+            .push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}));
         assert!(restored(&sent, secret, withheld.clone()).unwrap_err().contains("answers may not carry Secrets"));
         let mut shapeless = sent.apps.clone();
         std::sync::Arc::make_mut(&mut shapeless[0].clusters[0].resources).push(json!({"kind": "ConfigMap"}));
