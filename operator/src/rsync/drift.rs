@@ -22,13 +22,19 @@ pub struct Applied {
 struct Seen {
     digest: String,
     resource_version: Option<u64>,
+    /// Digest of the object rsync last applied (none when only seen, after a restart).
+    applied: Option<String>,
 }
 
 impl Applied {
     /// Remembers `live` (the member's answer to applying `desired`) as in sync.
     pub fn record(&self, cluster: &str, key: &str, desired: &Value, live: &Value) {
         let (desired, live) = (compacted(desired), compacted(live));
-        let seen = Seen { digest: digest(&project(&desired, &live)), resource_version: resource_version(&live) };
+        let seen = Seen {
+            digest: digest(&project(&desired, &live)),
+            resource_version: resource_version(&live),
+            applied: Some(digest(&desired)),
+        };
         self.seen.lock().unwrap().insert((cluster.to_string(), key.to_string()), seen);
     }
 
@@ -51,7 +57,8 @@ impl Applied {
         let id = (cluster.to_string(), key.to_string());
         let mut seen = self.seen.lock().unwrap();
         let version = resource_version(live);
-        let now = Seen { digest: digest(&projected), resource_version: version };
+        let applied = seen.get(&id).and_then(|s| s.applied.clone());
+        let now = Seen { digest: digest(&projected), resource_version: version, applied };
         let drifted = match seen.get(&id) {
             None => projected != *desired,
             Some(before) if before.digest == now.digest => false,
@@ -62,6 +69,20 @@ impl Applied {
             seen.insert(id, now);
         }
         drifted
+    }
+}
+
+impl Applied {
+    /// Whether applying `desired` again would change nothing: rsync applied this very object
+    /// to the member before (same content, so no field to add or remove) and `live` still holds
+    /// it. After a restart nothing is known, so everything is applied once.
+    pub fn unchanged(&self, cluster: &str, key: &str, desired: &Value, live: &Value) -> bool {
+        let same = {
+            let seen = self.seen.lock().unwrap();
+            let last = seen.get(&(cluster.to_string(), key.to_string())).and_then(|s| s.applied.clone());
+            last.is_some_and(|d| d == digest(&compacted(desired)))
+        };
+        same && !self.drifted(cluster, key, desired, live)
     }
 }
 
@@ -195,6 +216,19 @@ mod tests {
         let mut changed = cm(json!({"k": "z".repeat(1000)}), "7");
         compact(&mut changed);
         assert!(applied.drifted("m", "c", &desired, &changed));
+    }
+
+    #[test]
+    fn only_an_object_applied_as_it_is_and_still_held_is_unchanged() {
+        let applied = Applied::default();
+        let live = cm(json!({"k": "v"}), "5");
+        assert!(!applied.unchanged("m", "c", &desired(), &live), "never applied by this process");
+        applied.record("m", "c", &desired(), &live);
+        assert!(applied.unchanged("m", "c", &desired(), &cm(json!({"k": "v"}), "5")));
+        let mut fewer = desired();
+        fewer["data"] = json!({});
+        assert!(!applied.unchanged("m", "c", &fewer, &live), "a field dropped by the revision must be applied");
+        assert!(!applied.unchanged("m", "c", &desired(), &cm(json!({"k": "edited"}), "6")), "drift");
     }
 
     #[test]

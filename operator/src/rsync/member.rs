@@ -216,6 +216,9 @@ impl Member<'_> {
                     Some(live) if !self.owner.owns(&live) && obj["metadata"]["annotations"][ADOPT] != "true" => {
                         return Err(self.owner.refusal(&live));
                     }
+                    // Applied before as it is now and still held: no write (an update writes
+                    // only what changed).
+                    Some(live) if self.applied.unchanged(self.name, &self.key(obj), obj, &live) => return Ok(None),
                     _ => {}
                 }
                 t.write.patch(&t.name, &params, &Patch::Apply(obj)).await.map(Some).map_err(classify)

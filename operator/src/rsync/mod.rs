@@ -205,40 +205,39 @@ async fn report(
     Ok(Action::await_change())
 }
 
-/// Applies every app whose dependencies are met, then reads readiness back.
+/// Applies every app whose dependencies are met, then reads readiness back. Apps go level by
+/// level of the dependency graph: all apps of a level (every app, without dependencies) are synced
+/// at once, an app only after the apps it depends on were.
 async fn deploy(ctx: &Context, actx: &AppContext, units: &[Unit], previous: &AppContextStatus) -> AppContextStatus {
     let mut results: BTreeMap<(String, String), ClusterStatus> = BTreeMap::new();
     let mut since: BTreeMap<(String, OpStatus), Time> = BTreeMap::new();
     let now = k8s_openapi::jiff::Timestamp::now();
-    for app in machine::dependency_order(&actx.spec.apps) {
-        let waiting = machine::waiting_for(app, &since, now);
-        let app_units = units.iter().filter(|u| u.app == app.name);
-        if !waiting.is_empty() {
-            for u in app_units {
-                results.insert(
-                    key(u),
-                    ClusterStatus {
-                        cluster: u.cluster.clone(),
-                        connectivity: Connectivity::Unknown,
-                        resources: u.resources.len() as u32,
-                        ..Default::default()
-                    },
-                );
-            }
-            continue;
-        }
+    let mut left = machine::dependency_order(&actx.spec.apps);
+    while !left.is_empty() {
+        // The apps whose dependencies were all synced already (a cycle that slipped through: the next).
+        let synced = |d: &str| !left.iter().any(|a| a.name == d);
+        let level: Vec<_> = left.iter().copied().filter(|a| a.depends_on.iter().all(|d| synced(&d.app))).collect();
+        let level = if level.is_empty() { vec![left[0]] } else { level };
+        left.retain(|a| !level.iter().any(|l| l.name == a.name));
         let mut work = Vec::new();
-        for u in app_units {
-            work.push(sync_unit(ctx, actx, u, previous_of(previous, u)).boxed());
+        for app in &level {
+            let app_units = units.iter().filter(|u| u.app == app.name);
+            if machine::waiting_for(app, &since, now).is_empty() {
+                work.extend(app_units.map(|u| sync_unit(ctx, actx, u, previous_of(previous, u)).boxed()));
+            } else {
+                results.extend(app_units.map(|u| (key(u), waiting(u))));
+            }
         }
         results.extend(bounded(work).await);
-        for op in [OpStatus::Deployed, OpStatus::Ready] {
-            if dependency_met(&results, &app.name, op) {
-                let before = previous.apps.iter().find(|a| a.name == app.name).and_then(|a| match op {
-                    OpStatus::Deployed => a.deployed_since.clone(),
-                    OpStatus::Ready => a.ready_since.clone(),
-                });
-                since.insert((app.name.clone(), op), before.unwrap_or(Time(now)));
+        for app in &level {
+            for op in [OpStatus::Deployed, OpStatus::Ready] {
+                if dependency_met(&results, &app.name, op) {
+                    let before = previous.apps.iter().find(|a| a.name == app.name).and_then(|a| match op {
+                        OpStatus::Deployed => a.deployed_since.clone(),
+                        OpStatus::Ready => a.ready_since.clone(),
+                    });
+                    since.insert((app.name.clone(), op), before.unwrap_or(Time(now)));
+                }
             }
         }
     }
@@ -248,6 +247,16 @@ async fn deploy(ctx: &Context, actx: &AppContext, units: &[Unit], previous: &App
         app.ready_since = since.get(&(app.name.clone(), OpStatus::Ready)).cloned();
     }
     status
+}
+
+/// A unit waiting for a dependency: nothing done yet.
+fn waiting(u: &Unit) -> ClusterStatus {
+    ClusterStatus {
+        cluster: u.cluster.clone(),
+        connectivity: Connectivity::Unknown,
+        resources: u.resources.len() as u32,
+        ..Default::default()
+    }
 }
 
 /// Applies one unit unless it was fully applied before, then observes it.
