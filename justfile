@@ -23,6 +23,17 @@ bench:
     bash tests/e2e/run.sh -p emco-e2e --release --test helm_conformance -- --ignored --nocapture
     bash tests/e2e/run.sh -p emco-e2e --release --test bench -- --ignored --nocapture --test-threads 1
 
+# Scale benchmark on N bare member apiservers (default 10): fan-out and update propagation next to
+# a direct server-side-apply baseline, hub requests per object, operator cost; writes
+# target/bench/scale-N.md. Brings the bed and the scale members up, and the scale members down.
+bench-scale n="10":
+    bash tests/e2e/bed/up.sh
+    cargo build -q --release -p emco-operator --bin emco-operator
+    EMCO_OPERATOR_BIN=$PWD/target/release/emco-operator bash tests/e2e/hub.sh start
+    bash {{bed}}/scale.sh up {{n}}
+    cargo test -q -p emco-e2e --release --test bench_scale -- --ignored --nocapture --test-threads 1 || (bash {{bed}}/scale.sh down; exit 1)
+    bash {{bed}}/scale.sh down
+
 # Build the pinned upstream binaries into the cache (about 10 minutes cold, instant when cached).
 build-bed:
     bash {{bed}}/build.sh

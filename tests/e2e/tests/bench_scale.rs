@@ -1,0 +1,447 @@
+//! `just bench-scale N` (ignored by `just test`): on the scale bed (`tests/e2e/bed/scale.sh up N`),
+//! one DIG of 20 apps × (1 Deployment, 1 Service, 8 ConfigMaps) placed on every scale member:
+//! - fan-out: from the apply of the DIG to every member holding all 200 objects (seen by watches on
+//!   the members), next to a direct baseline in the same run: the same rendered objects applied
+//!   with server-side apply to each member, 16 (member, app) units at once as rsync does;
+//! - update propagation: one profile value changed (one ConfigMap per member), P50/P99 over the
+//!   members of the time until the member shows it;
+//! - hub requests per object delivered, by verb (the hub's own counters);
+//! - the operator's peak RSS and CPU seconds during fan-out, and RSS and CPU over 60 s at rest;
+//! - render: objects per second for a 200-object chart.
+//!
+//! Each figure is the median of 3 runs; the table is printed and written to `target/bench/`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use emco_e2e::*;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+
+const APPS: usize = 20;
+const PER_APP: usize = 10;
+const RUNS: usize = 3;
+const CHART: &str = "apiVersion: v2\nname: scale\nversion: 0.1.0\n";
+const TEMPLATE: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Values.name }}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: {{ .Values.name }}}}
+  template:
+    metadata: {labels: {app: {{ .Values.name }}}}
+    spec:
+      containers:
+      - {name: main, image: "registry.example/{{ .Values.name }}:1"}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ .Values.name }}
+spec:
+  selector: {app: {{ .Values.name }}}
+  ports: [{port: 80}]
+{{- range $i := until 8 }}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ $.Values.name }}-{{ $i }}
+data:
+  value: {{ if eq $i 0 }}{{ $.Values.value | quote }}{{ else }}"static"{{ end }}
+{{- end }}
+"#;
+
+/// When each member held its full set of objects (by label selector), as seen by its watches.
+#[derive(Default)]
+struct Arrivals {
+    seen: HashMap<String, HashSet<String>>,
+    done: HashMap<String, Instant>,
+}
+
+/// Watches the three kinds on every member for objects matching `selector`; the member is done
+/// once it holds `want` of them.
+fn watch_arrivals(
+    members: &[(String, Client)],
+    selector: &str,
+    want: usize,
+) -> (Arc<Mutex<Arrivals>>, Vec<tokio::task::JoinHandle<()>>) {
+    let arrivals = Arc::new(Mutex::new(Arrivals::default()));
+    let mut tasks = Vec::new();
+    for (name, client) in members {
+        macro_rules! watch_kind {
+            ($kind:ty, $label:expr) => {{
+                let (arrivals, name, selector) = (arrivals.clone(), name.clone(), selector.to_string());
+                let api = Api::<$kind>::all(client.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut events =
+                        std::pin::pin!(watcher(api, watcher::Config::default().labels(&selector)).applied_objects());
+                    while let Some(Ok(obj)) = events.next().await {
+                        let mut a = arrivals.lock().unwrap();
+                        let set = a.seen.entry(name.clone()).or_default();
+                        set.insert(format!("{}/{}/{}", $label, obj.namespace().unwrap_or_default(), obj.name_any()));
+                        if set.len() >= want && !a.done.contains_key(&name) {
+                            a.done.insert(name.clone(), Instant::now());
+                        }
+                    }
+                }));
+            }};
+        }
+        watch_kind!(ConfigMap, "cm");
+        watch_kind!(Service, "svc");
+        watch_kind!(Deployment, "deploy");
+    }
+    (arrivals, tasks)
+}
+
+async fn wait_all(arrivals: &Arc<Mutex<Arrivals>>, n: usize, timeout: Duration) -> Result<Instant> {
+    let start = Instant::now();
+    loop {
+        {
+            let a = arrivals.lock().unwrap();
+            if a.done.len() >= n {
+                return Ok(*a.done.values().max().unwrap());
+            }
+            anyhow::ensure!(
+                start.elapsed() < timeout,
+                "only {} of {n} members complete: {:?}",
+                a.done.len(),
+                a.seen.iter().map(|(m, s)| (m.clone(), s.len())).collect::<BTreeMap<_, _>>()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The hub's request counters by verb.
+async fn hub_requests(hub: &Client) -> Result<BTreeMap<String, u64>> {
+    let text = hub.request_text(http::Request::get("/metrics").body(Vec::new())?).await?;
+    let mut by_verb = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let verb = line.split("verb=\"").nth(1).and_then(|v| v.split('"').next()).unwrap_or("?").to_string();
+        let count: u64 = line.rsplit(' ').next().and_then(|c| c.parse().ok()).unwrap_or(0);
+        *by_verb.entry(verb).or_default() += count;
+    }
+    Ok(by_verb)
+}
+
+/// CPU seconds (user + system) the process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Samples the RSS of `pid` every 100 ms until the flag is set; returns the peak.
+fn sample_peak(pid: u32, stop: Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut peak = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            peak = peak.max(rss_bytes(pid));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        peak
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// The scale members from the scale bed's kubeconfigs.
+async fn scale_members(bed: &Bed) -> Result<Vec<(String, Client)>> {
+    let dir = bed.dir.join("scale");
+    let n: usize = std::fs::read_to_string(dir.join("members"))
+        .context("the scale bed is not up: scale.sh up N")?
+        .trim()
+        .parse()?;
+    let mut members = Vec::new();
+    for i in 0..n {
+        let kc = kube::config::Kubeconfig::read_from(dir.join(format!("s{i}.kubeconfig")))?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+        members.push((format!("s{i}"), Client::try_from(config)?));
+    }
+    Ok(members)
+}
+
+/// Applies `objects` to every member in namespace `ns`, 16 (member, app) units at once, each
+/// unit's objects in order.
+async fn direct_apply(members: &[(String, Client)], ns: &str, apps: &[Vec<Value>]) -> Result<()> {
+    for (_, client) in members {
+        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
+        let _ = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await;
+    }
+    let units: Vec<(Client, &Vec<Value>)> =
+        members.iter().flat_map(|(_, c)| apps.iter().map(move |a| (c.clone(), a))).collect();
+    let params = PatchParams::apply("bench-direct").force();
+    let results: Vec<Result<()>> = futures::stream::iter(units)
+        .map(|(client, objects)| {
+            let params = params.clone();
+            async move {
+                for obj in objects {
+                    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+                    match obj["kind"].as_str() {
+                        Some("ConfigMap") => drop(
+                            Api::<ConfigMap>::namespaced(client.clone(), ns)
+                                .patch(name, &params, &Patch::Apply(obj))
+                                .await?,
+                        ),
+                        Some("Service") => drop(
+                            Api::<Service>::namespaced(client.clone(), ns)
+                                .patch(name, &params, &Patch::Apply(obj))
+                                .await?,
+                        ),
+                        Some("Deployment") => drop(
+                            Api::<Deployment>::namespaced(client.clone(), ns)
+                                .patch(name, &params, &Patch::Apply(obj))
+                                .await?,
+                        ),
+                        other => anyhow::bail!("unexpected kind {other:?}"),
+                    }
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+struct Run {
+    fanout: f64,
+    direct: f64,
+    update_p50: f64,
+    update_p99: f64,
+    hub_per_object: f64,
+    hub_by_verb: BTreeMap<String, u64>,
+    peak_rss_mib: f64,
+    cpu_fanout: f64,
+}
+
+async fn one_run(hub: &Client, members: &[(String, Client)], run: usize) -> Result<Run> {
+    let n = members.len();
+    let ns = format!("scale{run}-{}", unique_suffix());
+    project(hub, &ns).await?;
+    let tgz = chart_tgz(
+        "scale",
+        &[("Chart.yaml", CHART), ("values.yaml", "name: x\nvalue: \"1\"\n"), ("templates/all.yaml", TEMPLATE)],
+    );
+    apply(hub, &chart_configmap(&ns, "scale-chart", &tgz)).await?;
+    let apps: Vec<Value> = (0..APPS)
+        .map(|a| json!({"name": format!("app{a}"), "chart": {"configMap": {"name": "scale-chart"}}}))
+        .collect();
+    let profile = |value: &str| {
+        let profiles: Vec<Value> = (0..APPS).map(|a| json!({"app": format!("app{a}"), "values": {"name": format!("app{a}"), "value": if a == 0 { value } else { "1" }}})).collect();
+        json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "CompositeProfile", "metadata": {"name": "profile", "namespace": ns}, "spec": {"profiles": profiles}})
+    };
+    let intents: Vec<Value> =
+        (0..APPS).map(|a| json!({"app": format!("app{a}"), "allOf": [{"clusterLabel": "scale"}]})).collect();
+    let clusters: Vec<Value> = members.iter().map(|(m, _)| json!({"cluster": m})).collect();
+    for doc in [
+        json!({"apiVersion": "dcm.emco.io/v1alpha1", "kind": "LogicalCloud", "metadata": {"name": "lc", "namespace": ns}, "spec": {"type": "Admin", "namespace": ns, "clusters": clusters}}),
+        json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "CompositeApp", "metadata": {"name": "ca", "namespace": ns}, "spec": {"apps": apps}}),
+        profile("1"),
+        json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "GenericPlacementIntent", "metadata": {"name": "gpi", "namespace": ns}, "spec": {"appIntents": intents}}),
+    ] {
+        apply(hub, &doc).await?;
+    }
+    wait_lc(hub, &ns, "lc", "Instantiated", Duration::from_secs(60), |s| {
+        s.state == Some(emco::api::dcm::LogicalCloudState::Instantiated)
+    })
+    .await?;
+
+    // Fan-out through the operator.
+    let selector = format!("{}={ns}", emco::api::labels::DIG);
+    let (arrivals, watches) = watch_arrivals(members, &selector, APPS * PER_APP);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = operator_pid()?;
+    let (hub_before, cpu_before) = (hub_requests(hub).await?, cpu_seconds(pid));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_peak(pid, stop.clone());
+    let mut dig = dig_manifest(&ns, json!({"genericPlacementIntent": "gpi"}));
+    dig["spec"]["compositeProfile"] = json!("profile");
+    let start = Instant::now();
+    apply(hub, &dig).await?;
+    let fanout = wait_all(&arrivals, n, Duration::from_secs(600)).await?.duration_since(start).as_secs_f64();
+    let (hub_after, cpu_after) = (hub_requests(hub).await?, cpu_seconds(pid));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap_or(0);
+    watches.iter().for_each(|w| w.abort());
+    let hub_by_verb: BTreeMap<String, u64> = hub_after
+        .iter()
+        .map(|(v, c)| (v.clone(), c - hub_before.get(v).copied().unwrap_or(0)))
+        .filter(|(_, c)| *c > 0)
+        .collect();
+    let hub_total: u64 = hub_by_verb.values().sum();
+
+    // Update: app0's value changes; one ConfigMap per member.
+    let updated: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+    let mut tasks = Vec::new();
+    for (name, client) in members {
+        let (updated, name) = (updated.clone(), name.clone());
+        let api = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+        let config = watcher::Config::default().fields("metadata.name=app0-0");
+        tasks.push(tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher(api, config).applied_objects());
+            while let Some(Ok(cm)) = events.next().await {
+                if cm.data.unwrap_or_default().get("value").map(String::as_str) == Some("2") {
+                    updated.lock().unwrap().entry(name.clone()).or_insert_with(Instant::now);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start = Instant::now();
+    apply(hub, &profile("2")).await?;
+    while updated.lock().unwrap().len() < n {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(300),
+            "update reached {} of {n}",
+            updated.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tasks.iter().for_each(|t| t.abort());
+    let delays: Vec<f64> = updated.lock().unwrap().values().map(|t| t.duration_since(start).as_secs_f64()).collect();
+
+    // The direct baseline: the same rendered objects, straight to each member.
+    let actx_name = dig_status_context(hub, &ns).await?;
+    let actx = Api::<emco::api::rsync::AppContext>::namespaced(hub.clone(), &ns).get(&actx_name).await?;
+    let cache = emco::rsync::bundle::BundleCache::default();
+    let mut rendered = Vec::new();
+    for app in &actx.spec.apps {
+        let bundle = &app.clusters[0].bundle;
+        let mut objects: Vec<Value> = cache.load(hub, &ns, bundle).await?.as_ref().clone();
+        for o in &mut objects {
+            o["metadata"]["labels"][emco::api::labels::DIG] = json!(format!("direct-{ns}"));
+        }
+        rendered.push(objects);
+    }
+    let direct_selector = format!("{}=direct-{ns}", emco::api::labels::DIG);
+    let (arrivals, watches) = watch_arrivals(members, &direct_selector, APPS * PER_APP);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start = Instant::now();
+    direct_apply(members, &format!("direct-{ns}"), &rendered).await?;
+    let direct = wait_all(&arrivals, n, Duration::from_secs(600)).await?.duration_since(start).as_secs_f64();
+    watches.iter().for_each(|w| w.abort());
+
+    set_dig_state(hub, &ns, &ns, "Terminated").await?;
+    wait_dig(hub, &ns, &ns, "Terminated", Duration::from_secs(600), |s| {
+        s.state == emco::api::orchestrator::DigState::Terminated
+    })
+    .await?;
+    Ok(Run {
+        fanout,
+        direct,
+        update_p50: percentile(delays.clone(), 0.5),
+        update_p99: percentile(delays, 0.99),
+        hub_per_object: hub_total as f64 / (n * APPS * PER_APP) as f64,
+        hub_by_verb,
+        peak_rss_mib: peak as f64 / (1 << 20) as f64,
+        cpu_fanout: cpu_after - cpu_before,
+    })
+}
+
+async fn dig_status_context(hub: &Client, ns: &str) -> Result<String> {
+    dig(hub, ns, ns).await?.status.and_then(|s| s.app_context).context("the DIG has no AppContext")
+}
+
+/// Objects per second rendered in-process for a chart of 200 objects.
+fn render_rate() -> Result<f64> {
+    let template = "{{- range $i := until 200 }}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{{ $i }}\ndata:\n  value: {{ $.Values.value | quote }}\n{{- end }}\n";
+    let tgz =
+        chart_tgz("render", &[("Chart.yaml", CHART), ("values.yaml", "value: x\n"), ("templates/cms.yaml", template)]);
+    let chart = emco::render::chart::load_chart(&tgz)?;
+    let ctx = emco::render::RenderContext {
+        release_name: "r".into(),
+        release_namespace: "n".into(),
+        revision: 1,
+        kube_version: "v1.35.0".into(),
+        api_versions: vec![],
+    };
+    let start = Instant::now();
+    let mut objects = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        objects += emco::render::render_app(&chart, &chart.values, &ctx)?.len();
+    }
+    Ok(objects as f64 / start.elapsed().as_secs_f64())
+}
+
+#[tokio::test]
+#[ignore = "benchmark: run with `just bench-scale N`"]
+async fn scale_fan_out_update_and_cost() -> Result<()> {
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let members = scale_members(&bed).await?;
+    let n = members.len();
+    let mut runs = Vec::new();
+    for run in 0..RUNS {
+        let r = one_run(&hub, &members, run).await?;
+        println!(
+            "run {run}: fan-out {:.2} s (direct {:.2} s, {:.2}x), update P50 {:.3} s P99 {:.3} s, hub {:.3}/object {:?}, peak RSS {:.0} MiB, CPU {:.1} s",
+            r.fanout,
+            r.direct,
+            r.fanout / r.direct,
+            r.update_p50,
+            r.update_p99,
+            r.hub_per_object,
+            r.hub_by_verb,
+            r.peak_rss_mib,
+            r.cpu_fanout
+        );
+        runs.push(r);
+    }
+    // At rest: the member watches running, nothing to do.
+    let pid = operator_pid()?;
+    let cpu = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let rest_cpu = (cpu_seconds(pid) - cpu) / 60.0 * 100.0;
+    let rest_rss = rss_bytes(pid) as f64 / (1 << 20) as f64;
+    let m = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
+    let table = format!(
+        "scale bench, N = {n} members, {APPS} apps x {PER_APP} objects ({} objects), median of {RUNS} runs\n\
+         | figure | value |\n|---|---|\n\
+         | fan-out (apply DIG -> all objects on every member) | {:.2} s |\n\
+         | direct baseline (same objects, SSA, same concurrency) | {:.2} s |\n\
+         | ratio | {:.2}x |\n\
+         | update propagation P50 / P99 | {:.3} s / {:.3} s |\n\
+         | hub requests per object delivered | {:.3} |\n\
+         | operator peak RSS during fan-out | {:.0} MiB |\n\
+         | operator CPU during fan-out | {:.1} s |\n\
+         | at rest (60 s): CPU / RSS | {:.2} % of a core / {:.0} MiB |\n\
+         | render, 200-object chart | {:.0} objects/s |\n",
+        n * APPS * PER_APP,
+        m(|r| r.fanout),
+        m(|r| r.direct),
+        m(|r| r.fanout / r.direct),
+        m(|r| r.update_p50),
+        m(|r| r.update_p99),
+        m(|r| r.hub_per_object),
+        m(|r| r.peak_rss_mib),
+        m(|r| r.cpu_fanout),
+        rest_cpu,
+        rest_rss,
+        render_rate()?,
+    );
+    println!("{table}");
+    let out = repo_root().join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join(format!("scale-{n}.md")), &table)?;
+    Ok(())
+}
