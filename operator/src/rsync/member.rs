@@ -4,7 +4,9 @@
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use std::collections::{HashMap, HashSet};
+
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::{Api, Client};
 use serde_json::Value;
@@ -92,6 +94,13 @@ impl Owner {
     }
 }
 
+/// `live` with the `apiVersion` and `kind` of `t` (objects of a watch's initial list come without).
+fn typed(t: &Target, mut live: Value) -> Value {
+    live["apiVersion"] = Value::from(t.resource.api_version.as_str());
+    live["kind"] = Value::from(t.resource.kind.as_str());
+    live
+}
+
 /// One member of one reconcile: the client, what it serves, and the default namespace.
 pub struct Member<'a> {
     pub name: &'a str,
@@ -161,21 +170,21 @@ impl Member<'_> {
         self.read_at(&self.locate(obj).await?).await
     }
 
-    /// Objects from a watch's initial list come without `apiVersion` and `kind`: they are set from
-    /// the kind asked for, so that readiness and drift judge every copy alike.
+    /// `t` as the member has it: from the watch, else asked directly. Every copy carries
+    /// `apiVersion` and `kind`, so that readiness and drift judge them alike.
     async fn read_at(&self, t: &Target) -> Result<Option<Value>, Failure> {
-        let typed = |mut live: Value| {
-            live["apiVersion"] = Value::from(t.resource.api_version.as_str());
-            live["kind"] = Value::from(t.resource.kind.as_str());
-            live
-        };
-        if let Some(cache) = self.monitor.cache(self.name, &self.client_key, &self.client, &t.resource).await
-            && let Some(live) = cache.get(&monitor::object_ref(&t.resource, t.namespace.as_deref(), &t.name))
-        {
-            return Ok(Some(typed(serde_json::to_value(live.as_ref()).unwrap_or_default())));
+        if let Some(live) = self.cached(t).await {
+            return Ok(Some(live));
         }
         let live = t.api.get_opt(&t.name).await.map_err(classify)?;
-        Ok(live.map(|l| typed(serde_json::to_value(l).unwrap_or_default())))
+        Ok(live.map(|l| typed(t, serde_json::to_value(l).unwrap_or_default())))
+    }
+
+    /// `t` from the monitor's watch, when the watch has it.
+    async fn cached(&self, t: &Target) -> Option<Value> {
+        let cache = self.monitor.cache(self.name, &self.client_key, &self.client, &t.resource).await?;
+        let live = cache.get(&monitor::object_ref(&t.resource, t.namespace.as_deref(), &t.name))?;
+        Some(typed(t, serde_json::to_value(live.as_ref()).unwrap_or_default()))
     }
 
     /// Creates the default namespace when missing; never deletes it (it may hold others' objects).
@@ -197,7 +206,24 @@ impl Member<'_> {
         }
     }
 
+    /// The names of the objects of `t`'s kind in its namespace, listed once per pass (metadata
+    /// only): an object absent there needs no read before it is applied.
+    async fn names_at<'m>(
+        &self,
+        t: &Target,
+        listed: &'m mut HashMap<(String, Option<String>), HashSet<String>>,
+    ) -> Result<&'m HashSet<String>, Failure> {
+        let key = (format!("{}/{}", t.resource.api_version, t.resource.plural), t.namespace.clone());
+        if !listed.contains_key(&key) {
+            let names = t.api.list_metadata(&ListParams::default()).await.map_err(classify)?;
+            listed.insert(key.clone(), names.items.into_iter().filter_map(|o| o.metadata.name).collect());
+        }
+        Ok(&listed[&key])
+    }
+
     /// Applies `resources` in kind order; stops at the first sign the member is unreachable.
+    /// What exists is learnt from one metadata list per kind and namespace (and the watches),
+    /// not a read per object.
     pub async fn apply(&self, resources: &[Value]) -> Outcome {
         let mut out = Outcome { reachable: true, ..Default::default() };
         if let Err(f) = self.ensure_namespace().await {
@@ -207,10 +233,17 @@ impl Member<'_> {
         let mut ordered: Vec<&Value> = resources.iter().collect();
         order::install_order(&mut ordered);
         let params = PatchParams::apply(&self.owner.field_manager()).force();
+        let mut listed = HashMap::new();
         for obj in ordered {
             let applied = async {
                 let t = self.locate(obj).await?;
-                match self.read_at(&t).await? {
+                // Ours and watched: the watch has it. Otherwise the listing says whether to read it.
+                let live = match self.cached(&t).await {
+                    Some(live) => Some(live),
+                    None if self.names_at(&t, &mut listed).await?.contains(&t.name) => self.read_at(&t).await?,
+                    None => None,
+                };
+                match live {
                     // A CRD is shared by everyone on the member: created if absent, never taken over.
                     Some(live) if shared(obj) && !self.owner.owns(&live) => return Ok(None),
                     Some(live) if !self.owner.owns(&live) && obj["metadata"]["annotations"][ADOPT] != "true" => {

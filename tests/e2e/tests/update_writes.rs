@@ -37,15 +37,19 @@ fn profile(ns: &str, v: &str) -> serde_json::Value {
            "spec": {"profiles": [{"app": "probe", "values": {"v": v}}]}})
 }
 
-/// Server-side applies of ConfigMaps the member has answered so far.
-async fn configmap_applies(member: &kube::Client) -> Result<u64> {
+/// Requests for ConfigMaps with `verb` the member has answered so far.
+async fn configmap_requests(member: &kube::Client, verb: &str) -> Result<u64> {
     let text = member.request_text(http::Request::get("/metrics").body(Vec::new())?).await?;
     Ok(text
         .lines()
         .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter(|l| l.contains("resource=\"configmaps\"") && l.contains("verb=\"APPLY\""))
+        .filter(|l| l.contains("resource=\"configmaps\"") && l.contains(&format!("verb=\"{verb}\"")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum())
+}
+
+async fn configmap_applies(member: &kube::Client) -> Result<u64> {
+    configmap_requests(member, "APPLY").await
 }
 
 async fn settled(hub: &kube::Client, ns: &str, revision: u32) -> Result<()> {
@@ -69,10 +73,17 @@ async fn an_update_writes_only_the_objects_whose_content_changed() -> Result<()>
         profiles: Some(json!([{"app": "probe", "values": {"v": "one"}}])),
         ..Probe::new(json!({"app": "probe", "allOf": [{"cluster": "edge01"}]}))
     };
+    let edge01 = bed.client("edge01").await;
+    let gets_before = configmap_requests(&edge01, "GET").await?;
     probe.apply(&hub, &bed, &ns).await?;
     settled(&hub, &ns, 1).await?;
-    let edge01 = bed.client("edge01").await;
+    // First delivery learns what exists from a list, not a read per object (the watch's own
+    // traffic is no GET either; other DIGs on edge01 may read a few).
+    let first_gets = configmap_requests(&edge01, "GET").await? - gets_before;
+    println!("ConfigMap reads on edge01 for the first delivery of 10: {first_gets}");
+    ensure!(first_gets < 5, "{first_gets} reads for 10 new ConfigMaps");
     // Quiet first: nothing else applies ConfigMaps to edge01 for two seconds.
+    let gets = configmap_requests(&edge01, "GET").await?;
     let before = wait_for("edge01 quiet", Duration::from_secs(60), || async {
         let a = configmap_applies(&edge01).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -82,6 +93,10 @@ async fn an_update_writes_only_the_objects_whose_content_changed() -> Result<()>
 
     apply(&hub, &profile(&ns, "two")).await?;
     settled(&hub, &ns, 2).await?;
+    // Read before this test reads anything itself.
+    let reads = configmap_requests(&edge01, "GET").await? - gets;
+    println!("ConfigMap reads on edge01 for the update: {reads}");
+    ensure!(reads == 0, "{reads} reads for an update (the watches know the objects)");
     let configmaps = Api::<ConfigMap>::namespaced(edge01.clone(), &ns);
     let cm0 = configmaps.get("cm-0").await?.data.unwrap_or_default();
     ensure!(cm0.get("v").map(String::as_str) == Some("two"), "{cm0:?}");
@@ -89,6 +104,7 @@ async fn an_update_writes_only_the_objects_whose_content_changed() -> Result<()>
     let writes = configmap_applies(&edge01).await? - before;
     println!("ConfigMap applies on edge01 for the update: {writes} (10 ConfigMaps, 1 changed)");
     ensure!(writes == 1, "{writes} ConfigMap applies for one changed ConfigMap");
+
     for i in 1..10 {
         let data = configmaps.get(&format!("cm-{i}")).await?.data.unwrap_or_default();
         ensure!(data.get("v").map(String::as_str) == Some("static"), "cm-{i}: {data:?}");
