@@ -285,6 +285,18 @@ pub async fn wait_dig(
     .await
 }
 
+/// Waits until DIG `ns`/`ns` has revision `revision` deployed and every resource ready.
+pub async fn settled(hub: &Client, ns: &str, revision: u32) -> Result<()> {
+    use emco::api::orchestrator::DigState;
+    wait_dig(hub, ns, ns, &format!("revision {revision} deployed and ready"), Duration::from_secs(60), |s| {
+        s.revision == Some(revision)
+            && matches!(s.state, DigState::Instantiated | DigState::Updated)
+            && complete(&s.ready)
+    })
+    .await
+    .map(|_| ())
+}
+
 /// Names of the objects of `kind` (plural resource in group/version `gv`) labelled as deployed by
 /// DIG `dig`, in every namespace of `client`.
 pub async fn deployed_names(client: &Client, gv: &str, kind: &str, plural: &str, dig: &str) -> Result<Vec<String>> {

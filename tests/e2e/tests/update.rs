@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use emco::api::orchestrator::DigState;
 use emco_e2e::*;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
@@ -18,16 +17,6 @@ const EXTRA: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n
 fn profile(ns: &str, greeting: &str) -> serde_json::Value {
     json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "CompositeProfile", "metadata": {"name": "profile", "namespace": ns},
            "spec": {"profiles": [{"app": "probe", "values": {"greeting": greeting}}]}})
-}
-
-async fn settled(hub: &kube::Client, ns: &str, revision: u32) -> Result<()> {
-    wait_dig(hub, ns, ns, &format!("revision {revision} deployed and ready"), Duration::from_secs(60), |s| {
-        s.revision == Some(revision)
-            && matches!(s.state, DigState::Instantiated | DigState::Updated)
-            && complete(&s.ready)
-    })
-    .await
-    .map(|_| ())
 }
 
 #[tokio::test]

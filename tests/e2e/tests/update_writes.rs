@@ -52,16 +52,6 @@ async fn configmap_applies(member: &kube::Client) -> Result<u64> {
     configmap_requests(member, "APPLY").await
 }
 
-async fn settled(hub: &kube::Client, ns: &str, revision: u32) -> Result<()> {
-    wait_dig(hub, ns, ns, &format!("revision {revision} ready"), Duration::from_secs(60), |s| {
-        s.revision == Some(revision)
-            && matches!(s.state, DigState::Instantiated | DigState::Updated)
-            && complete(&s.ready)
-    })
-    .await
-    .map(|_| ())
-}
-
 #[tokio::test]
 async fn an_update_writes_only_the_objects_whose_content_changed() -> Result<()> {
     let bed = Bed::get();
