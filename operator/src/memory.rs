@@ -33,7 +33,7 @@ pub async fn trim_forever() {
 }
 
 /// Returns freed heap to the system.
-pub fn trim() {
+fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
     unsafe {

@@ -1,10 +1,11 @@
-//! Stage 4, plan (pure): renders each app's chart with its merged values (chart < profile <
+//! Stage 4, plan (pure but for waiting its turn: loading and rendering a chart hold a render slot,
+//! `render::sandbox::Slot`): renders each app's chart with its merged values (chart < profile <
 //! DIG override) for the clusters it was placed on, labels every resource with its owner, and groups
 //! clusters that get identical resources into one bundle. Clusters that render alike share one
 //! copy of the output (`Arc`) from rendering to the bundle; a controller that changes one cluster's
 //! resources copies only that cluster's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kube::ResourceExt;
@@ -123,15 +124,15 @@ pub fn bundle(inputs: &Inputs, placed: Placed, controllers: Vec<String>) -> Plan
     let mut apps = Vec::new();
     for placed_app in placed.apps {
         let mut bundles: Vec<PlannedBundle> = Vec::new();
-        // Digests by shared output: clusters that still share one are hashed once.
-        let mut digests: HashMap<*const Vec<Value>, String> = HashMap::new();
         for c in placed_app.clusters {
             let mut resources = c.resources;
             // Objects a controller added are labelled here; rendered ones already are.
             if resources.iter().any(|r| !labelled(r, inputs, &placed_app.name)) {
                 Arc::make_mut(&mut resources).iter_mut().for_each(|r| label(r, inputs, &placed_app.name));
             }
-            let hash = digests.entry(Arc::as_ptr(&resources)).or_insert_with(|| digest(&resources)).clone();
+            // Clusters that still share a bundle's copy are not hashed again.
+            let shared = bundles.iter().find(|b| Arc::ptr_eq(&b.resources, &resources));
+            let hash = shared.map_or_else(|| digest(&resources), |b| b.hash.clone());
             match bundles.iter_mut().find(|b| b.hash == hash) {
                 Some(b) => b.clusters.push(c.cluster),
                 None => bundles.push(PlannedBundle { hash, resources, clusters: vec![c.cluster] }),

@@ -598,8 +598,9 @@ fn files_object(files: Vec<(String, String)>) -> G {
 
 fn files_get(args: &[G]) -> Result<G, FuncError> {
     let path = text(arg(args, 1, "Files.Get")?);
-    let found = with_files(arg(args, 0, "Files.Get")?, |files| files.iter().find(|(p, _)| *p == path).cloned());
-    Ok(G::String(found.map(|(_, c)| c).unwrap_or_default()))
+    let found =
+        with_files(arg(args, 0, "Files.Get")?, |files| files.iter().find(|(p, _)| *p == path).map(|(_, c)| c.clone()));
+    Ok(G::String(found.unwrap_or_default()))
 }
 
 fn files_lines(args: &[G]) -> Result<G, FuncError> {

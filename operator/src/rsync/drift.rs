@@ -52,7 +52,24 @@ impl Applied {
     /// restart) the fields are compared as they are; a copy older than the one recorded (a watch
     /// cache lagging behind) is not drift: the newer one is on its way.
     pub fn drifted(&self, cluster: &str, key: &str, desired: &Value, live: &Value) -> bool {
-        let (desired, live) = (&compacted(desired), &compacted(live));
+        self.judge(cluster, key, &compacted(desired), &compacted(live))
+    }
+
+    /// Whether applying `desired` again would change nothing: rsync applied this very object
+    /// to the member before (same content, so no field to add or remove) and `live` still holds
+    /// it. After a restart nothing is known, so everything is applied once.
+    pub fn unchanged(&self, cluster: &str, key: &str, desired: &Value, live: &Value) -> bool {
+        let desired = compacted(desired);
+        let same = {
+            let seen = self.seen.lock().unwrap();
+            let last = seen.get(&(cluster.to_string(), key.to_string())).and_then(|s| s.applied.clone());
+            last.is_some_and(|d| d == digest(&desired))
+        };
+        same && !self.judge(cluster, key, &desired, &compacted(live))
+    }
+
+    /// [`Self::drifted`] on compacted objects.
+    fn judge(&self, cluster: &str, key: &str, desired: &Value, live: &Value) -> bool {
         let projected = project(desired, live);
         let id = (cluster.to_string(), key.to_string());
         let mut seen = self.seen.lock().unwrap();
@@ -69,20 +86,6 @@ impl Applied {
             seen.insert(id, now);
         }
         drifted
-    }
-}
-
-impl Applied {
-    /// Whether applying `desired` again would change nothing: rsync applied this very object
-    /// to the member before (same content, so no field to add or remove) and `live` still holds
-    /// it. After a restart nothing is known, so everything is applied once.
-    pub fn unchanged(&self, cluster: &str, key: &str, desired: &Value, live: &Value) -> bool {
-        let same = {
-            let seen = self.seen.lock().unwrap();
-            let last = seen.get(&(cluster.to_string(), key.to_string())).and_then(|s| s.applied.clone());
-            last.is_some_and(|d| d == digest(&compacted(desired)))
-        };
-        same && !self.drifted(cluster, key, desired, live)
     }
 }
 
@@ -135,9 +138,20 @@ pub fn compact(v: &mut Value) {
     }
 }
 
+/// Annotation values of a watched object, compacted as [`compact`] does.
+pub fn compact_annotations(annotations: &mut std::collections::BTreeMap<String, String>) {
+    annotations.values_mut().for_each(|a| shorten_text(a, STRING));
+}
+
+fn shorten_text(s: &mut String, limit: usize) {
+    if s.len() > limit {
+        *s = format!("sha256:{}", crate::hex::digest(s.as_bytes(), 32));
+    }
+}
+
 fn shorten(v: &mut Value, limit: usize) {
     match v {
-        Value::String(s) if s.len() > limit => *s = format!("sha256:{}", crate::hex::digest(s.as_bytes(), 32)),
+        Value::String(s) => shorten_text(s, limit),
         Value::Array(items) => items.iter_mut().for_each(|i| shorten(i, limit)),
         Value::Object(map) => map.values_mut().for_each(|i| shorten(i, limit)),
         _ => {}

@@ -106,9 +106,7 @@ impl Monitor {
             .modify(|o| {
                 o.managed_fields_mut().clear();
                 super::drift::compact(&mut o.data);
-                o.annotations_mut().values_mut().filter(|a| a.len() > 256).for_each(|a| {
-                    *a = format!("sha256:{}", crate::hex::digest(a.as_bytes(), 32));
-                });
+                super::drift::compact_annotations(o.annotations_mut());
             })
             .reflect(writer)
             .touched_objects();

@@ -672,3 +672,17 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         })
         .collect()
 }
+
+/// An API server's own request counters (`apiserver_request_total` from its /metrics), as
+/// (verb, resource, count) per series.
+pub async fn request_counts(client: &Client) -> Result<Vec<(String, String, u64)>> {
+    let text = client.request_text(http::Request::get("/metrics").body(Vec::new())?).await?;
+    let label = |line: &str, name: &str| {
+        line.split(&format!("{name}=\"")).nth(1).and_then(|v| v.split('"').next()).unwrap_or_default().to_string()
+    };
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|l| Some((label(l, "verb"), label(l, "resource"), l.rsplit(' ').next()?.parse().ok()?)))
+        .collect())
+}

@@ -123,11 +123,8 @@ async fn wait_all(arrivals: &Arc<Mutex<Arrivals>>, n: usize, timeout: Duration) 
 
 /// The hub's request counters by verb.
 async fn hub_requests(hub: &Client) -> Result<BTreeMap<String, u64>> {
-    let text = hub.request_text(http::Request::get("/metrics").body(Vec::new())?).await?;
     let mut by_verb = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let verb = line.split("verb=\"").nth(1).and_then(|v| v.split('"').next()).unwrap_or("?").to_string();
-        let count: u64 = line.rsplit(' ').next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    for (verb, _, count) in request_counts(hub).await? {
         *by_verb.entry(verb).or_default() += count;
     }
     Ok(by_verb)

@@ -18,9 +18,7 @@ const READY: Duration = Duration::from_secs(60);
 
 /// The operator's resident memory in KiB.
 fn operator_rss_kib() -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", operator_pid()?))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap_or_default();
-    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
+    Ok(rss_bytes(operator_pid()?) / 1024)
 }
 
 /// The operator's RSS once it holds still: two readings 3 s apart within 1 MiB (at most 90 s),

@@ -39,13 +39,8 @@ fn profile(ns: &str, v: &str) -> serde_json::Value {
 
 /// Requests for ConfigMaps with `verb` the member has answered so far.
 async fn configmap_requests(member: &kube::Client, verb: &str) -> Result<u64> {
-    let text = member.request_text(http::Request::get("/metrics").body(Vec::new())?).await?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter(|l| l.contains("resource=\"configmaps\"") && l.contains(&format!("verb=\"{verb}\"")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum())
+    let counts = request_counts(member).await?;
+    Ok(counts.iter().filter(|(v, r, _)| v == verb && r == "configmaps").map(|(_, _, n)| n).sum())
 }
 
 async fn configmap_applies(member: &kube::Client) -> Result<u64> {

@@ -128,15 +128,6 @@ fn customize(obj: &mut Value, c: &Customization, files: &Files) -> Result<(), St
             (None, None) => return Err(format!("file {} has neither content nor a reference", file.key_name)),
         };
         let base64 = |bytes: &[u8]| json!(base64::engine::general_purpose::STANDARD.encode(bytes));
-        let from_secret = file.content.is_none() && file.source().is_some_and(|r| r.secret);
-        if from_secret && (obj["apiVersion"] != "v1" || obj["kind"] != "Secret") {
-            return Err(format!(
-                "file {}: data from a Secret (secretRef) may only go into a v1 Secret, not {} {}",
-                file.key_name,
-                obj["apiVersion"].as_str().unwrap_or("?"),
-                obj["kind"].as_str().unwrap_or("?")
-            ));
-        }
         match (obj["kind"].as_str(), String::from_utf8(content)) {
             (Some("ConfigMap"), Ok(text)) => set_data(obj, "data", &file.key_name, json!(text)),
             (Some("ConfigMap"), Err(binary)) => set_data(obj, "binaryData", &file.key_name, base64(binary.as_bytes())),
