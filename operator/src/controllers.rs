@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
@@ -14,24 +14,42 @@ use kube::{Api, Client};
 use crate::api::clm::Cluster;
 use crate::members::Members;
 use crate::reconcile::MANAGER;
-use crate::rsync::{bundle::BundleCache, drift::Applied, monitor::Monitor};
+use crate::rsync::{bundle::BundleCache, drift::Applied, monitor::Monitor, shard::Shards};
 use crate::{clm, dcm, orchestrator, render, rsync};
 
-/// Waits for leadership, then runs every controller until a signal arrives or the Lease is lost.
+/// Runs every controller until a signal arrives or the leader Lease is lost. One replica waits
+/// for leadership first. With `EMCO_RSYNC_SHARDED=true`, every replica runs rsync and clm for its
+/// shard of the clusters at once, and only the leader runs the hub-level controllers (projects,
+/// dcm, the orchestrator).
 pub async fn run(hub: Client, operator_namespace: String) -> anyhow::Result<()> {
     let me = crate::leader::identity();
-    crate::leader::acquire(&hub, &operator_namespace, &me).await;
-    tokio::select! {
-        result = controllers(hub.clone(), operator_namespace.clone()) => {
-            crate::leader::release(&hub, &operator_namespace, &me).await;
-            result
-        }
-        lost = crate::leader::hold(&hub, &operator_namespace, &me) => Err(lost.into()),
+    let ns = operator_namespace;
+    if std::env::var("EMCO_RSYNC_SHARDED").as_deref() != Ok("true") {
+        crate::leader::acquire(&hub, &ns, &me).await;
+        return tokio::select! {
+            result = controllers(hub.clone(), ns.clone(), Arc::new(Shards::single()), None) => {
+                crate::leader::release(&hub, &ns, &me).await;
+                result
+            }
+            lost = crate::leader::hold(&hub, &ns, &me) => Err(lost.into()),
+        };
     }
+    let shards = Arc::new(Shards::sharded(&me));
+    tracing::info!(identity = %me, "sharded rsync: this replica works on its share of the member clusters");
+    let result = controllers(hub.clone(), ns.clone(), shards.clone(), Some(me.clone())).await;
+    shards.leave(hub.clone(), &ns).await;
+    crate::leader::release(&hub, &ns, &me).await;
+    result
 }
 
-/// Starts the shared reflectors, then every controller, until a signal arrives.
-async fn controllers(hub: Client, operator_namespace: String) -> anyhow::Result<()> {
+/// Starts the shared reflectors, then every controller, until a signal arrives. With `leader`
+/// (sharded), the hub-level controllers wait for that identity to hold the leader Lease.
+async fn controllers(
+    hub: Client,
+    operator_namespace: String,
+    shards: Arc<Shards>,
+    leader: Option<String>,
+) -> anyhow::Result<()> {
     let (secrets, secrets_writer) = reflector::store::<Secret>();
     let secrets_api = Api::<Secret>::namespaced(hub.clone(), &operator_namespace);
     let secret_events =
@@ -53,6 +71,7 @@ async fn controllers(hub: Client, operator_namespace: String) -> anyhow::Result<
         clusters: clusters.clone(),
         monitor: monitor.clone(),
         applied: applied.clone(),
+        shards: shards.clone(),
         backoff: Default::default(),
     });
     let dcm = Arc::new(dcm::Context {
@@ -63,8 +82,11 @@ async fn controllers(hub: Client, operator_namespace: String) -> anyhow::Result<
         recorder: recorder.clone(),
         backoff: Default::default(),
     });
-    let projects =
-        Arc::new(orchestrator::project::Context { hub: hub.clone(), operator_namespace, backoff: Default::default() });
+    let projects = Arc::new(orchestrator::project::Context {
+        hub: hub.clone(),
+        operator_namespace: operator_namespace.clone(),
+        backoff: Default::default(),
+    });
     let orchestrator = Arc::new(orchestrator::Context {
         hub: hub.clone(),
         clusters: clusters.clone(),
@@ -76,7 +98,7 @@ async fn controllers(hub: Client, operator_namespace: String) -> anyhow::Result<
         backoff: Default::default(),
     });
     let rsync = Arc::new(rsync::Context {
-        hub,
+        hub: hub.clone(),
         clusters: clusters.clone(),
         members,
         monitor,
@@ -84,22 +106,34 @@ async fn controllers(hub: Client, operator_namespace: String) -> anyhow::Result<
         bundles,
         recorder,
         backoff: Default::default(),
+        shards: shards.clone(),
     });
     // The reflectors are driven by the cluster controller, which also reacts to their changes.
     let drive = clm::run(clm, cluster_events.boxed(), secret_events.boxed());
+    let hub_level = async {
+        futures::join!(orchestrator::project::run(projects), dcm::run(dcm), orchestrator::run(orchestrator));
+    };
+    let hub_level = async {
+        let Some(me) = &leader else {
+            hub_level.await;
+            return Ok(());
+        };
+        crate::leader::acquire(&hub, &operator_namespace, me).await;
+        tokio::select! {
+            () = hub_level => Ok(()),
+            lost = crate::leader::hold(&hub, &operator_namespace, me) => Err(lost),
+        }
+    };
     tokio::select! {
-        _ = async {
+        result = async {
             secrets.wait_until_ready().await.ok();
             clusters.wait_until_ready().await.ok();
             tracing::info!("hub caches ready, starting controllers");
-            futures::join!(
-                orchestrator::project::run(projects),
-                dcm::run(dcm),
-                orchestrator::run(orchestrator),
-                rsync::run(rsync, wakeups),
-            );
-        } => {},
+            // Losing the leader Lease ends everything at once; a signal ends each by itself.
+            futures::future::try_join(hub_level, rsync::run(rsync, wakeups).map(Ok)).await.map(|_| ())
+        } => result?,
         _ = drive => {},
+        () = shards.run(hub.clone(), operator_namespace.clone(), clusters.clone()) => {},
     }
     Ok(())
 }

@@ -163,6 +163,10 @@ pub struct AppContextStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Sharded rsync: the clusters where what the replaced revisions applied and this one does not
+    /// is deleted already (each shard prunes its own; `Pruned` is set once all are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned_on: Vec<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -207,4 +211,8 @@ pub struct ClusterStatus {
     /// The first few resources not ready yet, `Kind/name` (`(absent)` when not on the member).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_ready: Vec<String>,
+    /// The AppContext generation this entry was found at (sharded rsync merges entries of other
+    /// shards only when they are current).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
 }

@@ -34,6 +34,8 @@ pub struct Context {
     pub clusters: kube::runtime::reflector::Store<Cluster>,
     pub monitor: Arc<rsync::monitor::Monitor>,
     pub applied: Arc<rsync::drift::Applied>,
+    /// Sharded: only this replica's clusters are probed (and retired) here.
+    pub shards: Arc<rsync::shard::Shards>,
     pub backoff: Backoff,
 }
 
@@ -51,6 +53,7 @@ pub async fn run(
 ) {
     let store = ctx.clusters.clone();
     let by_secret = store.clone();
+    let moved = ctx.shards.changes();
     Controller::for_stream(clusters, store)
         .watches_stream(secrets, move |secret: Secret| {
             // Re-probe the clusters whose kubeconfig this Secret holds.
@@ -62,6 +65,7 @@ pub async fn run(
                 .map(|c| ObjectRef::from_obj(c.as_ref()))
                 .collect::<Vec<_>>()
         })
+        .reconcile_all_on(moved)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
@@ -70,6 +74,9 @@ pub async fn run(
 
 async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api = Api::<Cluster>::all(ctx.hub.clone());
+    if !ctx.shards.owns(&cluster.name_any()) {
+        return Ok(Action::requeue(PROBE_INTERVAL)); // another shard's
+    }
     if cluster.metadata.deletion_timestamp.is_some() {
         return retire(&api, &cluster, &ctx).await;
     }

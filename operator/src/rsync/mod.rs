@@ -9,6 +9,7 @@ pub mod member;
 pub mod monitor;
 pub mod order;
 pub mod ready;
+pub mod shard;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct Context {
     pub bundles: Arc<bundle::BundleCache>,
     pub recorder: kube::runtime::events::Recorder,
     pub backoff: Backoff,
+    /// Which clusters this replica works on.
+    pub shards: Arc<shard::Shards>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,10 +106,23 @@ pub async fn run(ctx: Arc<Context>, wakeups: tokio::sync::mpsc::UnboundedReceive
                 .collect::<Vec<_>>()
         })
         .reconcile_on(woken)
+        // Clusters moved between shards: every context looks again at what is now its to do.
+        .reconcile_all_on(forget_moved(ctx.clone()))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
+}
+
+/// Fires when the shards change, after dropping the watches and records of the clusters that
+/// moved to another shard.
+fn forget_moved(ctx: Arc<Context>) -> impl futures::Stream<Item = ()> + Send + 'static {
+    ctx.shards.changes().map(move |()| {
+        for cluster in ctx.clusters.state().iter().map(|c| c.name_any()).filter(|c| !ctx.shards.owns(c)) {
+            ctx.monitor.forget_cluster(&cluster);
+            ctx.applied.forget_cluster(&cluster);
+        }
+    })
 }
 
 /// Changes rsync acts on: the spec (generation) and the start of deletion.
@@ -142,16 +158,27 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
     }
     let ns = actx.namespace().unwrap_or_default();
     let mut units = Vec::new();
+    // Units of other shards, with their resource counts.
+    let mut elsewhere = BTreeMap::new();
     for app in &actx.spec.apps {
         for c in &app.clusters {
+            if !ctx.shards.owns(&c.cluster) {
+                elsewhere.insert((app.name.clone(), c.cluster.clone()), c.bundle.resources);
+                continue;
+            }
             let resources = ctx.bundles.load(&ctx.hub, &ns, &c.bundle).await?;
             units.push(Unit { app: app.name.clone(), cluster: c.cluster.clone(), resources });
         }
     }
+    if units.is_empty() && !elsewhere.is_empty() {
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
     let previous = actx.status.clone().unwrap_or_default();
+    let operation = if pass == Pass::Terminate { Operation::Terminate } else { actx.spec.operation };
+    let others = shard_entries(&previous, &elsewhere, actx.metadata.generation, operation);
     let mut status = match pass {
-        Pass::Terminate => terminate(&ctx, &actx, &units).await,
-        _ => deploy(&ctx, &actx, &units, &previous).await,
+        Pass::Terminate => terminate(&ctx, &actx, &units, others).await,
+        _ => deploy(&ctx, &actx, &units, &previous, others).await,
     };
     if pass == (Pass::Deploy { prune: true }) && status.state == ContextState::Updated {
         prune(&ctx, &actx, &units, &mut status).await?;
@@ -159,7 +186,9 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
         carry_pruned(&previous, &mut status);
     }
     status.observed_generation = actx.metadata.generation;
-    if actx.metadata.deletion_timestamp.is_none() {
+    if ctx.shards.is_sharded() {
+        status = write_shared(&ctx, &actx, operation, &elsewhere, status).await?;
+    } else if actx.metadata.deletion_timestamp.is_none() {
         write_status(&Api::namespaced(ctx.hub.clone(), &ns), actx.as_ref(), Some(&previous), &status).await?;
     }
     if status.state == ContextState::Terminated {
@@ -167,6 +196,100 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
         release(&ctx, &actx).await?;
     }
     Ok(next_look(&ctx, &actx, &status))
+}
+
+/// The entries of other shards' units as `status` has them, when found at `generation`; else
+/// not done yet (nothing applied, or nothing deleted).
+fn shard_entries(
+    status: &AppContextStatus,
+    elsewhere: &BTreeMap<(String, String), u32>,
+    generation: Option<i64>,
+    operation: Operation,
+) -> BTreeMap<(String, String), ClusterStatus> {
+    let found = |(app, cluster): &(String, String)| {
+        let entry = status.apps.iter().find(|a| a.name == *app)?.clusters.iter().find(|c| c.cluster == *cluster)?;
+        (entry.observed_generation == generation).then(|| entry.clone())
+    };
+    elsewhere
+        .iter()
+        .map(|(key, &resources)| {
+            let entry = found(key).unwrap_or_else(|| ClusterStatus {
+                cluster: key.1.clone(),
+                resources,
+                deployed: if operation == Operation::Terminate { resources } else { 0 },
+                ..Default::default()
+            });
+            (key.clone(), entry)
+        })
+        .collect()
+}
+
+/// Sharded: writes `mine` (this shard's units) merged into the context's current status, which
+/// other shards write too, summarized again; a write that raced another is done again. The
+/// status written.
+async fn write_shared(
+    ctx: &Context,
+    actx: &AppContext,
+    operation: Operation,
+    elsewhere: &BTreeMap<(String, String), u32>,
+    mine: AppContextStatus,
+) -> Result<AppContextStatus, Error> {
+    let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &actx.namespace().unwrap_or_default());
+    let name = actx.name_any();
+    loop {
+        let Some(fresh) = api.get_opt(&name).await? else { return Ok(mine) };
+        let status = merge_shards(actx, operation, &mine, &fresh.status.clone().unwrap_or_default(), elsewhere);
+        if fresh.status.as_ref() == Some(&status) {
+            return Ok(status);
+        }
+        let patch = json!({
+            "apiVersion": AppContext::api_version(&()), "kind": AppContext::kind(&()),
+            "metadata": {"resourceVersion": fresh.resource_version()},
+            "status": status,
+        });
+        let params = kube::api::PatchParams::apply(crate::reconcile::MANAGER).force();
+        match api.patch_status(&name, &params, &kube::api::Patch::Apply(patch)).await {
+            Ok(_) => return Ok(status),
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(status),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// This shard's entries of `mine` with the other shards' of `fresh`, summarized again (pure).
+fn merge_shards(
+    actx: &AppContext,
+    operation: Operation,
+    mine: &AppContextStatus,
+    fresh: &AppContextStatus,
+    elsewhere: &BTreeMap<(String, String), u32>,
+) -> AppContextStatus {
+    let mut results: BTreeMap<(String, String), ClusterStatus> = mine
+        .apps
+        .iter()
+        .flat_map(|a| a.clusters.iter().map(move |c| ((a.name.clone(), c.cluster.clone()), c.clone())))
+        .filter(|(key, _)| !elsewhere.contains_key(key))
+        .collect();
+    results.extend(shard_entries(fresh, elsewhere, actx.metadata.generation, operation));
+    let mut status = summarize(actx, operation, results);
+    for app in &mut status.apps {
+        let before = mine.apps.iter().find(|a| a.name == app.name);
+        app.deployed_since = before.and_then(|a| a.deployed_since.clone());
+        app.ready_since = before.and_then(|a| a.ready_since.clone());
+    }
+    let pruned = condition::get(&mine.conditions, ConditionType::Pruned)
+        .or_else(|| condition::get(&fresh.conditions, ConditionType::Pruned).filter(|c| c.status == "True"));
+    if let Some(pruned) = pruned {
+        if pruned.status != "True" && status.state == ContextState::Updated {
+            status.state = ContextState::Updating;
+        }
+        condition::set(&mut status.conditions, pruned.clone());
+    }
+    status.pruned_on =
+        mine.pruned_on.iter().chain(&fresh.pruned_on).cloned().collect::<BTreeSet<_>>().into_iter().collect();
+    status.observed_generation = mine.observed_generation;
+    status
 }
 
 /// Keeps the `Pruned` condition of an update that pruned already.
@@ -208,8 +331,13 @@ async fn report(
 /// Applies every app whose dependencies are met, then reads readiness back. Apps go level by
 /// level of the dependency graph: all apps of a level (every app, without dependencies) are synced
 /// at once, an app only after the apps it depends on were.
-async fn deploy(ctx: &Context, actx: &AppContext, units: &[Unit], previous: &AppContextStatus) -> AppContextStatus {
-    let mut results: BTreeMap<(String, String), ClusterStatus> = BTreeMap::new();
+async fn deploy(
+    ctx: &Context,
+    actx: &AppContext,
+    units: &[Unit],
+    previous: &AppContextStatus,
+    mut results: BTreeMap<(String, String), ClusterStatus>,
+) -> AppContextStatus {
     let mut since: BTreeMap<(String, OpStatus), Time> = BTreeMap::new();
     let now = k8s_openapi::jiff::Timestamp::now();
     let mut left = machine::dependency_order(&actx.spec.apps);
@@ -225,7 +353,7 @@ async fn deploy(ctx: &Context, actx: &AppContext, units: &[Unit], previous: &App
             if machine::waiting_for(app, &since, now).is_empty() {
                 work.extend(app_units.map(|u| sync_unit(ctx, actx, u, previous_of(previous, u)).boxed()));
             } else {
-                results.extend(app_units.map(|u| (key(u), waiting(u))));
+                results.extend(app_units.map(|u| (key(u), waiting(u, actx.metadata.generation))));
             }
         }
         results.extend(bounded(work).await);
@@ -250,11 +378,12 @@ async fn deploy(ctx: &Context, actx: &AppContext, units: &[Unit], previous: &App
 }
 
 /// A unit waiting for a dependency: nothing done yet.
-fn waiting(u: &Unit) -> ClusterStatus {
+fn waiting(u: &Unit, generation: Option<i64>) -> ClusterStatus {
     ClusterStatus {
         cluster: u.cluster.clone(),
         connectivity: Connectivity::Unknown,
         resources: u.resources.len() as u32,
+        observed_generation: generation,
         ..Default::default()
     }
 }
@@ -271,6 +400,7 @@ async fn sync_unit(
         cluster: unit.cluster.clone(),
         connectivity: Connectivity::Unknown,
         resources: total,
+        observed_generation: actx.metadata.generation,
         ..Default::default()
     };
     let member = match connect(ctx, actx, &unit.cluster, Work::Apply).await {
@@ -284,7 +414,9 @@ async fn sync_unit(
     let mut outcome = if applied_before {
         Outcome { reachable: true, ..Default::default() }
     } else {
-        member.apply(&unit.resources).await
+        let applied = member.apply(&unit.resources).await;
+        tracing::debug!(appcontext = %actx.name_any(), app = %unit.app, cluster = %unit.cluster, objects = applied.present, "applied");
+        applied
     };
     if outcome.reachable {
         let mut seen = member.observe(&unit.resources).await;
@@ -392,8 +524,12 @@ async fn user_client(ctx: &Context, actx: &AppContext, cluster: &Cluster, lc: &s
 }
 
 /// Deletes everything the context applied, app by app in reverse dependency order.
-async fn terminate(ctx: &Context, actx: &AppContext, units: &[Unit]) -> AppContextStatus {
-    let mut results = BTreeMap::new();
+async fn terminate(
+    ctx: &Context,
+    actx: &AppContext,
+    units: &[Unit],
+    mut results: BTreeMap<(String, String), ClusterStatus>,
+) -> AppContextStatus {
     for app in machine::dependency_order(&actx.spec.apps).into_iter().rev() {
         let mut work = Vec::new();
         for u in units.iter().filter(|u| u.app == app.name) {
@@ -412,6 +548,7 @@ async fn terminate_unit(ctx: &Context, actx: &AppContext, u: &Unit) -> ((String,
         connectivity: Connectivity::Unknown,
         resources: total,
         deployed: total,
+        observed_generation: actx.metadata.generation,
         ..Default::default()
     };
     match connect(ctx, actx, &u.cluster, Work::Delete).await {
@@ -438,6 +575,9 @@ async fn bounded<'a, T>(work: Vec<BoxFuture<'a, T>>) -> Vec<T> {
 async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut AppContextStatus) -> Result<(), Error> {
     let generation = actx.metadata.generation;
     let ns = actx.namespace().unwrap_or_default();
+    let sharded = ctx.shards.is_sharded();
+    // Sharded: the clusters some shard pruned already.
+    let mut done: BTreeSet<String> = actx.status.iter().flat_map(|s| s.pruned_on.iter().cloned()).collect();
     let mut keep: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for u in units {
         keep.entry(&u.cluster)
@@ -457,8 +597,9 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
             break;
         }
         chain_clusters.extend(old.spec.apps.iter().flat_map(|a| &a.clusters).map(|c| c.cluster.clone()));
-        let failed = prune_one(ctx, &old, &keep).await?;
-        if failed.is_empty() {
+        let failed = prune_one(ctx, &old, &keep, &done).await?;
+        // Sharded, the replaced contexts go once every shard has pruned (below).
+        if failed.is_empty() && !sharded {
             release(ctx, &old).await?;
         }
         failures.extend(failed);
@@ -468,16 +609,31 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
     // What no context names any more (a replaced context already deleted, say): every object of
     // this DIG the member watches show, on every cluster it may be on, that this revision lacks.
     let chain_complete = next.is_none();
-    let mut clusters: BTreeSet<String> = keep.keys().map(|c| c.to_string()).collect();
+    let mut clusters: BTreeSet<String> =
+        actx.spec.apps.iter().flat_map(|a| &a.clusters).map(|c| c.cluster.clone()).collect();
     clusters.extend(chain_clusters);
     if !chain_complete {
         clusters.extend(ctx.clusters.state().iter().map(|c| c.name_any()));
     }
     // A logical cloud's objects have fixed names, all in its bundles: nothing to sweep by label
     // (labels a privileged tenant could put on anything, and these deletes run as the admin).
-    let sweeps = if actx.spec.owner.kind == "LogicalCloud" { BTreeSet::new() } else { clusters };
-    for cluster in &sweeps {
+    let mine = |c: &&String| ctx.shards.owns(c) && !done.contains(*c);
+    let sweeps: Vec<&String> =
+        if actx.spec.owner.kind == "LogicalCloud" { Vec::new() } else { clusters.iter().filter(mine).collect() };
+    for cluster in sweeps {
         failures.extend(sweep(ctx, actx, cluster, keep.get(cluster.as_str())).await);
+    }
+    if sharded && failures.is_empty() {
+        done.extend(clusters.iter().filter(|c| ctx.shards.owns(c)).cloned());
+        status.pruned_on = done.iter().cloned().collect();
+        if !clusters.is_subset(&done) {
+            return Ok(()); // other shards have clusters left to prune
+        }
+        for name in &pruned {
+            if let Some(old) = api.get_opt(name).await? {
+                release(ctx, &old).await?;
+            }
+        }
     }
     let (ok, reason, message) = match (failures.first(), pruned.is_empty()) {
         (Some(f), _) => (false, "PruneFailed", f.clone()),
@@ -532,11 +688,12 @@ async fn prune_one(
     ctx: &Context,
     old: &AppContext,
     keep: &BTreeMap<&str, BTreeSet<String>>,
+    done: &BTreeSet<String>,
 ) -> Result<Vec<String>, Error> {
     let ns = old.namespace().unwrap_or_default();
     let mut failures = Vec::new();
     for app in &old.spec.apps {
-        for c in &app.clusters {
+        for c in app.clusters.iter().filter(|c| ctx.shards.owns(&c.cluster) && !done.contains(&c.cluster)) {
             let resources = ctx.bundles.load(&ctx.hub, &ns, &c.bundle).await?;
             let kept = keep.get(c.cluster.as_str());
             let dropped: Vec<&Value> = resources
@@ -761,6 +918,31 @@ mod tests {
         );
         assert_eq!(s.state, ContextState::Instantiating);
         assert_eq!(condition::get(&s.conditions, ConditionType::Deployed).unwrap().reason, "ClusterUnreachable");
+    }
+
+    #[test]
+    fn shards_merge_only_current_entries_of_the_others() {
+        let mut actx = context("Instantiate");
+        actx.metadata.generation = Some(2);
+        let elsewhere = BTreeMap::from([(("edge".to_string(), "e2".to_string()), 3)]);
+        let mut mine_results = BTreeMap::from([unit("edge", "e1", 3, 3, 3, Connectivity::Available)]);
+        mine_results.extend(shard_entries(&AppContextStatus::default(), &elsewhere, Some(2), Operation::Instantiate));
+        let mine = summarize(&actx, Operation::Instantiate, mine_results);
+        assert_eq!(mine.state, ContextState::Instantiating, "the other shard's cluster counts as not applied yet");
+
+        let (key, mut theirs) = unit("edge", "e2", 3, 3, 3, Connectivity::Available);
+        theirs.observed_generation = Some(1);
+        let stale = summarize(&actx, Operation::Instantiate, BTreeMap::from([(key.clone(), theirs.clone())]));
+        let merged = merge_shards(&actx, Operation::Instantiate, &mine, &stale, &elsewhere);
+        assert_eq!(merged.deployed.as_deref(), Some("3/6"), "an entry of an older generation is not merged");
+
+        theirs.observed_generation = Some(2);
+        let current = summarize(&actx, Operation::Instantiate, BTreeMap::from([(key, theirs)]));
+        let merged = merge_shards(&actx, Operation::Instantiate, &mine, &current, &elsewhere);
+        assert_eq!((merged.state, merged.deployed.as_deref()), (ContextState::Instantiated, Some("6/6")));
+
+        let terminating = shard_entries(&AppContextStatus::default(), &elsewhere, Some(2), Operation::Terminate);
+        assert_eq!(terminating.values().next().unwrap().deployed, 3, "not known deleted until its shard says so");
     }
 
     #[test]
