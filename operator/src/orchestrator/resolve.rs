@@ -145,8 +145,14 @@ pub async fn resolve(ctx: &Context, dig: &DeploymentIntentGroup) -> Result<Input
         usable.iter().filter_map(|name| ctx.clusters.get(&ObjectRef::new(name))).map(|c| (*c).clone()).collect();
     let mut charts = BTreeMap::new();
     let mut bytes = 0;
+    // Apps that share a chart source read it once.
+    let mut read: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for app in &composite_app.spec.apps {
-        let tgz = chart(ctx, &ns, &app.name, &app.chart).await?;
+        let source = serde_json::to_string(&app.chart).unwrap_or_default();
+        let tgz = match read.get(&source) {
+            Some(tgz) => tgz.clone(),
+            None => read.entry(source).or_insert(chart(ctx, &ns, &app.name, &app.chart).await?).clone(),
+        };
         bytes = within_budget(bytes + tgz.len())?;
         charts.insert(app.name.clone(), tgz);
     }

@@ -90,9 +90,12 @@ impl Applied {
 }
 
 /// `live` cut down to the fields `desired` has: maps key by key, lists of equal length item by
-/// item; anything else (a scalar, a list of another length) as it is in `live`.
+/// item; anything else (a scalar, a list of another length) as it is in `live`. An empty map or
+/// list that `live` lacks is as `desired` has it (the API server does not keep them).
 pub fn project(desired: &Value, live: &Value) -> Value {
     match (desired, live) {
+        (Value::Object(d), Value::Null) if d.is_empty() => desired.clone(),
+        (Value::Array(d), Value::Null) if d.is_empty() => desired.clone(),
         (Value::Object(d), Value::Object(l)) => {
             Value::Object(d.iter().map(|(k, v)| (k.clone(), project(v, l.get(k).unwrap_or(&Value::Null)))).collect())
         }
@@ -195,6 +198,14 @@ mod tests {
         assert!(!applied.drifted("m", "c", &desired(), &cm(json!({"k": "v", "other": "x"}), "5")));
         assert!(applied.drifted("m", "c", &desired(), &cm(json!({"k": "edited"}), "6")));
         assert!(applied.drifted("m", "c", &desired(), &cm(json!({}), "7")), "a removed field is drift");
+    }
+
+    #[test]
+    fn an_empty_map_the_server_dropped_is_not_drift_after_a_restart() {
+        let applied = Applied::default();
+        let desired = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {}});
+        let live = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "resourceVersion": "5"}});
+        assert!(!applied.drifted("m", "c", &desired, &live));
     }
 
     #[test]

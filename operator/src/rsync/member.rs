@@ -3,6 +3,7 @@
 //! Only objects that carry this DIG's owner labels (or do not exist yet) are applied or deleted.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -125,6 +126,17 @@ pub struct Member<'a> {
     pub owner: Owner,
     /// What rsync last applied and saw, to tell drift from server defaults.
     pub applied: &'a Applied,
+    /// What this pass learnt of the members already.
+    pub listing: &'a Listing,
+}
+
+/// What one rsync pass learnt of its members, shared by the pass's units (apps): the default
+/// namespaces found, and the names each kind has in a namespace (one metadata list per member,
+/// kind and namespace per pass, not per app).
+#[derive(Default)]
+pub struct Listing {
+    namespaces: Mutex<HashSet<(String, String)>>,
+    names: Mutex<HashMap<(String, String, Option<String>), Arc<tokio::sync::OnceCell<HashSet<String>>>>>,
 }
 
 /// Where one resource lives on a member.
@@ -187,13 +199,16 @@ impl Member<'_> {
         Some(typed(t, serde_json::to_value(live.as_ref()).unwrap_or_default()))
     }
 
-    /// Creates the default namespace when missing; never deletes it (it may hold others' objects).
+    /// Creates the default namespace when missing (looked for once per pass); never deletes it
+    /// (it may hold others' objects).
     async fn ensure_namespace(&self) -> Result<(), Failure> {
-        if !self.makes_namespace {
+        let key = (self.name.to_string(), self.namespace.to_string());
+        if !self.makes_namespace || self.listing.namespaces.lock().unwrap().contains(&key) {
             return Ok(());
         }
         let api = Api::<Namespace>::all(self.client.clone());
         if api.get_opt(self.namespace).await.map_err(classify)?.is_some() {
+            self.listing.namespaces.lock().unwrap().insert(key);
             return Ok(());
         }
         let ns: Namespace = serde_json::from_value(serde_json::json!({
@@ -206,19 +221,19 @@ impl Member<'_> {
         }
     }
 
-    /// The names of the objects of `t`'s kind in its namespace, listed once per pass (metadata
-    /// only): an object absent there needs no read before it is applied.
-    async fn names_at<'m>(
-        &self,
-        t: &Target,
-        listed: &'m mut HashMap<(String, Option<String>), HashSet<String>>,
-    ) -> Result<&'m HashSet<String>, Failure> {
-        let key = (format!("{}/{}", t.resource.api_version, t.resource.plural), t.namespace.clone());
-        if !listed.contains_key(&key) {
-            let names = t.api.list_metadata(&ListParams::default()).await.map_err(classify)?;
-            listed.insert(key.clone(), names.items.into_iter().filter_map(|o| o.metadata.name).collect());
-        }
-        Ok(&listed[&key])
+    /// Whether the member has an object of `t`'s kind and name in its namespace, from a metadata
+    /// list made once per pass: an object absent there needs no read before it is applied.
+    async fn listed(&self, t: &Target) -> Result<bool, Failure> {
+        let kind = format!("{}/{}", t.resource.api_version, t.resource.plural);
+        let key = (self.name.to_string(), kind, t.namespace.clone());
+        let cell = self.listing.names.lock().unwrap().entry(key).or_default().clone();
+        let names = cell
+            .get_or_try_init(|| async {
+                let list = t.api.list_metadata(&ListParams::default()).await.map_err(classify)?;
+                Ok::<_, Failure>(list.items.into_iter().filter_map(|o| o.metadata.name).collect())
+            })
+            .await?;
+        Ok(names.contains(&t.name))
     }
 
     /// Applies `resources` in kind order; stops at the first sign the member is unreachable.
@@ -233,14 +248,13 @@ impl Member<'_> {
         let mut ordered: Vec<&Value> = resources.iter().collect();
         order::install_order(&mut ordered);
         let params = PatchParams::apply(&self.owner.field_manager()).force();
-        let mut listed = HashMap::new();
         for obj in ordered {
             let applied = async {
                 let t = self.locate(obj).await?;
                 // Ours and watched: the watch has it. Otherwise the listing says whether to read it.
                 let live = match self.cached(&t).await {
                     Some(live) => Some(live),
-                    None if self.names_at(&t, &mut listed).await?.contains(&t.name) => self.read_at(&t).await?,
+                    None if self.listed(&t).await? => self.read_at(&t).await?,
                     None => None,
                 };
                 match live {

@@ -340,6 +340,7 @@ async fn deploy(
 ) -> AppContextStatus {
     let mut since: BTreeMap<(String, OpStatus), Time> = BTreeMap::new();
     let now = k8s_openapi::jiff::Timestamp::now();
+    let listing = member::Listing::default();
     let mut left = machine::dependency_order(&actx.spec.apps);
     while !left.is_empty() {
         // The apps whose dependencies were all synced already (a cycle that slipped through: the next).
@@ -351,7 +352,7 @@ async fn deploy(
         for app in &level {
             let app_units = units.iter().filter(|u| u.app == app.name);
             if machine::waiting_for(app, &since, now).is_empty() {
-                work.extend(app_units.map(|u| sync_unit(ctx, actx, u, previous_of(previous, u)).boxed()));
+                work.extend(app_units.map(|u| sync_unit(ctx, actx, u, previous_of(previous, u), &listing).boxed()));
             } else {
                 results.extend(app_units.map(|u| (key(u), waiting(u, actx.metadata.generation))));
             }
@@ -394,6 +395,7 @@ async fn sync_unit(
     actx: &AppContext,
     unit: &Unit,
     before: Option<&ClusterStatus>,
+    listing: &member::Listing,
 ) -> ((String, String), ClusterStatus) {
     let total = unit.resources.len() as u32;
     let mut status = ClusterStatus {
@@ -403,7 +405,7 @@ async fn sync_unit(
         observed_generation: actx.metadata.generation,
         ..Default::default()
     };
-    let member = match connect(ctx, actx, &unit.cluster, Work::Apply).await {
+    let member = match connect(ctx, actx, &unit.cluster, Work::Apply, listing).await {
         Ok(m) => m,
         Err(message) => {
             status.failed = vec![message];
@@ -465,6 +467,7 @@ async fn connect<'a>(
     actx: &'a AppContext,
     cluster: &'a str,
     work: Work,
+    listing: &'a member::Listing,
 ) -> Result<Member<'a>, String> {
     let found =
         ctx.clusters.get(&ObjectRef::new(cluster)).ok_or_else(|| format!("cluster {cluster} is not registered"))?;
@@ -494,6 +497,7 @@ async fn connect<'a>(
         namespace: &actx.spec.namespace,
         owner: member::Owner { project: actx.namespace().unwrap_or_default(), dig: actx.spec.owner.label() },
         applied: &ctx.applied,
+        listing,
     })
 }
 
@@ -551,7 +555,7 @@ async fn terminate_unit(ctx: &Context, actx: &AppContext, u: &Unit) -> ((String,
         observed_generation: actx.metadata.generation,
         ..Default::default()
     };
-    match connect(ctx, actx, &u.cluster, Work::Delete).await {
+    match connect(ctx, actx, &u.cluster, Work::Delete, &Default::default()).await {
         Err(message) => status.failed = vec![message],
         Ok(member) => {
             let out = member.delete(&u.resources.iter().collect::<Vec<_>>()).await;
@@ -677,7 +681,7 @@ async fn sweep(ctx: &Context, actx: &AppContext, cluster: &str, keep: Option<&BT
         return Vec::new();
     }
     tracing::info!(appcontext = %actx.name_any(), cluster, objects = stale.len(), "pruning objects no revision names");
-    match connect(ctx, actx, cluster, Work::Delete).await {
+    match connect(ctx, actx, cluster, Work::Delete, &Default::default()).await {
         Ok(m) => m.delete(&stale.iter().collect::<Vec<_>>()).await.failed,
         Err(message) => vec![message],
     }
@@ -703,7 +707,7 @@ async fn prune_one(
             if dropped.is_empty() {
                 continue;
             }
-            match connect(ctx, old, &c.cluster, Work::Delete).await {
+            match connect(ctx, old, &c.cluster, Work::Delete, &Default::default()).await {
                 Ok(m) => failures.extend(m.delete(&dropped).await.failed),
                 Err(message) => failures.push(message),
             }

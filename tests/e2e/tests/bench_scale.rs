@@ -229,9 +229,11 @@ struct Run {
     hub_by_verb: BTreeMap<String, u64>,
     peak_rss_mib: f64,
     cpu_fanout: f64,
+    ns: String,
 }
 
-async fn one_run(hub: &Client, members: &[(String, Client)], run: usize) -> Result<Run> {
+/// One run; its DIG is terminated at the end unless `keep` (the caller measures at rest with it).
+async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: bool) -> Result<Run> {
     let n = members.len();
     let ns = format!("scale{run}-{}", unique_suffix());
     project(hub, &ns).await?;
@@ -338,12 +340,11 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize) -> Resu
     let direct = wait_all(&arrivals, n, Duration::from_secs(600)).await?.duration_since(start).as_secs_f64();
     watches.iter().for_each(|w| w.abort());
 
-    set_dig_state(hub, &ns, &ns, "Terminated").await?;
-    wait_dig(hub, &ns, &ns, "Terminated", Duration::from_secs(600), |s| {
-        s.state == emco::api::orchestrator::DigState::Terminated
-    })
-    .await?;
+    if !keep {
+        terminate(hub, &ns).await?;
+    }
     Ok(Run {
+        ns,
         fanout,
         direct,
         update_p50: percentile(delays.clone(), 0.5),
@@ -353,6 +354,15 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize) -> Resu
         peak_rss_mib: peak as f64 / (1 << 20) as f64,
         cpu_fanout: cpu_after - cpu_before,
     })
+}
+
+async fn terminate(hub: &Client, ns: &str) -> Result<()> {
+    set_dig_state(hub, ns, ns, "Terminated").await?;
+    wait_dig(hub, ns, ns, "Terminated", Duration::from_secs(600), |s| {
+        s.state == emco::api::orchestrator::DigState::Terminated
+    })
+    .await?;
+    Ok(())
 }
 
 async fn dig_status_context(hub: &Client, ns: &str) -> Result<String> {
@@ -389,7 +399,7 @@ async fn scale_fan_out_update_and_cost() -> Result<()> {
     let n = members.len();
     let mut runs = Vec::new();
     for run in 0..RUNS {
-        let r = one_run(&hub, &members, run).await?;
+        let r = one_run(&hub, &members, run, run + 1 == RUNS).await?;
         println!(
             "run {run}: fan-out {:.2} s (direct {:.2} s, {:.2}x), update P50 {:.3} s P99 {:.3} s, hub {:.3}/object {:?}, peak RSS {:.0} MiB, CPU {:.1} s",
             r.fanout,
@@ -404,12 +414,18 @@ async fn scale_fan_out_update_and_cost() -> Result<()> {
         );
         runs.push(r);
     }
-    // At rest: the member watches running, nothing to do.
+    // At rest: the last run's N x 200 objects deployed and under watch, nothing to do.
     let pid = operator_pid()?;
-    let cpu = cpu_seconds(pid);
+    let (cpu, hub_before) = (cpu_seconds(pid), hub_requests(&hub).await?);
     tokio::time::sleep(Duration::from_secs(60)).await;
     let rest_cpu = (cpu_seconds(pid) - cpu) / 60.0 * 100.0;
     let rest_rss = rss_bytes(pid) as f64 / (1 << 20) as f64;
+    let hub_after = hub_requests(&hub).await?;
+    let rest_hub: u64 = hub_after.iter().map(|(v, c)| c - hub_before.get(v).copied().unwrap_or(0)).sum();
+    println!("at rest: {rest_cpu:.2} % of a core, {rest_rss:.0} MiB, {rest_hub} hub requests in 60 s");
+    if let Some(last) = runs.last() {
+        terminate(&hub, &last.ns).await?;
+    }
     let m = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
     let table = format!(
         "scale bench, N = {n} members, {APPS} apps x {PER_APP} objects ({} objects), median of {RUNS} runs\n\
@@ -421,7 +437,7 @@ async fn scale_fan_out_update_and_cost() -> Result<()> {
          | hub requests per object delivered | {:.3} |\n\
          | operator peak RSS during fan-out | {:.0} MiB |\n\
          | operator CPU during fan-out | {:.1} s |\n\
-         | at rest (60 s): CPU / RSS | {:.2} % of a core / {:.0} MiB |\n\
+         | at rest (60 s, N x 200 objects under watch): CPU / RSS | {:.2} % of a core / {:.0} MiB |\n\
          | render, 200-object chart | {:.0} objects/s |\n",
         n * APPS * PER_APP,
         m(|r| r.fanout),
