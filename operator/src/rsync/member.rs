@@ -136,8 +136,11 @@ pub struct Member<'a> {
 #[derive(Default)]
 pub struct Listing {
     namespaces: Mutex<HashSet<(String, String)>>,
-    names: Mutex<HashMap<(String, String, Option<String>), Arc<tokio::sync::OnceCell<HashSet<String>>>>>,
+    /// By (member, kind, namespace): filled by the first unit that needs it.
+    names: Mutex<HashMap<(String, String, Option<String>), Names>>,
 }
+
+type Names = Arc<tokio::sync::OnceCell<HashSet<String>>>;
 
 /// Where one resource lives on a member.
 struct Target {
