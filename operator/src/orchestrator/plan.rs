@@ -84,38 +84,64 @@ fn namespace(inputs: &Inputs) -> String {
 }
 
 /// Renders every placed app of `inputs` for revision `revision`, for the clusters it was placed on.
+/// Apps render side by side, as many at once as there are render slots; an error stops the rest.
 pub fn render(inputs: &Inputs, placement: &Placement, revision: u32) -> Result<Placed, PlanError> {
-    let namespace = namespace(inputs);
-    let mut placed = Placed::default();
-    for app in &inputs.composite_app.spec.apps {
-        let Some(clusters) = placement.get(&app.name) else { continue };
-        // Loading and rendering wait for a render slot: the pod's memory budget counts them.
-        let _slot = render::sandbox::Slot::take();
-        let chart = chart::load_chart(&inputs.charts[&app.name])
-            .map_err(|source| PlanError::Chart { app: app.name.clone(), source })?;
-        let values = merged_values(inputs, &app.name, &chart.values)?;
-        let mut placed_app = PlacedApp { name: app.name.clone(), clusters: Vec::new() };
-        for ((version, api_versions), group) in by_capabilities(inputs, clusters.iter()) {
-            let ctx = RenderContext {
-                release_name: inputs.dig.spec.release.clone().unwrap_or_else(|| inputs.dig.name_any()),
-                release_namespace: namespace.clone(),
-                revision,
-                kube_version: version,
-                api_versions,
-            };
-            let mut resources = render::render_app(&chart, &values, &ctx)
-                .map_err(|source| PlanError::Render { app: app.name.clone(), source })?;
-            resources.iter_mut().for_each(|r| label(r, inputs, &app.name));
-            let resources = Arc::new(resources);
-            placed_app.clusters.extend(group.into_iter().map(|cluster| PlacedCluster {
-                labels: cluster_labels(inputs, &cluster),
-                cluster,
-                resources: resources.clone(),
-            }));
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let apps: Vec<_> =
+        inputs.composite_app.spec.apps.iter().filter_map(|a| Some((&a.name, placement.get(&a.name)?))).collect();
+    let next = AtomicUsize::new(0);
+    let done = std::sync::Mutex::new(BTreeMap::new());
+    std::thread::scope(|scope| {
+        for _ in 0..render::limits::workers().clamp(1, apps.len().max(1)) {
+            scope.spawn(|| {
+                while let Some(i) = Some(next.fetch_add(1, Ordering::Relaxed)).filter(|i| *i < apps.len()) {
+                    let (app, clusters) = apps[i];
+                    let placed = render_app(inputs, app, clusters, revision);
+                    if placed.is_err() {
+                        next.store(apps.len(), Ordering::Relaxed);
+                    }
+                    done.lock().unwrap_or_else(|e| e.into_inner()).insert(i, placed);
+                }
+            });
         }
-        placed.apps.push(placed_app);
+    });
+    let rendered = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    let apps = rendered.into_values().collect::<Result<Vec<_>, _>>()?;
+    Ok(Placed { apps })
+}
+
+/// Renders one app for its clusters: once per distinct Kubernetes version and API set.
+fn render_app(
+    inputs: &Inputs,
+    app: &str,
+    clusters: &std::collections::BTreeSet<String>,
+    revision: u32,
+) -> Result<PlacedApp, PlanError> {
+    // Loading and rendering wait for a render slot: the pod's memory budget counts them.
+    let _slot = render::sandbox::Slot::take();
+    let chart =
+        chart::load_chart(&inputs.charts[app]).map_err(|source| PlanError::Chart { app: app.to_string(), source })?;
+    let values = merged_values(inputs, app, &chart.values)?;
+    let mut placed_app = PlacedApp { name: app.to_string(), clusters: Vec::new() };
+    for ((version, api_versions), group) in by_capabilities(inputs, clusters.iter()) {
+        let ctx = RenderContext {
+            release_name: inputs.dig.spec.release.clone().unwrap_or_else(|| inputs.dig.name_any()),
+            release_namespace: namespace(inputs),
+            revision,
+            kube_version: version,
+            api_versions,
+        };
+        let mut resources = render::render_app(&chart, &values, &ctx)
+            .map_err(|source| PlanError::Render { app: app.to_string(), source })?;
+        resources.iter_mut().for_each(|r| label(r, inputs, app));
+        let resources = Arc::new(resources);
+        placed_app.clusters.extend(group.into_iter().map(|cluster| PlacedCluster {
+            labels: cluster_labels(inputs, &cluster),
+            cluster,
+            resources: resources.clone(),
+        }));
     }
-    Ok(placed)
+    Ok(placed_app)
 }
 
 /// Labels the resources of `placed` with their owner and groups clusters that get identical

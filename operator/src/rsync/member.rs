@@ -137,9 +137,11 @@ pub struct Member<'a> {
 pub struct Listing {
     namespaces: Mutex<HashSet<(String, String)>>,
     /// By (member, kind, namespace): filled by the first unit that needs it.
-    names: Mutex<HashMap<(String, String, Option<String>), Names>>,
+    names: Mutex<HashMap<Place, Names>>,
 }
 
+/// (member, kind, namespace).
+type Place = (String, String, Option<String>);
 type Names = Arc<tokio::sync::OnceCell<HashSet<String>>>;
 
 /// Where one resource lives on a member.

@@ -843,6 +843,11 @@ fn summarize(
     status
 }
 
+/// A context that is all ready is looked at again after this long. The member watches wake it
+/// at once when something of it changes there; this pass is only the safety net (a pass over
+/// 10,000 objects costs about a second of CPU).
+const RESYNC: Duration = Duration::from_secs(300);
+
 /// When to look again: soon while work is under way (250 ms, backing off to 5 s), rarely once
 /// all is ready, with exponential backoff while a cluster is unreachable or refuses resources.
 fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Action {
@@ -856,7 +861,7 @@ fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Act
         _ if condition::is_true(&status.conditions, ConditionType::Ready) => {
             ctx.backoff.succeeded(&key);
             ctx.backoff.succeeded(&poll);
-            Action::requeue(Duration::from_secs(60))
+            Action::requeue(RESYNC)
         }
         _ => {
             ctx.backoff.succeeded(&key);

@@ -329,6 +329,8 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
         let mut objects: Vec<Value> = cache.load(hub, &ns, bundle).await?.as_ref().clone();
         for o in &mut objects {
             o["metadata"]["labels"][emco::api::labels::DIG] = json!(format!("direct-{ns}"));
+            // Not the operator's: its member watches (label-selected) leave these out.
+            o["metadata"]["labels"].as_object_mut().map(|l| l.remove(emco::api::labels::MANAGED_BY));
         }
         rendered.push(objects);
     }
