@@ -269,8 +269,10 @@ async fn request(
             let _ = csrs.delete(&name, &Default::default()).await;
             return Ok(UserState::Pending("the member issued a certificate for another key; asking again".into()));
         };
-        keep(members, lc, cluster, secrets, key, &certificate.0).await?;
+        // The CSR goes first: stopped in between, the next pass asks again (same key, same name)
+        // rather than leave an issued CSR behind for good.
         let _ = csrs.delete(&name, &Default::default()).await;
+        keep(members, lc, cluster, secrets, key, &certificate.0).await?;
         return Ok(UserState::Issued { expiry: validity.expiry(), renew_at: validity.renew_at(), renewing: None });
     }
     if !conditions.iter().any(|c| c.type_ == "Approved") {

@@ -170,7 +170,8 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
             units.push(Unit { app: app.name.clone(), cluster: c.cluster.clone(), resources });
         }
     }
-    if units.is_empty() && !elsewhere.is_empty() {
+    // Nothing of it on this shard's clusters, unless what it replaced was (to prune).
+    if units.is_empty() && !elsewhere.is_empty() && pass != (Pass::Deploy { prune: true }) {
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
     let previous = actx.status.clone().unwrap_or_default();
@@ -858,6 +859,11 @@ fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Act
     match status.state {
         ContextState::Terminated => Action::await_change(),
         _ if unreachable || failed => Action::requeue(ctx.backoff.retry_after(&key)),
+        // Sharded: another shard may still have clusters to prune; look again soon.
+        _ if awaiting_prune(actx, status) => {
+            ctx.backoff.succeeded(&key);
+            Action::requeue(ctx.backoff.next(&poll, Duration::from_millis(250), Duration::from_secs(5)))
+        }
         _ if condition::is_true(&status.conditions, ConditionType::Ready) => {
             ctx.backoff.succeeded(&key);
             ctx.backoff.succeeded(&poll);
@@ -869,6 +875,13 @@ fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Act
             Action::requeue(ctx.backoff.next(&poll, Duration::from_millis(250), Duration::from_secs(5)))
         }
     }
+}
+
+/// An update whose prune is not complete everywhere yet.
+fn awaiting_prune(actx: &AppContext, status: &AppContextStatus) -> bool {
+    actx.spec.operation == Operation::Update
+        && actx.spec.superseded_by.is_none()
+        && !condition::is_true(&status.conditions, ConditionType::Pruned)
 }
 
 fn error_policy(actx: Arc<AppContext>, error: &Error, ctx: Arc<Context>) -> Action {
