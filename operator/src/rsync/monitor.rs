@@ -108,19 +108,67 @@ impl Monitor {
                 super::drift::compact(&mut o.data);
                 super::drift::compact_annotations(o.annotations_mut());
             })
-            .reflect(writer)
-            .touched_objects();
+            .reflect(writer);
         let task = tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
+            let mut changes = Changes::default();
             while let Some(event) = events.next().await {
-                let Ok(obj) = event else { continue };
-                let (project, dig) = (obj.labels().get(labels::PROJECT), obj.labels().get(labels::DIG));
-                if let (Some(p), Some(d)) = (project, dig) {
-                    let _ = wake.send((p.clone(), d.clone()));
+                let Ok(event) = event else { continue };
+                for dig in changes.of(event) {
+                    let _ = wake.send(dig);
                 }
             }
         });
         Watch { client_key: client_key.to_string(), resource: resource.clone(), store, task }
+    }
+}
+
+/// What a watch saw change: a watch that lists again (after an expired resourceVersion, say)
+/// sends every object anew, and only those whose version moved, and those gone, are changes.
+#[derive(Default)]
+struct Changes {
+    /// By object: its resourceVersion as last seen, and the DIG it belongs to.
+    seen: HashMap<(Option<String>, String), (String, Option<Wakeup>)>,
+    /// The same for a list under way.
+    listing: HashMap<(Option<String>, String), (String, Option<Wakeup>)>,
+}
+
+impl Changes {
+    /// The DIGs to wake for `event`.
+    fn of(&mut self, event: watcher::Event<DynamicObject>) -> Vec<Wakeup> {
+        let key = |o: &DynamicObject| (o.namespace(), o.name_any());
+        let record = |o: &DynamicObject| {
+            let (project, dig) = (o.labels().get(labels::PROJECT), o.labels().get(labels::DIG));
+            (o.resource_version().unwrap_or_default(), project.cloned().zip(dig.cloned()))
+        };
+        match event {
+            watcher::Event::Apply(o) => {
+                let now = record(&o);
+                let before = self.seen.insert(key(&o), now.clone());
+                if before.is_some_and(|b| b.0 == now.0) { vec![] } else { now.1.into_iter().collect() }
+            }
+            watcher::Event::Delete(o) => {
+                self.seen.remove(&key(&o));
+                record(&o).1.into_iter().collect()
+            }
+            watcher::Event::Init => {
+                self.listing.clear();
+                vec![]
+            }
+            watcher::Event::InitApply(o) => {
+                let now = record(&o);
+                let moved = self.seen.get(&key(&o)).is_none_or(|b| b.0 != now.0);
+                self.listing.insert(key(&o), now.clone());
+                if moved { now.1.into_iter().collect() } else { vec![] }
+            }
+            watcher::Event::InitDone => {
+                let listed = std::mem::take(&mut self.listing);
+                let gone = self.seen.iter().filter(|(k, _)| !listed.contains_key(*k)).filter_map(|(_, r)| r.1.clone());
+                let gone = gone.collect();
+                self.seen = listed;
+                gone
+            }
+        }
     }
 }
 
@@ -138,5 +186,38 @@ impl Drop for Monitor {
         for w in self.watches.lock().unwrap().values() {
             w.task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher::Event;
+
+    fn object(name: &str, version: &str) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "n", "resourceVersion": version,
+                         "labels": {labels::PROJECT: "p", labels::DIG: "d"}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_watch_that_lists_again_wakes_only_for_what_moved_or_went() {
+        let mut changes = Changes::default();
+        let dig = vec![("p".to_string(), "d".to_string())];
+        assert!(changes.of(Event::Init).is_empty());
+        assert_eq!(changes.of(Event::InitApply(object("a", "1"))), dig, "first seen");
+        assert_eq!(changes.of(Event::InitApply(object("b", "1"))), dig);
+        assert!(changes.of(Event::InitDone).is_empty());
+        assert!(changes.of(Event::Apply(object("a", "1"))).is_empty(), "same version again");
+        assert_eq!(changes.of(Event::Apply(object("a", "2"))), dig, "a moved");
+
+        // The watch lists again: a is as it was, b is gone.
+        changes.of(Event::Init);
+        assert!(changes.of(Event::InitApply(object("a", "2"))).is_empty());
+        assert_eq!(changes.of(Event::InitDone), dig, "b went while the watch was away");
+        assert_eq!(changes.of(Event::Delete(object("a", "2"))), dig);
     }
 }
