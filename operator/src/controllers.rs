@@ -50,6 +50,7 @@ async fn controllers(
     shards: Arc<Shards>,
     leader: Option<String>,
 ) -> anyhow::Result<()> {
+    crate::health::not_ready("hub caches not synced");
     let (secrets, secrets_writer) = reflector::store::<Secret>();
     let secrets_api = Api::<Secret>::namespaced(hub.clone(), &operator_namespace);
     let secret_events =
@@ -110,8 +111,13 @@ async fn controllers(
     });
     // The reflectors are driven by the cluster controller, which also reacts to their changes.
     let drive = clm::run(clm, cluster_events.boxed(), secret_events.boxed());
+    use crate::health::watched;
     let hub_level = async {
-        futures::join!(orchestrator::project::run(projects), dcm::run(dcm), orchestrator::run(orchestrator));
+        futures::join!(
+            watched("projects", orchestrator::project::run(projects)),
+            watched("dcm", dcm::run(dcm)),
+            watched("orchestrator", orchestrator::run(orchestrator)),
+        );
     };
     let hub_level = async {
         let Some(me) = &leader else {
@@ -129,10 +135,12 @@ async fn controllers(
             secrets.wait_until_ready().await.ok();
             clusters.wait_until_ready().await.ok();
             tracing::info!("hub caches ready, starting controllers");
+            crate::health::ready();
             // Losing the leader Lease ends everything at once; a signal ends each by itself.
-            futures::future::try_join(hub_level, rsync::run(rsync, wakeups).map(Ok)).await.map(|_| ())
+            let rsync = watched("rsync", rsync::run(rsync, wakeups));
+            futures::future::try_join(hub_level, rsync.map(Ok)).await.map(|_| ())
         } => result?,
-        _ = drive => {},
+        () = watched("clm", drive) => {},
         () = shards.run(hub.clone(), operator_namespace.clone(), clusters.clone()) => {},
     }
     Ok(())

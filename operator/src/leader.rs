@@ -38,13 +38,20 @@ pub async fn acquire(hub: &Client, namespace: &str, me: &str) {
     let mut seen = None;
     loop {
         match try_take(&api, me, &mut seen).await {
-            Ok(true) => return tracing::info!(identity = me, "acquired the leader Lease"),
+            Ok(true) => {
+                crate::health::ready();
+                return tracing::info!(identity = me, "acquired the leader Lease");
+            }
             Ok(false) if !announced => {
                 tracing::info!(identity = me, "waiting for leadership (another replica holds the Lease)");
+                crate::health::ready(); // a standby that reaches the hub is what it should be
                 announced = true;
             }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "leader Lease not reachable"),
+            Ok(false) => crate::health::ready(),
+            Err(e) => {
+                crate::health::not_ready("the hub's leader Lease cannot be read");
+                tracing::warn!(error = %e, "leader Lease not reachable");
+            }
         }
         tokio::time::sleep(RENEW_EVERY).await;
     }

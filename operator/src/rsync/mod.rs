@@ -871,8 +871,12 @@ fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Act
         }
         _ => {
             ctx.backoff.succeeded(&key);
-            // Changes on the members wake us too (monitor); a pass reads their caches, so it is cheap.
-            Action::requeue(ctx.backoff.next(&poll, Duration::from_millis(250), Duration::from_secs(5)))
+            // Changes on the members wake us (monitor): once everything is applied and only
+            // readiness is awaited, the watches say when it comes, and the poll backs off further.
+            let applied =
+                status.deployed_counts.get("Pending") == Some(&0) && status.deployed_counts.get("Failed") == Some(&0);
+            let cap = if applied { Duration::from_secs(60) } else { Duration::from_secs(5) };
+            Action::requeue(ctx.backoff.next(&poll, Duration::from_millis(250), cap))
         }
     }
 }
