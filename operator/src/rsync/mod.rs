@@ -157,19 +157,7 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
         Pass::Terminate | Pass::Deploy { .. } => {}
     }
     let ns = actx.namespace().unwrap_or_default();
-    let mut units = Vec::new();
-    // Units of other shards, with their resource counts.
-    let mut elsewhere = BTreeMap::new();
-    for app in &actx.spec.apps {
-        for c in &app.clusters {
-            if !ctx.shards.owns(&c.cluster) {
-                elsewhere.insert((app.name.clone(), c.cluster.clone()), c.bundle.resources);
-                continue;
-            }
-            let resources = ctx.bundles.load(&ctx.hub, &ns, &c.bundle).await?;
-            units.push(Unit { app: app.name.clone(), cluster: c.cluster.clone(), resources });
-        }
-    }
+    let (units, elsewhere) = units_here(&ctx, &actx).await?;
     // Nothing of it on this shard's clusters, unless what it replaced was (to prune).
     if units.is_empty() && !elsewhere.is_empty() && pass != (Pass::Deploy { prune: true }) {
         return Ok(Action::requeue(Duration::from_secs(60)));
@@ -197,6 +185,23 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
         release(&ctx, &actx).await?;
     }
     Ok(next_look(&ctx, &actx, &status))
+}
+
+/// This shard's units, with their bundles; and the other shards' units with their resource counts.
+async fn units_here(ctx: &Context, actx: &AppContext) -> Result<(Vec<Unit>, BTreeMap<(String, String), u32>), Error> {
+    let ns = actx.namespace().unwrap_or_default();
+    let (mut units, mut elsewhere) = (Vec::new(), BTreeMap::new());
+    for app in &actx.spec.apps {
+        for c in &app.clusters {
+            if !ctx.shards.owns(&c.cluster) {
+                elsewhere.insert((app.name.clone(), c.cluster.clone()), c.bundle.resources);
+                continue;
+            }
+            let resources = ctx.bundles.load(&ctx.hub, &ns, &c.bundle).await?;
+            units.push(Unit { app: app.name.clone(), cluster: c.cluster.clone(), resources });
+        }
+    }
+    Ok((units, elsewhere))
 }
 
 /// The entries of other shards' units as `status` has them, when found at `generation`; else
