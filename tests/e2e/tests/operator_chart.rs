@@ -31,6 +31,25 @@ fn chart_lints_and_renders_with_the_rbac_the_operator_needs() {
 }
 
 #[test]
+fn sharded_rsync_is_one_value_and_its_leases_are_in_the_role() {
+    let template = |extra: &[&str]| {
+        let mut args = vec!["template", "emco", "charts/emco-operator", "--namespace", "emco-system"];
+        args.extend_from_slice(extra);
+        helm(&args)
+    };
+    let sharded_env = |rendered: &str| {
+        let at = rendered.find("name: EMCO_RSYNC_SHARDED").expect("EMCO_RSYNC_SHARDED in the Deployment");
+        rendered[at..].lines().nth(1).unwrap_or_default().trim().to_string()
+    };
+    assert_eq!(sharded_env(&template(&[])), "value: \"false\"", "one replica carries every cluster by default");
+    let sharded = template(&["--set", "rsync.sharded=true", "--set", "replicas=3"]);
+    assert_eq!(sharded_env(&sharded), "value: \"true\"");
+    assert!(sharded.contains("replicas: 3"));
+    let role = sharded.split("---").find(|d| d.contains("kind: Role\n")).expect("the namespaced Role");
+    assert!(role.contains("verbs: [get, list, create, update, patch, delete]"), "shard Leases: {role}");
+}
+
+#[test]
 fn the_hub_is_closed_unless_the_single_tenant_value_says_otherwise() {
     let closed = helm(&["template", "emco", "charts/emco-operator", "--namespace", "emco-system"]);
     assert!(!closed.contains("kind: ClusterGrant"), "a grant by default");
