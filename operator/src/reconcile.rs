@@ -101,9 +101,26 @@ where
     if current == Some(status) {
         return Ok(());
     }
-    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
-    let name = obj.meta().name.clone().unwrap_or_default();
-    api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch)).await?;
+    apply_status(api, &obj.meta().name.clone().unwrap_or_default(), None, status).await
+}
+
+/// Writes `status` on object `name` with server-side apply; with `resource_version`, only over
+/// that version of the object (409 otherwise).
+pub async fn apply_status<K, S>(
+    api: &Api<K>,
+    name: &str,
+    resource_version: Option<String>,
+    status: &S,
+) -> kube::Result<()>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    let mut patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    if let Some(version) = resource_version {
+        patch["metadata"] = serde_json::json!({"resourceVersion": version});
+    }
+    api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch)).await?;
     Ok(())
 }
 

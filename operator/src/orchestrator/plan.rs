@@ -94,8 +94,9 @@ pub fn render(inputs: &Inputs, placement: &Placement, revision: u32) -> Result<P
     std::thread::scope(|scope| {
         for _ in 0..render::limits::workers().clamp(1, apps.len().max(1)) {
             scope.spawn(|| {
-                while let Some(i) = Some(next.fetch_add(1, Ordering::Relaxed)).filter(|i| *i < apps.len()) {
-                    let (app, clusters) = apps[i];
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(app, clusters)) = apps.get(i) else { break };
                     let placed = render_app(inputs, app, clusters, revision);
                     if placed.is_err() {
                         next.store(apps.len(), Ordering::Relaxed);

@@ -149,10 +149,10 @@ pub async fn resolve(ctx: &Context, dig: &DeploymentIntentGroup) -> Result<Input
     let mut read: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for app in &composite_app.spec.apps {
         let source = serde_json::to_string(&app.chart).unwrap_or_default();
-        let tgz = match read.get(&source) {
-            Some(tgz) => tgz.clone(),
-            None => read.entry(source).or_insert(chart(ctx, &ns, &app.name, &app.chart).await?).clone(),
-        };
+        if !read.contains_key(&source) {
+            read.insert(source.clone(), chart(ctx, &ns, &app.name, &app.chart).await?);
+        }
+        let tgz = read[&source].clone();
         bytes = within_budget(bytes + tgz.len())?;
         charts.insert(app.name.clone(), tgz);
     }

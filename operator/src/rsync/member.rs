@@ -190,9 +190,14 @@ impl Member<'_> {
     /// `t` as the member has it: from the watch, else asked directly. Every copy carries
     /// `apiVersion` and `kind`, so that readiness and drift judge them alike.
     async fn read_at(&self, t: &Target) -> Result<Option<Value>, Failure> {
-        if let Some(live) = self.cached(t).await {
-            return Ok(Some(live));
+        match self.cached(t).await {
+            Some(live) => Ok(Some(live)),
+            None => self.fetch(t).await,
         }
+    }
+
+    /// `t` asked of the member.
+    async fn fetch(&self, t: &Target) -> Result<Option<Value>, Failure> {
         let live = t.api.get_opt(&t.name).await.map_err(classify)?;
         Ok(live.map(|l| typed(t, serde_json::to_value(l).unwrap_or_default())))
     }
@@ -259,7 +264,7 @@ impl Member<'_> {
                 // Ours and watched: the watch has it. Otherwise the listing says whether to read it.
                 let live = match self.cached(&t).await {
                     Some(live) => Some(live),
-                    None if self.listed(&t).await? => self.read_at(&t).await?,
+                    None if self.listed(&t).await? => self.fetch(&t).await?,
                     None => None,
                 };
                 match live {

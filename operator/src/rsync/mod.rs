@@ -248,13 +248,7 @@ async fn write_shared(
         if fresh.status.as_ref() == Some(&status) {
             return Ok(status);
         }
-        let patch = json!({
-            "apiVersion": AppContext::api_version(&()), "kind": AppContext::kind(&()),
-            "metadata": {"resourceVersion": fresh.resource_version()},
-            "status": status,
-        });
-        let params = kube::api::PatchParams::apply(crate::reconcile::MANAGER).force();
-        match api.patch_status(&name, &params, &kube::api::Patch::Apply(patch)).await {
+        match crate::reconcile::apply_status(&api, &name, fresh.resource_version(), &status).await {
             Ok(_) => return Ok(status),
             Err(kube::Error::Api(e)) if e.code == 409 => continue,
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(status),
