@@ -73,6 +73,7 @@ async fn controllers(
         monitor: monitor.clone(),
         applied: applied.clone(),
         shards: shards.clone(),
+        recorder: recorder.clone(),
         backoff: Default::default(),
     });
     let dcm = Arc::new(dcm::Context {

@@ -1,5 +1,6 @@
-//! Liveness and readiness for the kubelet: `GET /healthz` and `GET /readyz` on
-//! `EMCO_HEALTH_ADDR` (the chart sets `0.0.0.0:8080`; unset, no server runs).
+//! Liveness and readiness for the kubelet, `GET /healthz` and `GET /readyz`, and the metrics,
+//! `GET /metrics` ([`crate::metrics`]), on `EMCO_HEALTH_ADDR` (the chart sets `0.0.0.0:8080`;
+//! unset, no server runs).
 //!
 //! - `/readyz` answers 200 once this replica can act: its hub caches have synced and its
 //!   controllers run, or it is a standby that reaches the hub and waits for the leader Lease.
@@ -66,11 +67,17 @@ fn answer(request: &[u8], not_ready: Option<&str>, stopped: &[&str]) -> String {
             None => ("200 OK", "ok\n".to_string()),
             Some(why) => ("503 Service Unavailable", format!("not ready: {why}\n")),
         }
+    } else if line.starts_with(b"GET /metrics ") {
+        ("200 OK", crate::metrics::text())
     } else {
         ("404 Not Found", String::new())
     };
+    let kind = match line.starts_with(b"GET /metrics ") {
+        true => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        false => "text/plain",
+    };
     format!(
-        "HTTP/1.1 {code}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {code}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
 }
@@ -90,5 +97,7 @@ mod tests {
         let waiting = answer(readyz, Some("hub caches not synced"), &[]);
         assert!(waiting.starts_with("HTTP/1.1 503") && waiting.ends_with("not ready: hub caches not synced\n"));
         assert!(answer(b"GET /nothing HTTP/1.1\r\n", None, &[]).starts_with("HTTP/1.1 404"));
+        let metrics = answer(b"GET /metrics HTTP/1.1\r\n", Some("starting"), &[]);
+        assert!(metrics.starts_with("HTTP/1.1 200") && metrics.contains("# TYPE emco_rsync_objects_applied counter") && metrics.ends_with("# EOF\n"), "{metrics}");
     }
 }

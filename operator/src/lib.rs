@@ -17,6 +17,7 @@ pub mod hex;
 pub mod leader;
 pub mod members;
 pub mod memory;
+pub mod metrics;
 pub mod orchestrator;
 pub mod reconcile;
 pub mod render;

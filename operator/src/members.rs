@@ -171,7 +171,8 @@ async fn client_from(cluster: &Cluster, kubeconfig: Kubeconfig) -> Result<Client
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(Duration::from_secs(30));
     config.write_timeout = Some(Duration::from_secs(30));
-    Client::try_from(config).map_err(|e| invalid(redacted_kind(&e.to_string())))
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| invalid(redacted_kind(&e.to_string())))?;
+    Ok(builder.with_layer(&crate::metrics::counted("member")).build())
 }
 
 /// A logical cloud's user on one member: its name, default namespace, certificate and key (PEM).

@@ -22,7 +22,8 @@ async fn operator() -> anyhow::Result<()> {
         .init();
     emco::install_crypto_provider();
     let namespace = std::env::var("EMCO_NAMESPACE").unwrap_or_else(|_| "emco-system".into());
-    let hub = kube::Client::try_default().await?;
+    let config = kube::Config::infer().await?;
+    let hub = kube::client::ClientBuilder::try_from(config)?.with_layer(&emco::metrics::counted("hub")).build();
     tracing::info!(%namespace, "emco-operator starting");
     tokio::spawn(emco::memory::trim_forever());
     if let Ok(addr) = std::env::var("EMCO_HEALTH_ADDR") {

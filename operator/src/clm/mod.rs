@@ -36,6 +36,7 @@ pub struct Context {
     pub applied: Arc<rsync::drift::Applied>,
     /// Sharded: only this replica's clusters are probed (and retired) here.
     pub shards: Arc<rsync::shard::Shards>,
+    pub recorder: kube::runtime::events::Recorder,
     pub backoff: Backoff,
 }
 
@@ -67,7 +68,7 @@ pub async fn run(
         })
         .reconcile_all_on(moved)
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(|o, c| crate::metrics::reconciled("clm", reconcile(o, c)), error_policy, ctx)
         .for_each(|_| async {})
         .await;
 }
@@ -75,29 +76,54 @@ pub async fn run(
 async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api = Api::<Cluster>::all(ctx.hub.clone());
     if !ctx.shards.owns(&cluster.name_any()) {
+        crate::metrics::cluster(&cluster.name_any(), None);
         return Ok(Action::requeue(PROBE_INTERVAL)); // another shard's
     }
     if cluster.metadata.deletion_timestamp.is_some() {
+        crate::metrics::cluster(&cluster.name_any(), None);
         return retire(&api, &cluster, &ctx).await;
     }
     finalizer::add(&api, cluster.as_ref(), FINALIZER).await?;
     let mut status = cluster.status.clone().unwrap_or_default();
     status.observed_generation = cluster.metadata.generation;
     let generation = cluster.metadata.generation;
-    match ctx.members.client(&cluster).await {
+    let connectivity = match ctx.members.client(&cluster).await {
         Err(e) => {
             set_unreachable(&mut status, e.reason(), &e.to_string(), generation);
             status.kubernetes_version = None;
+            "Unknown"
         }
         Ok(client) => match probe(&client, &status).await {
-            Ok(probed) => record_probe(&mut status, probed, generation),
+            Ok(probed) => {
+                record_probe(&mut status, probed, generation);
+                "Available"
+            }
             Err(e) => {
-                set_unreachable(&mut status, "Unreachable", &format!("probing the member failed: {e}"), generation)
+                set_unreachable(&mut status, "Unreachable", &format!("probing the member failed: {e}"), generation);
+                "Retrying"
             }
         },
-    }
+    };
+    crate::metrics::cluster(&cluster.name_any(), Some(connectivity));
     write_status(&Api::all(ctx.hub.clone()), cluster.as_ref(), cluster.status.as_ref(), &status).await?;
+    announce_reachability(&ctx, &cluster, &status).await;
     Ok(Action::requeue(PROBE_INTERVAL))
+}
+
+/// An Event when the member becomes reachable or unreachable (not on every probe).
+async fn announce_reachability(ctx: &Context, cluster: &Cluster, status: &ClusterStatus) {
+    use kube::runtime::events::EventType;
+    let before = cluster.status.as_ref().and_then(|s| condition::get(&s.conditions, ConditionType::Reachable));
+    let Some(now) = condition::get(&status.conditions, ConditionType::Reachable) else { return };
+    if before.is_some_and(|b| b.status == now.status) {
+        return;
+    }
+    let (type_, reason) = match now.status.as_str() {
+        "True" => (EventType::Normal, "Reachable"),
+        _ => (EventType::Warning, "Unreachable"),
+    };
+    let about = kube::Resource::object_ref(cluster, &());
+    crate::reconcile::publish(&ctx.recorder, &about, type_, reason, "Probe", now.message.clone()).await;
 }
 
 /// What one probe of a member found.

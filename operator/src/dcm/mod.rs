@@ -88,7 +88,7 @@ pub async fn run(ctx: Arc<Context>) {
             all.state().into_iter().map(|lc| ObjectRef::from_obj(lc.as_ref())).collect::<Vec<_>>()
         })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(|o, c| crate::metrics::reconciled("dcm", reconcile(o, c)), error_policy, ctx)
         .for_each(|_| async {})
         .await;
 }

@@ -140,7 +140,7 @@ pub async fn run(ctx: Arc<Context>) {
         })
         .watches_stream(configmaps, move |cm: PartialObjectMeta<ConfigMap>| referencing(&s5, &cm, |_, _| true))
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(|o, c| crate::metrics::reconciled("orchestrator", reconcile(o, c)), error_policy, ctx)
         .for_each(|_| async {})
         .await;
 }

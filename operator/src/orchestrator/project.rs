@@ -35,7 +35,7 @@ pub async fn run(ctx: Arc<Context>) {
     Controller::new(projects, watcher::Config::default())
         .owns(Api::<Namespace>::all(ctx.hub.clone()), watcher::Config::default().labels(labels::PROJECT))
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(|o, c| crate::metrics::reconciled("projects", reconcile(o, c)), error_policy, ctx)
         .for_each(|_| async {})
         .await;
 }

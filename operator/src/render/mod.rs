@@ -31,7 +31,16 @@ pub fn render_app(
     values: &serde_json::Value,
     ctx: &RenderContext,
 ) -> Result<Vec<serde_json::Value>, RenderError> {
-    sandbox::render(chart, values, ctx)
+    let started = std::time::Instant::now();
+    let rendered = sandbox::render(chart, values, ctx);
+    let refusal = match &rendered {
+        Ok(_) => None,
+        Err(RenderError::Limit { .. }) => Some("RenderLimitExceeded"),
+        Err(RenderError::Values { .. }) => Some("InvalidValues"),
+        Err(_) => Some("TemplateError"),
+    };
+    crate::metrics::rendered(started, refusal);
+    rendered
 }
 
 #[cfg(test)]

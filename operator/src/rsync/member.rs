@@ -250,6 +250,13 @@ impl Member<'_> {
     /// What exists is learnt from one metadata list per kind and namespace (and the watches),
     /// not a read per object.
     pub async fn apply(&self, resources: &[Value]) -> Outcome {
+        let (started, mut written) = (std::time::Instant::now(), 0);
+        let out = self.apply_counted(resources, &mut written).await;
+        crate::metrics::applied(started, written);
+        out
+    }
+
+    async fn apply_counted(&self, resources: &[Value], written: &mut u64) -> Outcome {
         let mut out = Outcome { reachable: true, ..Default::default() };
         if let Err(f) = self.ensure_namespace().await {
             record(&mut out, f, &format!("Namespace {}", self.namespace));
@@ -284,6 +291,7 @@ impl Member<'_> {
                 Ok(live) => {
                     out.present += 1;
                     if let Some(live) = live {
+                        *written += 1;
                         let live = serde_json::to_value(live).unwrap_or_default();
                         self.applied.record(self.name, &self.key(obj), obj, &live);
                     }
@@ -411,6 +419,13 @@ fn shared(obj: &Value) -> bool {
 }
 
 fn record(out: &mut Outcome, failure: Failure, what: &str) {
+    crate::metrics::member_failure(match failure {
+        Failure::Unreachable(_) => "Unreachable",
+        Failure::Refused(_) => "Refused",
+        Failure::NotServed(_) => "NotServed",
+        Failure::Gone(_) => "Gone",
+        Failure::Changed => "Changed",
+    });
     let message = match failure {
         Failure::Unreachable(m) => {
             out.reachable = false;

@@ -2,6 +2,7 @@
 //! member clusters (apps after their dependencies, resources in kind order), reads back readiness,
 //! prunes what an update dropped, deletes everything on terminate, and writes one coalesced status.
 
+pub mod announce;
 pub mod bundle;
 pub mod drift;
 pub mod machine;
@@ -23,7 +24,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::api::clm::Cluster;
@@ -109,7 +110,7 @@ pub async fn run(ctx: Arc<Context>, wakeups: tokio::sync::mpsc::UnboundedReceive
         // Clusters moved between shards: every context looks again at what is now its to do.
         .reconcile_all_on(forget_moved(ctx.clone()))
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(|o, c| crate::metrics::reconciled("rsync", reconcile(o, c)), error_policy, ctx)
         .for_each(|_| async {})
         .await;
 }
@@ -151,7 +152,10 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
             release(&ctx, &actx).await?;
             return Ok(Action::await_change());
         }
-        Pass::Inert { .. } | Pass::Done => return Ok(Action::await_change()),
+        Pass::Inert { .. } | Pass::Done => {
+            crate::metrics::resources(&format!("{}/{}", actx.namespace().unwrap_or_default(), actx.name_any()), None);
+            return Ok(Action::await_change());
+        }
         Pass::Stop { .. } => return stopped(&ctx, &actx).await,
         Pass::Refuse => return refused(&ctx, &actx).await,
         Pass::Terminate | Pass::Deploy { .. } => {}
@@ -180,6 +184,8 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
     } else if actx.metadata.deletion_timestamp.is_none() {
         write_status(&Api::namespaced(ctx.hub.clone(), &ns), actx.as_ref(), Some(&previous), &status).await?;
     }
+    let notes = announce::notes(&previous, &status, actx.spec.revision, pass == Pass::Terminate);
+    announce::publish(&ctx.recorder, &actx, notes).await;
     if status.state == ContextState::Terminated {
         // Done with what it applied: the context and its bundles may go whenever their owner goes.
         release(&ctx, &actx).await?;
@@ -303,6 +309,8 @@ fn carry_pruned(previous: &AppContextStatus, status: &mut AppContextStatus) {
 async fn refused(ctx: &Context, actx: &AppContext) -> Result<Action, Error> {
     let state = actx.status.as_ref().map(|s| s.state).unwrap_or_default();
     let message = format!("{:?} is not valid from state {state:?}", actx.spec.operation);
+    let about = announce::owner(actx);
+    crate::reconcile::publish(&ctx.recorder, &about, EventType::Warning, "Refused", "Rsync", message.clone()).await;
     let cond = condition::new(ConditionType::Deployed, false, "InvalidTransition", message, actx.metadata.generation);
     report(ctx, actx, cond).await
 }
@@ -449,7 +457,7 @@ async fn repair(ctx: &Context, actx: &AppContext, member: &Member<'_>, seen: &mu
             actx.spec.revision
         );
         tracing::info!(appcontext = %actx.name_any(), cluster = member.name, object = %member::describe(obj), "drift repaired");
-        let about = actx.object_ref(&());
+        let about = announce::owner(actx);
         crate::reconcile::publish(&ctx.recorder, &about, EventType::Warning, "DriftRepaired", "Repair", note).await;
     }
 }
@@ -855,9 +863,17 @@ fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Act
     let poll = format!("poll/{key}");
     let unreachable = status.apps.iter().flat_map(|a| &a.clusters).any(unreachable);
     let failed = matches!(status.state, ContextState::InstantiateFailed | ContextState::UpdateFailed);
+    let total = status.apps.iter().flat_map(|a| &a.clusters).map(|c| i64::from(c.resources)).sum();
+    let count = |counts: &std::collections::BTreeMap<String, u32>, k: &str| i64::from(counts.get(k).copied().unwrap_or(0));
+    let counts = [total, count(&status.deployed_counts, "Applied"), count(&status.ready_counts, "Ready")];
+    let terminated = status.state == ContextState::Terminated;
+    crate::metrics::resources(&key["appcontext/".len()..], (!terminated).then_some(counts));
     match status.state {
         ContextState::Terminated => Action::await_change(),
-        _ if unreachable || failed => Action::requeue(ctx.backoff.retry_after(&key)),
+        _ if unreachable || failed => {
+            crate::metrics::retried();
+            Action::requeue(ctx.backoff.retry_after(&key))
+        }
         // Sharded: another shard may still have clusters to prune; look again soon.
         _ if awaiting_prune(actx, status) => {
             ctx.backoff.succeeded(&key);
@@ -890,6 +906,7 @@ fn awaiting_prune(actx: &AppContext, status: &AppContextStatus) -> bool {
 fn error_policy(actx: Arc<AppContext>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = format!("appcontext/{}/{}", actx.namespace().unwrap_or_default(), actx.name_any());
     tracing::warn!(appcontext = %key, %error, "rsync reconcile failed");
+    crate::metrics::retried();
     Action::requeue(ctx.backoff.retry_after(&key))
 }
 
