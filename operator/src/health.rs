@@ -98,6 +98,11 @@ mod tests {
         assert!(waiting.starts_with("HTTP/1.1 503") && waiting.ends_with("not ready: hub caches not synced\n"));
         assert!(answer(b"GET /nothing HTTP/1.1\r\n", None, &[]).starts_with("HTTP/1.1 404"));
         let metrics = answer(b"GET /metrics HTTP/1.1\r\n", Some("starting"), &[]);
-        assert!(metrics.starts_with("HTTP/1.1 200") && metrics.contains("# TYPE emco_rsync_objects_applied counter") && metrics.ends_with("# EOF\n"), "{metrics}");
+        assert!(
+            metrics.starts_with("HTTP/1.1 200")
+                && metrics.contains("# TYPE emco_rsync_objects_applied counter")
+                && metrics.ends_with("# EOF\n"),
+            "{metrics}"
+        );
     }
 }

@@ -95,14 +95,30 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     r.register("reconcile_errors", "Failed reconciles per controller and error", m.reconcile_errors.clone());
     r.register("reconcile_duration_seconds", "Time of one reconcile", m.reconcile_seconds.clone());
     r.register("api_requests", "Requests to the hub and to member API servers, by verb", m.requests.clone());
-    r.register("rsync_apply_duration_seconds", "Time to apply one app's resources to one cluster", m.apply_seconds.clone());
-    r.register("rsync_objects_applied", "Objects written to member clusters (unchanged ones are not written)", m.applied.clone());
+    r.register(
+        "rsync_apply_duration_seconds",
+        "Time to apply one app's resources to one cluster",
+        m.apply_seconds.clone(),
+    );
+    r.register(
+        "rsync_objects_applied",
+        "Objects written to member clusters (unchanged ones are not written)",
+        m.applied.clone(),
+    );
     r.register("rsync_member_failures", "Requests to members that failed, by reason", m.apply_failures.clone());
-    r.register("rsync_retries", "AppContext passes that will be retried (a failure or an unreachable member)", m.retries.clone());
+    r.register(
+        "rsync_retries",
+        "AppContext passes that will be retried (a failure or an unreachable member)",
+        m.retries.clone(),
+    );
     r.register("render_duration_seconds", "Time to render one app's chart", m.render_seconds.clone());
     r.register("render_refusals", "Renders refused, by reason", m.render_refusals.clone());
     r.register("clusters", "Member clusters by connectivity (Available, Retrying, Unknown)", m.clusters.clone());
-    r.register("resources", "Resources of the current AppContexts: total, deployed (applied), ready", m.resources.clone());
+    r.register(
+        "resources",
+        "Resources of the current AppContexts: total, deployed (applied), ready",
+        m.resources.clone(),
+    );
     m
 });
 

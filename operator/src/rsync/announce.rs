@@ -18,14 +18,23 @@ pub struct Note {
     pub warning: bool,
     pub reason: &'static str,
     pub message: String,
+    /// The member it is about, if one: the Event's related object, which also keeps the Events
+    /// of different clusters apart (Events of one reason on one object are otherwise one series).
+    pub cluster: Option<String>,
 }
 
 fn normal(reason: &'static str, message: String) -> Note {
-    Note { warning: false, reason, message }
+    Note { warning: false, reason, message, cluster: None }
 }
 
 fn warning(reason: &'static str, message: String) -> Note {
-    Note { warning: true, reason, message }
+    Note { warning: true, reason, message, cluster: None }
+}
+
+impl Note {
+    fn on(self, cluster: &str) -> Note {
+        Note { cluster: Some(cluster.to_string()), ..self }
+    }
 }
 
 /// Per cluster: (resources, deployed, reachable), over every app there.
@@ -54,12 +63,15 @@ pub fn notes(before: &AppContextStatus, now: &AppContextStatus, revision: u32, t
         let (_, was_deployed, was_reachable) = was.get(cluster).copied().unwrap_or((resources, 0, true));
         if was_reachable && !reachable {
             let why = first_failure(now, cluster);
-            out.push(warning("ClusterUnreachable", format!("{cluster} cannot be reached, retrying: {why}")));
+            out.push(
+                warning("ClusterUnreachable", format!("{cluster} cannot be reached, retrying: {why}")).on(cluster),
+            );
         } else if !was_reachable && reachable {
-            out.push(normal("ClusterReachable", format!("{cluster} answers again")));
+            out.push(normal("ClusterReachable", format!("{cluster} answers again")).on(cluster));
         }
         if !terminating && deployed == resources && was_deployed < resources && resources > 0 {
-            out.push(normal("Applied", format!("revision {revision}: {resources} resources applied to {cluster}")));
+            let note = format!("revision {revision}: {resources} resources applied to {cluster}");
+            out.push(normal("Applied", note).on(cluster));
         }
     }
     if before.state != now.state {
@@ -114,13 +126,32 @@ pub fn owner(actx: &AppContext) -> ObjectReference {
     }
 }
 
-/// Publishes `notes` on the owner of `actx`.
+/// A reference to Cluster `name`, for an Event's related object.
+pub fn cluster(name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("clm.emco.io/v1alpha1".into()),
+        kind: Some("Cluster".into()),
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+/// Publishes `notes` on the owner of `actx`; a failure to publish is logged, never fatal.
 pub async fn publish(recorder: &kube::runtime::events::Recorder, actx: &AppContext, notes: Vec<Note>) {
     let about = owner(actx);
     for note in notes {
         let type_ = if note.warning { EventType::Warning } else { EventType::Normal };
-        tracing::info!(appcontext = %actx.name_any(), reason = note.reason, "{}", note.message);
-        crate::reconcile::publish(recorder, &about, type_, note.reason, "Rsync", note.message).await;
+        tracing::info!(appcontext = %actx.name_any(), cluster = ?note.cluster, reason = note.reason, "{}", note.message);
+        let event = kube::runtime::events::Event {
+            type_,
+            reason: note.reason.into(),
+            note: Some(note.message),
+            action: "Rsync".into(),
+            secondary: note.cluster.as_deref().map(cluster),
+        };
+        if let Err(e) = recorder.publish(&event, &about).await {
+            tracing::debug!(error = %e, "could not publish event");
+        }
     }
 }
 
@@ -130,22 +161,33 @@ mod tests {
     use serde_json::json;
 
     fn status(state: &str, clusters: serde_json::Value) -> AppContextStatus {
-        serde_json::from_value(json!({"state": state, "deployed": "2/2", "apps": [{"name": "web", "clusters": clusters}]}))
-            .unwrap()
+        serde_json::from_value(
+            json!({"state": state, "deployed": "2/2", "apps": [{"name": "web", "clusters": clusters}]}),
+        )
+        .unwrap()
     }
 
     #[test]
     fn a_deployment_tells_its_story() {
-        let start = status("Instantiating", json!([
+        let start = status(
+            "Instantiating",
+            json!([
             {"cluster": "edge01", "connectivity": "Available", "resources": 1, "deployed": 0, "ready": 0},
-            {"cluster": "edge02", "connectivity": "Unknown", "resources": 1, "deployed": 0, "ready": 0}]));
-        let half = status("Instantiating", json!([
+            {"cluster": "edge02", "connectivity": "Unknown", "resources": 1, "deployed": 0, "ready": 0}]),
+        );
+        let half = status(
+            "Instantiating",
+            json!([
             {"cluster": "edge01", "connectivity": "Available", "resources": 1, "deployed": 1, "ready": 0},
             {"cluster": "edge02", "connectivity": "Retrying", "resources": 1, "deployed": 0, "ready": 0,
-             "failed": ["cluster unreachable: connection refused"]}]));
-        let done = status("Instantiated", json!([
+             "failed": ["cluster unreachable: connection refused"]}]),
+        );
+        let done = status(
+            "Instantiated",
+            json!([
             {"cluster": "edge01", "connectivity": "Available", "resources": 1, "deployed": 1, "ready": 0},
-            {"cluster": "edge02", "connectivity": "Available", "resources": 1, "deployed": 1, "ready": 0}]));
+            {"cluster": "edge02", "connectivity": "Available", "resources": 1, "deployed": 1, "ready": 0}]),
+        );
         let reasons = |a, b| notes(a, b, 3, false).into_iter().map(|n| n.reason).collect::<Vec<_>>();
         assert_eq!(reasons(&start, &half), ["Applied", "ClusterUnreachable"]);
         assert!(notes(&start, &half, 3, false)[1].message.contains("connection refused"));

@@ -457,8 +457,9 @@ async fn repair(ctx: &Context, actx: &AppContext, member: &Member<'_>, seen: &mu
             actx.spec.revision
         );
         tracing::info!(appcontext = %actx.name_any(), cluster = member.name, object = %member::describe(obj), "drift repaired");
-        let about = announce::owner(actx);
-        crate::reconcile::publish(&ctx.recorder, &about, EventType::Warning, "DriftRepaired", "Repair", note).await;
+        let note =
+            announce::Note { warning: true, reason: "DriftRepaired", message: note, cluster: Some(member.name.into()) };
+        announce::publish(&ctx.recorder, actx, vec![note]).await;
     }
 }
 
@@ -864,7 +865,8 @@ fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Act
     let unreachable = status.apps.iter().flat_map(|a| &a.clusters).any(unreachable);
     let failed = matches!(status.state, ContextState::InstantiateFailed | ContextState::UpdateFailed);
     let total = status.apps.iter().flat_map(|a| &a.clusters).map(|c| i64::from(c.resources)).sum();
-    let count = |counts: &std::collections::BTreeMap<String, u32>, k: &str| i64::from(counts.get(k).copied().unwrap_or(0));
+    let count =
+        |counts: &std::collections::BTreeMap<String, u32>, k: &str| i64::from(counts.get(k).copied().unwrap_or(0));
     let counts = [total, count(&status.deployed_counts, "Applied"), count(&status.ready_counts, "Ready")];
     let terminated = status.state == ContextState::Terminated;
     crate::metrics::resources(&key["appcontext/".len()..], (!terminated).then_some(counts));

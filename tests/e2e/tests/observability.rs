@@ -1,0 +1,138 @@
+//! What a platform team watches: `kubectl events --for dig/<name>` tells a deployment's story
+//! (applied to a cluster, a member unreachable and back, instantiated, ready, drift repaired),
+//! Clusters say when they become unreachable and reachable again, and `/metrics` counts it all
+//! with bounded labels.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use emco::api::orchestrator::DigState;
+use emco_e2e::*;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn secret(name: &str, kubeconfig: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "emco-system"},
+           "stringData": {"kubeconfig": kubeconfig}})
+}
+
+/// The Events `kubectl events --for <what>` lists, in order, as `reason: note`.
+fn event_reasons(ns: Option<&str>, what: &str) -> Result<Vec<String>> {
+    let mut args = vec!["events", "--for", what, "-o", "json"];
+    if let Some(ns) = ns {
+        args.extend(["-n", ns]);
+    }
+    let out = hub_kubectl(&args)?;
+    let list: serde_json::Value = serde_json::from_str(&out).with_context(|| format!("kubectl events: {out}"))?;
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let note = |e: &serde_json::Value| e["note"].as_str().or(e["message"].as_str()).unwrap_or_default().to_string();
+    Ok(items.iter().map(|e| format!("{}: {}", e["reason"].as_str().unwrap_or_default(), note(e))).collect())
+}
+
+async fn wait_events(ns: Option<&str>, what: &str, wanted: &[&str]) -> Result<Vec<String>> {
+    wait_until(&format!("events {wanted:?} for {what}"), Duration::from_secs(60), || async {
+        let reasons = event_reasons(ns, what)?;
+        Ok(if wanted.iter().all(|w| reasons.iter().any(|r| r.starts_with(&format!("{w}:")) || r.starts_with(w))) {
+            Ok(reasons)
+        } else {
+            Err(format!("{reasons:?}"))
+        })
+    })
+    .await
+}
+
+/// The samples of `/metrics` on the bed's operator: `name{labels}` to value.
+async fn scrape() -> Result<BTreeMap<String, f64>> {
+    let mut stream = tokio::net::TcpStream::connect("127.0.0.1:18080").await?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").await?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await?;
+    let (head, body) = reply.split_once("\r\n\r\n").context("an HTTP reply")?;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    assert!(body.ends_with("# EOF\n"), "an OpenMetrics document");
+    Ok(body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect())
+}
+
+#[tokio::test]
+async fn events_tell_a_digs_story_and_metrics_count_it() -> Result<()> {
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let suffix = unique_suffix();
+    let (ns, flaky) = (format!("story-{suffix}"), format!("flaky-{suffix}"));
+    let real = std::fs::read_to_string(bed.kubeconfig("edge02"))?;
+    let server = real.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("a server line").to_string();
+    apply(&hub, &secret(&flaky, &real.replace(&server, "https://127.0.0.1:1"))).await?;
+    let cluster = json!({"apiVersion": "clm.emco.io/v1alpha1", "kind": "Cluster", "metadata": {"name": flaky},
+        "spec": {"provider": "smartcity", "kubeconfig": {"secretRef": {"namespace": "emco-system", "name": flaky}}}});
+    apply(&hub, &cluster).await?;
+    project(&hub, &ns).await?;
+    let placement = json!({"app": "probe", "allOf": [{"cluster": "edge01"}, {"cluster": flaky}]});
+    Probe { clusters: Some(vec!["edge01".into(), flaky.clone()]), ..Probe::new(placement) }
+        .apply(&hub, &bed, &ns)
+        .await?;
+    let dig = format!("dig/{ns}");
+
+    // Applied where it can be, and the member that cannot be reached said so, on the DIG and the Cluster.
+    let reasons = wait_events(Some(&ns), &dig, &["RevisionCreated", "Applied", "ClusterUnreachable"]).await?;
+    assert!(
+        !reasons.iter().any(|r| r.starts_with("Instantiated:")),
+        "not instantiated while a member is unreachable: {reasons:?}"
+    );
+    wait_events(None, &format!("cluster/{flaky}"), &["Unreachable"]).await?;
+
+    // Mended: back, instantiated, ready.
+    apply(&hub, &secret(&flaky, &real)).await?;
+    wait_dig(&hub, &ns, &ns, "Instantiated once the member answers", Duration::from_secs(90), |s| {
+        s.state == DigState::Instantiated && complete(&s.ready)
+    })
+    .await?;
+    let applied = format!("Applied: revision 1: 1 resources applied to {flaky}");
+    wait_events(Some(&ns), &dig, &["ClusterReachable", "Instantiated", "Ready", &applied]).await?;
+    wait_events(Some(&ns), &dig, &["Applied: revision 1: 1 resources applied to edge01"]).await?;
+    wait_events(None, &format!("cluster/{flaky}"), &["Unreachable", "Reachable"]).await?;
+
+    // Drift repaired, and said so on the DIG.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let configmaps = Api::<ConfigMap>::namespaced(bed.client("edge01").await, &ns);
+    let edit = json!({"data": {"greeting": "edited by hand"}});
+    configmaps.patch("probe", &PatchParams::default(), &Patch::Merge(&edit)).await?;
+    let reasons = wait_events(Some(&ns), &dig, &["DriftRepaired"]).await?;
+    println!("kubectl events --for {dig}: {reasons:?}");
+    let text = hub_kubectl(&["events", "--for", &dig, "-n", &ns])?;
+    println!("{text}");
+
+    // The metrics counted it, with no object or cluster names in their labels.
+    let m = scrape().await?;
+    let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
+    assert!(get(r#"emco_reconciles_total{controller="orchestrator",result="ok"}"#) > 0.0);
+    assert!(get(r#"emco_reconciles_total{controller="rsync",result="ok"}"#) > 0.0);
+    assert!(get("emco_rsync_objects_applied_total") > 0.0);
+    assert!(get("emco_rsync_retries_total") > 0.0, "the unreachable member was retried");
+    assert!(get(r#"emco_rsync_member_failures_total{reason="Unreachable"}"#) > 0.0);
+    assert!(get(r#"emco_api_requests_total{api="member",verb="patch"}"#) > 0.0);
+    assert!(get(r#"emco_api_requests_total{api="hub",verb="watch"}"#) > 0.0);
+    assert!(get("emco_render_duration_seconds_count") > 0.0);
+    assert!(get(r#"emco_clusters{state="Available"}"#) >= 4.0, "the bed's three members and the mended one");
+    assert!(get(r#"emco_resources{state="ready"}"#) >= 2.0);
+    assert!(get(r#"emco_reconcile_duration_seconds_count{controller="rsync"}"#) > 0.0);
+    for key in m.keys() {
+        assert!(!key.contains(&suffix) && !key.contains("edge01"), "an unbounded label: {key}");
+    }
+
+    // A terminate says when it is done.
+    set_dig_state(&hub, &ns, &ns, "Terminated").await?;
+    wait_events(Some(&ns), &dig, &["Terminated"]).await?;
+    Api::<emco::api::orchestrator::Project>::all(hub.clone()).delete(&ns, &Default::default()).await?;
+    Api::<emco::api::clm::Cluster>::all(hub.clone()).delete(&flaky, &Default::default()).await?;
+    Ok(())
+}
