@@ -118,6 +118,7 @@ async fn controllers(
             watched("projects", orchestrator::project::run(projects)),
             watched("dcm", dcm::run(dcm)),
             watched("orchestrator", orchestrator::run(orchestrator)),
+            watched("inputs", crate::inputs::run(hub.clone())),
         );
     };
     let hub_level = async {

@@ -14,6 +14,7 @@ pub mod finalizer;
 pub mod graph;
 pub mod health;
 pub mod hex;
+pub mod inputs;
 pub mod leader;
 pub mod members;
 pub mod memory;

@@ -83,3 +83,15 @@ pub fn get(conditions: &[Condition], type_: impl AsRef<str>) -> Option<&Conditio
 pub fn is_true(conditions: &[Condition], type_: impl AsRef<str>) -> bool {
     get(conditions, type_).is_some_and(|c| c.status == "True")
 }
+
+/// The status of a kind the operator reads but does not act on by itself (composite apps,
+/// profiles, intents, providers, grants, controllers): whether it accepted the spec as it is.
+/// Whether a deployment that uses it went well is the DIG's status.
+#[derive(kube::KubeSchema, serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InputStatus {
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

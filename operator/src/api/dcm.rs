@@ -234,6 +234,14 @@ pub struct LogicalCloudClusterStatus {
     printcolumn(name = "Provider", type_ = "string", json_path = ".spec.clusterProvider"),
     printcolumn(name = "Types", type_ = "string", json_path = ".spec.logicalCloudTypes"),
     printcolumn(name = "Max-Pod-Security", type_ = "string", json_path = ".spec.maxPodSecurity", priority = 1),
+    status = "crate::api::condition::InputStatus",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

@@ -19,6 +19,14 @@ fn any_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     namespaced,
     category = "emco",
     shortname = "gai",
+    status = "crate::api::condition::InputStatus",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

@@ -15,6 +15,14 @@ use serde::{Deserialize, Serialize};
     category = "emco",
     shortname = "hpai",
     printcolumn(name = "App", type_ = "string", json_path = ".spec.app"),
+    status = "crate::api::condition::InputStatus",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        priority = 1,
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

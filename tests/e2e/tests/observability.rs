@@ -136,3 +136,112 @@ async fn events_tell_a_digs_story_and_metrics_count_it() -> Result<()> {
     Api::<emco::api::clm::Cluster>::all(hub.clone()).delete(&flaky, &Default::default()).await?;
     Ok(())
 }
+
+/// `status.observedGeneration` equal to the generation and a `Ready` condition with a reason, on
+/// `obj`; its Ready status.
+fn ready_of(obj: &kube::api::DynamicObject) -> std::result::Result<String, String> {
+    let kind = obj.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default();
+    let what = format!("{kind} {}", obj.metadata.name.as_deref().unwrap_or_default());
+    let status = &obj.data["status"];
+    if status["observedGeneration"].as_i64() != obj.metadata.generation {
+        return Err(format!(
+            "{what}: observedGeneration {} at generation {:?}",
+            status["observedGeneration"], obj.metadata.generation
+        ));
+    }
+    let conditions = status["conditions"].as_array().cloned().unwrap_or_default();
+    let ready = conditions.iter().find(|c| c["type"] == "Ready").ok_or(format!("{what}: no Ready condition"))?;
+    if ready["reason"].as_str().unwrap_or_default().is_empty() {
+        return Err(format!("{what}: Ready without a reason"));
+    }
+    Ok(ready["status"].as_str().unwrap_or_default().to_string())
+}
+
+#[tokio::test]
+async fn every_kind_reports_observed_generation_and_ready() -> Result<()> {
+    use kube::api::{ApiResource, DynamicObject};
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let suffix = unique_suffix();
+    let ns = format!("kinds-{suffix}");
+    project(&hub, &ns).await?;
+    apply_sample(&hub, &ns, "smtc").await?;
+    let controller = format!("kinds-{suffix}");
+    apply(
+        &hub,
+        &json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "Controller", "metadata": {"name": controller},
+        "spec": {"type": "action", "priority": 10, "endpoint": {"url": "http://127.0.0.1:1/"}}}),
+    )
+    .await?;
+    apply(&hub, &json!({"apiVersion": "hpa.emco.io/v1alpha1", "kind": "HpaIntent", "metadata": {"name": "needs", "namespace": ns},
+        "spec": {"app": "edge", "consumers": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "container": "web",
+            "replicas": 1, "requirements": [{"resource": {"name": "cpu", "requests": 1, "limits": 2}}]}]}})).await?;
+    // A composite app whose dependencies go round: refused, with the reason.
+    apply(&hub, &json!({"apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "CompositeApp", "metadata": {"name": "loop", "namespace": ns},
+        "spec": {"apps": [{"name": "a", "chart": {"configMap": {"name": "x", "key": "chart.tgz"}}, "dependsOn": [{"app": "b"}]},
+                          {"name": "b", "chart": {"configMap": {"name": "x", "key": "chart.tgz"}}, "dependsOn": [{"app": "a"}]}]}})).await?;
+    wait_dig(&hub, &ns, "smtc", "SmartCity Instantiated", Duration::from_secs(90), |s| {
+        s.state == DigState::Instantiated
+    })
+    .await?;
+
+    let crds = emco::api::crds();
+    let seen =
+        wait_until("every object of every kind reporting Ready at its generation", Duration::from_secs(30), || async {
+            let mut seen = BTreeMap::new();
+            let mut problems = Vec::new();
+            for crd in &crds {
+                let version = &crd.spec.versions[0].name;
+                let gvk = kube::api::GroupVersionKind::gvk(&crd.spec.group, version, &crd.spec.names.kind);
+                let ar = ApiResource::from_gvk_with_plural(&gvk, &crd.spec.names.plural);
+                let namespaced = crd.spec.scope == "Namespaced";
+                let api: Api<DynamicObject> = if namespaced {
+                    Api::namespaced_with(hub.clone(), &ns, &ar)
+                } else {
+                    Api::all_with(hub.clone(), &ar)
+                };
+                for obj in api.list(&Default::default()).await?.items {
+                    let name = obj.metadata.name.clone().unwrap_or_default();
+                    // Cluster-scoped: the bed's own and this test's.
+                    if !(namespaced || name == controller || ["smartcity", "edge01", &ns].contains(&name.as_str())) {
+                        continue;
+                    }
+                    match ready_of(&obj) {
+                        Ok(ready) => seen.insert(format!("{} {name}", crd.spec.names.kind), ready),
+                        Err(problem) => {
+                            problems.push(problem);
+                            None
+                        }
+                    };
+                }
+            }
+            Ok(if problems.is_empty() { Ok(seen) } else { Err(problems.join("; ")) })
+        })
+        .await?;
+    println!("{seen:#?}");
+    for kind in [
+        "ClusterProvider smartcity",
+        "Cluster edge01",
+        "CompositeApp smtc",
+        "CompositeProfile smtc-profile",
+        "GenericPlacementIntent smtc-placement",
+        "GenericActionIntent smtc-gac",
+        "HpaIntent needs",
+        "DeploymentIntentGroup smtc",
+        "LogicalCloud default",
+        &format!("Controller {controller}"),
+        &format!("Project {ns}"),
+    ] {
+        assert!(seen.contains_key(kind), "{kind} was checked: {:?}", seen.keys().collect::<Vec<_>>());
+    }
+    assert!(seen.keys().any(|k| k.starts_with("AppContext ")), "an AppContext was checked");
+    assert_eq!(seen.get("CompositeApp loop").map(String::as_str), Some("False"));
+    let out = hub_kubectl(&["get", "compositeapp", "loop", "-n", &ns, "-o", "wide"])?;
+    assert!(out.contains("DependencyCycle"), "{out}");
+    let out = hub_kubectl(&["wait", "--for=condition=Ready", "compositeapp/smtc", "-n", &ns, "--timeout=5s"])?;
+    assert!(out.contains("condition met"), "{out}");
+
+    Api::<emco::api::orchestrator::Project>::all(hub.clone()).delete(&ns, &Default::default()).await?;
+    Api::<emco::api::controller::Controller>::all(hub.clone()).delete(&controller, &Default::default()).await?;
+    Ok(())
+}
