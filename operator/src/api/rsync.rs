@@ -88,6 +88,45 @@ pub struct ContextApp {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<ContextDependency>,
     pub clusters: Vec<ContextCluster>,
+    /// What the app applies (over all its clusters), for people and `kubectl emco status`: the
+    /// first 100 resources; the bundles hold them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub resources: Vec<ResourceRef>,
+    /// How many resources are not listed in `resources`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unlisted: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// At most this many resources are listed per app in an AppContext.
+pub const MAX_LISTED: usize = 100;
+
+/// A resource by identity.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRef {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ResourceRef {
+    /// The identity of a rendered resource.
+    pub fn of(obj: &serde_json::Value) -> ResourceRef {
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        ResourceRef {
+            api_version: s(&obj["apiVersion"]),
+            kind: s(&obj["kind"]),
+            namespace: obj["metadata"]["namespace"].as_str().map(String::from),
+            name: s(&obj["metadata"]["name"]),
+        }
+    }
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

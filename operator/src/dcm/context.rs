@@ -128,7 +128,7 @@ async fn create(
             superseded_by: None,
             namespace: lc.spec.namespace.clone().unwrap_or_default(),
             logical_cloud: None,
-            apps: vec![ContextApp { name: APP.into(), depends_on: vec![], clusters }],
+            apps: vec![ContextApp { name: APP.into(), depends_on: vec![], clusters, resources: vec![], unlisted: 0 }],
         },
         status: None,
     };

@@ -4,7 +4,7 @@
 //! superseding, terminating and forgetting revisions. Bundles are read through
 //! `rsync::bundle::BundleCache` only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -17,7 +17,9 @@ use super::{Context, PipelineError};
 use crate::api::dcm::{LogicalCloud, LogicalCloudType};
 use crate::api::labels;
 use crate::api::orchestrator::{DeploymentIntentGroup as Dig, DeploymentIntentGroupStatus};
-use crate::api::rsync::{AppContext, AppContextSpec, BundleRef, ContextApp, ContextCluster, Operation, Owner};
+use crate::api::rsync::{
+    AppContext, AppContextSpec, BundleRef, ContextApp, ContextCluster, MAX_LISTED, Operation, Owner, ResourceRef,
+};
 use crate::finalizer;
 use crate::rsync::{self, bundle};
 
@@ -69,7 +71,17 @@ pub async fn store(
                 .extend(planned.clusters.iter().map(|c| ContextCluster { cluster: c.clone(), bundle: bundle.clone() }));
         }
         clusters.sort_by(|a, b| a.cluster.cmp(&b.cluster));
-        apps.push(ContextApp { name: app.name.clone(), depends_on: app.depends_on.clone(), clusters });
+        let all: BTreeSet<ResourceRef> =
+            app.bundles.iter().flat_map(|b| b.resources.iter()).map(ResourceRef::of).collect();
+        let unlisted = all.len().saturating_sub(MAX_LISTED) as u32;
+        let resources = all.into_iter().take(MAX_LISTED).collect();
+        apps.push(ContextApp {
+            name: app.name.clone(),
+            depends_on: app.depends_on.clone(),
+            clusters,
+            resources,
+            unlisted,
+        });
     }
     let operation = if replaces.is_some() { Operation::Update } else { Operation::Instantiate };
     let context = AppContext {
