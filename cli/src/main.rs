@@ -239,7 +239,7 @@ fn progress(report: &query::Report) -> String {
         (a.parse::<u32>().unwrap_or(0), b.parse::<u32>().unwrap_or(0))
     };
     let (ready, total) = fraction(&report.ready);
-    let filled = if total == 0 { 0 } else { (ready * 20 / total) as usize };
+    let filled = (ready * 20).checked_div(total).unwrap_or(0).min(20) as usize;
     let bar = format!("{}{}", "#".repeat(filled), "-".repeat(20 - filled));
     let retrying = report.apps.iter().flat_map(|a| &a.clusters).filter(|c| c.connectivity == "Retrying").count();
     let retrying = if retrying > 0 { format!(", {retrying} retrying") } else { String::new() };

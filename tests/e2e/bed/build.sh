@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds the pinned upstream binaries the test bed runs (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd, kwok, kwokctl, helm) from Go modules into a cache keyed by version.
-# A second run finds them there and returns at once.
+# kube-scheduler, kubectl, kubelet, etcd, kwok, kwokctl, helm) from Go modules into a cache keyed by
+# version. A second run finds them there and returns at once; a cache that lacks some of them builds
+# only those. kubelet runs only on the hub's real node (node.sh), the others on every cluster.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-want="kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl helm"
+want="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet etcd kwok kwokctl helm"
 missing=""
 for b in $want; do [ -x "$BIN_DIR/$b" ] || missing="$missing $b"; done
 if [ -z "$missing" ]; then log "binaries cached in $BIN_DIR"; exit 0; fi
@@ -22,7 +23,22 @@ fetch() { # fetch MODULE@VERSION: download or explain why not
     die "could not download Go module $1 (is the Go module proxy reachable? see $mod/download.json): $(sed -n 's/.*"Error": *"\(.*\)",\{0,1\}$/\1/p' "$mod/download.json" | sed 's/\\"/"/g' | head -n1)"
 }
 
-if [ ! -f go.sum ] || [ ! -f .tidy-ok ]; then
+# The packages the module graph must cover; a cache tidied for fewer (made before kubelet was added)
+# is tidied again, which downloads only the new packages' modules.
+tools='//go:build tools
+
+package tools
+
+import (
+	_ "go.etcd.io/etcd/server/v3"
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+)'
+if [ ! -f go.sum ] || [ ! -f .tidy-ok ] || [ "$(cat tools.go 2>/dev/null)" != "$tools" ]; then
+  rm -f .tidy-ok
   fetch "k8s.io/kubernetes@v$KUBE_VERSION"
   gomod=$(sed -n 's/.*"GoMod": *"\([^"]*\)".*/\1/p' download.json)
   [ -f "$gomod" ] || die "k8s.io/kubernetes@v$KUBE_VERSION downloaded but its go.mod is missing"
@@ -38,19 +54,7 @@ if [ ! -f go.sum ] || [ ! -f .tidy-ok ]; then
     grep -E '=> \./staging' "$gomod" | awk -v v="v0.$minor.${KUBE_VERSION##*.}" '{print "\t" $1 " => " $1 " " v}'
     echo ")"
   } >go.mod
-  cat >tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "go.etcd.io/etcd/server/v3"
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+  printf '%s\n' "$tools" >tools.go
   go mod tidy >tidy.log 2>&1 || die "go mod tidy failed for k8s.io/kubernetes@v$KUBE_VERSION (module download?): $(tail -n3 tidy.log)"
   touch .tidy-ok
 fi
@@ -59,7 +63,7 @@ minor=${KUBE_VERSION#*.}; minor=${minor%%.*}
 LD="-s -w -X k8s.io/component-base/version.gitVersion=v$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 \
 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=v$KUBE_VERSION \
 -X k8s.io/component-base/version.gitTreeState=clean"
-for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
   [ -x "$BIN_DIR/$b" ] && continue
   log "go build $b"
   go build -trimpath -ldflags "$LD" -o "$BIN_DIR/$b.tmp" "k8s.io/kubernetes/cmd/$b" >"build-$b.log" 2>&1 ||
