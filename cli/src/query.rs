@@ -222,9 +222,10 @@ pub fn tree(report: &Report, summary: bool) -> String {
     for (i, app) in report.apps.iter().enumerate() {
         let (fork, stem) = branch(i, report.apps.len());
         out += &format!(
-            "{fork}app {}: {} clusters, deployed {}/{}, ready {}/{}\n",
+            "{fork}app {} on {} cluster{}: deployed {}/{}, ready {}/{}\n",
             app.name,
             app.clusters.len(),
+            if app.clusters.len() == 1 { "" } else { "s" },
             app.deployed,
             app.resources,
             app.ready,
@@ -329,7 +330,7 @@ mod tests {
         let nothing = Filter { app: Some("cloud".into()), ..Default::default() };
         assert!(report(&dig(), Some(&actx()), &nothing).apps.is_empty());
         let text = tree(&report(&dig(), Some(&actx()), &Filter::default()), false);
-        assert!(text.contains("└─ app edge: 2 clusters, deployed 3/4, ready 2/4"), "{text}");
+        assert!(text.contains("└─ app edge on 2 clusters: deployed 3/4, ready 2/4"), "{text}");
         assert!(text.contains("cluster edge02 [Retrying]: deployed 1/2"), "{text}");
         assert!(text.contains("failed: Service/b: forbidden (403)"), "{text}");
     }

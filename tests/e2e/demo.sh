@@ -25,6 +25,9 @@ echo "SmartCity deployed and ready $(( ($(date +%s%N) - start) / 1000000 )) ms a
 echo
 echo "== hub: kubectl get dig,appcontext -A"
 k get dig,appcontext -A
+echo
+echo "== hub: kubectl emco status smtc -n smtc"
+KUBECONFIG="$BED_DIR/$HUB.kubeconfig" target/debug/kubectl-emco status smtc -n smtc
 for m in $MEMBERS; do
   echo
   echo "== $m: kubectl get pods -n smartcity"

@@ -49,7 +49,7 @@ async fn kubectl_emco_reads_and_drives_smartcity() -> Result<()> {
     println!("{tree}");
     assert!(tree.starts_with(&format!("DeploymentIntentGroup {ns}/smtc: Instantiated, revision 1")), "{tree}");
     for line in
-        ["app edge: 2 clusters", "cluster edge01 [Available]", "cluster edge02 [Available]", "app cloud: 1 clusters"]
+        ["app edge on 2 clusters", "cluster edge01 [Available]", "cluster edge02 [Available]", "app cloud on 1 cluster:"]
     {
         assert!(tree.contains(line), "{line} in {tree}");
     }
