@@ -398,6 +398,7 @@ fn waiting(u: &Unit, generation: Option<i64>) -> ClusterStatus {
 }
 
 /// Applies one unit unless it was fully applied before, then observes it.
+#[tracing::instrument(skip_all, fields(appcontext = %actx.name_any(), app = %unit.app, cluster = %unit.cluster))]
 async fn sync_unit(
     ctx: &Context,
     actx: &AppContext,
@@ -554,6 +555,7 @@ async fn terminate(
 }
 
 /// Deletes one app's resources from one cluster.
+#[tracing::instrument(skip_all, fields(appcontext = %actx.name_any(), app = %u.app, cluster = %u.cluster))]
 async fn terminate_unit(ctx: &Context, actx: &AppContext, u: &Unit) -> ((String, String), ClusterStatus) {
     let total = u.resources.len() as u32;
     let mut status = ClusterStatus {
@@ -697,6 +699,7 @@ async fn sweep(ctx: &Context, actx: &AppContext, cluster: &str, keep: Option<&BT
 }
 
 /// Deletes what `old` applied and `keep` (per cluster) does not have; the failures.
+#[tracing::instrument(skip_all, fields(appcontext = %old.name_any()))]
 async fn prune_one(
     ctx: &Context,
     old: &AppContext,
