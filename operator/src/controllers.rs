@@ -99,6 +99,11 @@ async fn controllers(
         bundles: bundles.clone(),
         backoff: Default::default(),
     });
+    let ncm = Arc::new(crate::ncm::Context {
+        hub: hub.clone(),
+        operator_namespace: operator_namespace.clone(),
+        backoff: Default::default(),
+    });
     let rsync = Arc::new(rsync::Context {
         hub: hub.clone(),
         clusters: clusters.clone(),
@@ -119,6 +124,7 @@ async fn controllers(
             watched("dcm", dcm::run(dcm)),
             watched("orchestrator", orchestrator::run(orchestrator)),
             watched("inputs", crate::inputs::run(hub.clone())),
+            watched("ncm", crate::ncm::run(ncm)),
         );
     };
     let hub_level = async {

@@ -1,6 +1,6 @@
 //! Acceptance of the input kinds: the definitions the orchestrator reads when a DIG names them
 //! (CompositeApp, CompositeProfile, GenericPlacementIntent, GenericActionIntent, HpaIntent,
-//! Controller, ClusterProvider, ClusterGrant). Each gets `status.observedGeneration` and a `Ready`
+//! NetworkIntent, TrafficIntent, Controller, ClusterProvider, ClusterGrant). Each gets `status.observedGeneration` and a `Ready`
 //! condition saying whether its spec holds together by itself, so `kubectl wait
 //! --for=condition=Ready`, Flux and Argo CD health checks work on every kind. [`check`] is pure.
 
@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::condition::{self, ConditionType, InputStatus};
 use crate::api::orchestrator::CompositeApp;
-use crate::api::{clm, controller, dcm, gac, hpa, orchestrator};
+use crate::api::{clm, controller, dcm, dtc, gac, hpa, orchestrator, ovnaction};
 use crate::reconcile::{HubError, write_status};
 
 /// An input kind: where its status is, and what makes its spec unusable.
@@ -46,7 +46,14 @@ macro_rules! input {
     (@all $hub:ident, $obj:ident) => {{ let _ = $obj; Api::all($hub) }};
 }
 
-input!(namespaced: orchestrator::CompositeProfile, orchestrator::GenericPlacementIntent, gac::GenericActionIntent, hpa::HpaIntent);
+input!(
+    namespaced: orchestrator::CompositeProfile,
+    orchestrator::GenericPlacementIntent,
+    gac::GenericActionIntent,
+    hpa::HpaIntent,
+    ovnaction::NetworkIntent,
+    dtc::TrafficIntent
+);
 input!(all: controller::Controller, clm::ClusterProvider, dcm::ClusterGrant);
 
 impl Input for CompositeApp {
@@ -100,6 +107,8 @@ pub async fn run(hub: Client) {
         accept::<orchestrator::GenericPlacementIntent>(hub.clone()),
         accept::<gac::GenericActionIntent>(hub.clone()),
         accept::<hpa::HpaIntent>(hub.clone()),
+        accept::<ovnaction::NetworkIntent>(hub.clone()),
+        accept::<dtc::TrafficIntent>(hub.clone()),
         accept::<controller::Controller>(hub.clone()),
         accept::<clm::ClusterProvider>(hub.clone()),
         accept::<dcm::ClusterGrant>(hub),

@@ -19,6 +19,7 @@ pub mod leader;
 pub mod members;
 pub mod memory;
 pub mod metrics;
+pub mod ncm;
 pub mod orchestrator;
 pub mod reconcile;
 pub mod render;

@@ -124,7 +124,8 @@ fn controller_stage_on_smartcity() {
         ("gac + hpa (built-in)", vec![gac.clone(), hpa.clone()]),
         ("gac + hpa + an external action controller", vec![gac, hpa, labeller]),
     ] {
-        let stage = Stage { intents: &intents, about: About::default(), clusters: clusters.clone() };
+        let stage =
+            Stage { intents: &intents, about: About::default(), clusters: clusters.clone(), namespace: "smtc".into() };
         let mut times: Vec<f64> = (0..runs)
             .map(|_| {
                 let start = Instant::now();

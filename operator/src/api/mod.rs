@@ -5,9 +5,12 @@ pub mod clm;
 pub mod condition;
 pub mod controller;
 pub mod dcm;
+pub mod dtc;
 pub mod gac;
 pub mod hpa;
+pub mod ncm;
 pub mod orchestrator;
+pub mod ovnaction;
 pub mod rsync;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -40,6 +43,10 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         gac::GenericActionIntent::crd(),
         hpa::HpaIntent::crd(),
         controller::Controller::crd(),
+        ovnaction::NetworkIntent::crd(),
+        dtc::TrafficIntent::crd(),
+        ncm::ProviderNetwork::crd(),
+        ncm::VirtualNetwork::crd(),
         rsync::AppContext::crd(),
     ];
     crds.iter_mut().for_each(optional_spec);

@@ -67,6 +67,10 @@ impl Owner {
         match self.kind.as_str() {
             "LogicalCloud" if self.name.len() <= 60 => format!("lc_{}", self.name),
             "LogicalCloud" => format!("lc_{}", crate::hex::digest(self.name.as_bytes(), 16)),
+            "VirtualNetwork" if self.name.len() <= 58 => format!("vnet_{}", self.name),
+            "ProviderNetwork" if self.name.len() <= 58 => format!("pnet_{}", self.name),
+            "VirtualNetwork" => format!("vnet_{}", crate::hex::digest(self.name.as_bytes(), 16)),
+            "ProviderNetwork" => format!("pnet_{}", crate::hex::digest(self.name.as_bytes(), 16)),
             _ => self.name.clone(),
         }
     }

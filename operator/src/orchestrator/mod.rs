@@ -32,12 +32,15 @@ use serde_json::json;
 use crate::api::condition;
 use crate::api::condition::ConditionType;
 use crate::api::dcm::LogicalCloud;
+use crate::api::dtc::TrafficIntent;
 use crate::api::gac::GenericActionIntent;
 use crate::api::hpa::HpaIntent;
+use crate::api::ncm::{ProviderNetwork, VirtualNetwork};
 use crate::api::orchestrator::{
     CompositeApp, CompositeProfile, DeploymentIntentGroup as Dig, DeploymentIntentGroupStatus, DigState,
     GenericPlacementIntent, Revision,
 };
+use crate::api::ovnaction::NetworkIntent;
 use crate::api::rsync::{AppContext, Operation};
 use crate::finalizer;
 use crate::reconcile::{Backoff, write_status};
@@ -113,7 +116,7 @@ pub async fn run(ctx: Arc<Context>) {
     let controller = Controller::new(Api::<DeserializeGuard<Dig>>::all(hub.clone()), watcher::Config::default());
     let digs = controller.store();
     let (s1, s2, s3, s4, s5, s6) = (digs.clone(), digs.clone(), digs.clone(), digs.clone(), digs.clone(), digs.clone());
-    let s7 = digs;
+    let (s7, s8, s9, s10, s11) = (digs.clone(), digs.clone(), digs.clone(), digs.clone(), digs);
     // Chart packages and values files are ConfigMaps: a change wakes the DIGs of its namespace.
     let configmaps = watcher(Api::<PartialObjectMeta<ConfigMap>>::all(hub.clone()), watcher::Config::default())
         .default_backoff()
@@ -135,6 +138,15 @@ pub async fn run(ctx: Arc<Context>) {
         .watches(Api::<HpaIntent>::all(hub.clone()), watcher::Config::default(), move |o| {
             referencing(&s7, &o, |d, n| d.spec.intents.get("hpa").is_some_and(|i| i == n))
         })
+        .watches(Api::<NetworkIntent>::all(hub.clone()), watcher::Config::default(), move |o| {
+            referencing(&s8, &o, |d, n| d.spec.intents.get("ovnaction").is_some_and(|i| i == n))
+        })
+        .watches(Api::<TrafficIntent>::all(hub.clone()), watcher::Config::default(), move |o| {
+            referencing(&s9, &o, |d, n| d.spec.intents.get("dtc").is_some_and(|i| i == n))
+        })
+        // A cluster's networks decide whether a network intent can be carried out.
+        .watches(Api::<VirtualNetwork>::all(hub.clone()), watcher::Config::default(), move |_| network_users(&s10))
+        .watches(Api::<ProviderNetwork>::all(hub.clone()), watcher::Config::default(), move |_| network_users(&s11))
         .watches(Api::<LogicalCloud>::all(hub), watcher::Config::default(), move |o| {
             referencing(&s4, &o, |d, n| d.spec.logical_cloud == n)
         })
@@ -143,6 +155,13 @@ pub async fn run(ctx: Arc<Context>) {
         .run(|o, c| crate::metrics::reconciled("orchestrator", reconcile(o, c)), error_policy, ctx)
         .for_each(|_| async {})
         .await;
+}
+
+/// The DIGs with a network intent.
+fn network_users(digs: &Store<DeserializeGuard<Dig>>) -> Vec<ObjectRef<DeserializeGuard<Dig>>> {
+    let users =
+        digs.state().into_iter().filter(|d| d.0.as_ref().is_ok_and(|d| d.spec.intents.contains_key("ovnaction")));
+    users.map(|d| ObjectRef::from_obj(d.as_ref())).collect()
 }
 
 /// The DIGs in `input`'s namespace that name it.
@@ -359,7 +378,12 @@ async fn advance(
 async fn plan_revision(inputs: Arc<resolve::Inputs>, revision: u32) -> Result<plan::Plan, PipelineError> {
     validate::validate(&inputs)?;
     let candidates = place::place(&inputs.placement, &inputs.clusters, &inputs.logical_cloud.name_any())?;
-    let stage = intents::Stage { intents: &inputs.intents, about: about(&inputs, revision), clusters: facts(&inputs) };
+    let stage = intents::Stage {
+        intents: &inputs.intents,
+        about: about(&inputs, revision),
+        clusters: facts(&inputs),
+        namespace: inputs.logical_cloud.spec.namespace.clone().unwrap_or_else(|| "default".into()),
+    };
     let mut ran = vec!["genericPlacementIntent".to_string()];
     let placement = stage.place(candidates, &mut ran).await?.choose();
     // Rendering runs charts' code: off the async workers (and, in the operator, in a child process).
@@ -395,6 +419,9 @@ fn facts(inputs: &resolve::Inputs) -> Vec<intents::ClusterFacts> {
                 labels: c.labels().clone(),
                 kubernetes_version: status.kubernetes_version,
                 nodes: status.nodes,
+                kv: c.spec.kv.clone(),
+                provider: c.spec.provider.clone(),
+                api_versions: status.api_versions,
             }
         })
         .collect()
@@ -427,6 +454,10 @@ fn input_hash(inputs: &resolve::Inputs) -> String {
                 json!({"gac": name, "spec": intent.spec, "files": files})
             }
             intents::Intent::Hpa { name, intent } => json!({"hpa": name, "spec": intent.spec}),
+            intents::Intent::Ovn { name, intent, networks } => {
+                json!({"ovnaction": name, "spec": intent.spec, "networks": networks})
+            }
+            intents::Intent::Dtc { name, intent } => json!({"dtc": name, "spec": intent.spec}),
             intents::Intent::External { controller, intent, spec } => {
                 json!({"controller": controller, "intent": intent, "spec": spec})
             }

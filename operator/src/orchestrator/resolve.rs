@@ -1,7 +1,7 @@
 //! Stage 1, resolve: reads the DIG's inputs from the hub (composite app, profile, logical cloud,
 //! placement intent, clusters, chart packages and values files). The only stage that reads the API.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::reflector::ObjectRef;
@@ -13,11 +13,14 @@ use crate::api::condition;
 use crate::api::condition::ConditionType;
 use crate::api::controller::Controller;
 use crate::api::dcm::LogicalCloud;
+use crate::api::dtc::TrafficIntent;
 use crate::api::gac::{FileRef, GenericActionIntent};
 use crate::api::hpa::HpaIntent;
+use crate::api::ncm::{ProviderNetwork, VirtualNetwork};
 use crate::api::orchestrator::{
     ChartSource, CompositeApp, CompositeProfile, ConfigMapKey, DeploymentIntentGroup, GenericPlacementIntent,
 };
+use crate::api::ovnaction::NetworkIntent;
 use crate::render::repository;
 
 use super::intents::{BUILT_IN, Intent};
@@ -225,10 +228,40 @@ async fn action_intents(ctx: &Context, dig: &DeploymentIntentGroup) -> Result<Ve
                 let intent: HpaIntent = get(ctx, &ns, "HpaIntent", name).await?;
                 intents.push(Intent::Hpa { name: name.clone(), intent: Box::new(intent) });
             }
+            "ovnaction" => {
+                let intent: NetworkIntent = get(ctx, &ns, "NetworkIntent", name).await?;
+                // Only the networks the intent names count (and enter the input hash).
+                let named: BTreeSet<&String> =
+                    intent.spec.workload_intents.iter().flat_map(|w| &w.interfaces).map(|i| &i.network).collect();
+                let mut networks = networks(ctx).await?;
+                networks.values_mut().for_each(|n| n.retain(|name| named.contains(name)));
+                intents.push(Intent::Ovn { name: name.clone(), intent: Box::new(intent), networks });
+            }
+            "dtc" => {
+                let intent: TrafficIntent = get(ctx, &ns, "TrafficIntent", name).await?;
+                intents.push(Intent::Dtc { name: name.clone(), intent: Box::new(intent) });
+            }
             other => intents.push(external(ctx, other, name).await?),
         }
     }
     Ok(intents)
+}
+
+/// The networks (ncm) defined for each cluster, leaving out those being deleted.
+async fn networks(ctx: &Context) -> Result<super::intents::ovnaction::Networks, ResolveError> {
+    let mut networks = super::intents::ovnaction::Networks::new();
+    let params = kube::api::ListParams::default();
+    for v in Api::<VirtualNetwork>::all(ctx.hub.clone()).list(&params).await?.items {
+        if v.metadata.deletion_timestamp.is_none() {
+            networks.entry(v.spec.cluster.clone()).or_default().insert(v.name_any());
+        }
+    }
+    for p in Api::<ProviderNetwork>::all(ctx.hub.clone()).list(&params).await?.items {
+        if p.metadata.deletion_timestamp.is_none() {
+            networks.entry(p.spec.cluster.clone()).or_default().insert(p.name_any());
+        }
+    }
+    Ok(networks)
 }
 
 /// The intent `name` for the registered external controller `controller`.

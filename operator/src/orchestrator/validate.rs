@@ -56,6 +56,19 @@ pub fn validate(inputs: &Inputs) -> Result<(), ValidateError> {
                 }
             }
             Intent::Hpa { name, intent } => known(format!("hpa intent {name}"), &intent.spec.app)?,
+            Intent::Ovn { name, intent, .. } => {
+                for w in &intent.spec.workload_intents {
+                    known(format!("network intent {name}"), &w.app)?;
+                }
+            }
+            Intent::Dtc { name, intent } => {
+                for inbound in &intent.spec.inbound {
+                    known(format!("traffic intent {name}, inbound {}", inbound.name), &inbound.app)?;
+                    for client in &inbound.clients {
+                        known(format!("traffic intent {name}, inbound {}, client", inbound.name), &client.app)?;
+                    }
+                }
+            }
             Intent::External { .. } => {}
         }
     }

@@ -6,9 +6,11 @@
 //! with its name; nothing is half-applied, as nothing is stored yet. Built-in controllers are pure
 //! functions; external ones are called over HTTP (`external`).
 
+pub mod dtc;
 pub mod external;
 pub mod gac;
 pub mod hpa;
+pub mod ovnaction;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,11 +23,13 @@ use crate::api::gac::{FileRef, GenericActionIntent};
 use crate::api::hpa::HpaIntent;
 
 /// Built-in controller names the DIG's `intents` may use.
-pub const BUILT_IN: [&str; 3] = ["genericPlacementIntent", "gac", "hpa"];
+pub const BUILT_IN: [&str; 5] = ["genericPlacementIntent", "gac", "hpa", "ovnaction", "dtc"];
 /// Priorities of the built-in steps (external controllers choose theirs).
 const HPA_PLACEMENT: u32 = 100;
 const GAC: u32 = 1000;
 const HPA_ACTION: u32 = 1100;
+const OVNACTION: u32 = 1200;
+const DTC: u32 = 1300;
 
 /// Where each app may go: what placement controllers see and return.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -97,6 +101,15 @@ pub struct ClusterFacts {
     /// The node inventory of the cluster controller's last probe.
     #[serde(default)]
     pub nodes: Vec<NodeInventory>,
+    /// The Cluster's kv pairs (EMCO cluster kv-pairs).
+    #[serde(default)]
+    pub kv: BTreeMap<String, String>,
+    /// Its ClusterProvider.
+    #[serde(default)]
+    pub provider: String,
+    /// The group/versions it serves (discovery), e.g. `security.istio.io/v1`.
+    #[serde(default, skip_serializing)]
+    pub api_versions: Vec<String>,
 }
 
 /// The resources of every app on every cluster it was placed on: what action controllers see and
@@ -138,6 +151,16 @@ pub enum Intent {
         name: String,
         intent: Box<HpaIntent>,
     },
+    Ovn {
+        name: String,
+        intent: Box<crate::api::ovnaction::NetworkIntent>,
+        /// The networks defined for each cluster (ncm).
+        networks: ovnaction::Networks,
+    },
+    Dtc {
+        name: String,
+        intent: Box<crate::api::dtc::TrafficIntent>,
+    },
     /// An intent for a registered external controller, which reads it itself.
     External {
         controller: String,
@@ -157,13 +180,18 @@ impl Intent {
         match self {
             Intent::Gac { .. } => "gac",
             Intent::Hpa { .. } => "hpa",
+            Intent::Ovn { .. } => "ovnaction",
+            Intent::Dtc { .. } => "dtc",
             Intent::External { controller, .. } => controller,
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
-            Intent::Gac { name, .. } | Intent::Hpa { name, .. } => name,
+            Intent::Gac { name, .. }
+            | Intent::Hpa { name, .. }
+            | Intent::Ovn { name, .. }
+            | Intent::Dtc { name, .. } => name,
             Intent::External { intent, .. } => intent,
         }
     }
@@ -174,7 +202,9 @@ impl Intent {
             (Intent::Hpa { .. }, Phase::Placement) => Some(HPA_PLACEMENT),
             (Intent::Hpa { .. }, Phase::Action) => Some(HPA_ACTION),
             (Intent::Gac { .. }, Phase::Action) => Some(GAC),
-            (Intent::Gac { .. }, Phase::Placement) => None,
+            (Intent::Ovn { .. }, Phase::Action) => Some(OVNACTION),
+            (Intent::Dtc { .. }, Phase::Action) => Some(DTC),
+            (Intent::Gac { .. } | Intent::Ovn { .. } | Intent::Dtc { .. }, Phase::Placement) => None,
             (Intent::External { spec, .. }, _) => {
                 let type_ = match phase {
                     Phase::Placement => ControllerType::Placement,
@@ -208,6 +238,8 @@ pub struct Stage<'a> {
     pub intents: &'a [Intent],
     pub about: external::About,
     pub clusters: Vec<ClusterFacts>,
+    /// The namespace the apps run in on the members.
+    pub namespace: String,
 }
 
 impl Stage<'_> {
@@ -231,7 +263,7 @@ impl Stage<'_> {
                         .await
                         .map_err(|m| IntentError::new(intent, "ControllerFailed", m))?
                 }
-                Intent::Gac { .. } => candidates,
+                Intent::Gac { .. } | Intent::Ovn { .. } | Intent::Dtc { .. } => candidates,
             };
             if let Some(message) = candidates.stranded() {
                 return Err(IntentError::new(intent, "NoClusterFits", message));
@@ -248,6 +280,10 @@ impl Stage<'_> {
             placed = match intent {
                 Intent::Gac { intent: gac, files, .. } => gac::apply(gac, files, placed).map_err(failed)?,
                 Intent::Hpa { intent: hpa, .. } => hpa::act(hpa, placed).map_err(failed)?,
+                Intent::Ovn { intent: ovn, networks, .. } => ovnaction::apply(ovn, networks, placed)
+                    .map_err(|(reason, m)| IntentError::new(intent, reason, m))?,
+                Intent::Dtc { intent: dtc, .. } => dtc::apply(dtc, &self.clusters, &self.namespace, placed)
+                    .map_err(|(reason, m)| IntentError::new(intent, reason, m))?,
                 Intent::External { spec, .. } => {
                     let about = self.about.of(intent, "ActionRequest");
                     external::act(spec, about, placed).await.map_err(failed)?
