@@ -18,7 +18,7 @@ for chart in smtc-edge smtc-cloud; do # a packaged chart, as `helm package` make
 done
 start=$(date +%s%N)
 k apply -f "$sample/03-logical-cloud.yaml" -f "$sample/04-composite-app.yaml" -f "$sample/05-composite-profile.yaml" \
-  -f "$sample/06-placement.yaml" -f "$sample/06-action-intent.yaml" -f "$sample/07-dig.yaml"
+  -f "$sample/06-placement.yaml" -f "$sample/06-action-intent.yaml" -f "$sample/06-traffic-intent.yaml" -f "$sample/07-dig.yaml"
 k -n smtc wait --for condition=Ready --timeout=180s dig/smtc >/dev/null || {
   k -n smtc get dig smtc -o yaml; die "the SmartCity DIG did not become Ready; see $BED_DIR/operator.log"; }
 echo "SmartCity deployed and ready $(( ($(date +%s%N) - start) / 1000000 )) ms after kubectl apply"

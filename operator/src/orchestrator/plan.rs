@@ -138,6 +138,7 @@ fn render_app(
         let resources = Arc::new(resources);
         placed_app.clusters.extend(group.into_iter().map(|cluster| PlacedCluster {
             labels: cluster_labels(inputs, &cluster),
+            kv: inputs.clusters.iter().find(|c| c.name_any() == cluster).map(|c| c.spec.kv.clone()).unwrap_or_default(),
             cluster,
             resources: resources.clone(),
         }));

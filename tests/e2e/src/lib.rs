@@ -523,6 +523,7 @@ pub async fn apply_sample(hub: &Client, ns: &str, dig: &str) -> Result<()> {
         "05-composite-profile.yaml",
         "06-placement.yaml",
         "06-action-intent.yaml",
+        "06-traffic-intent.yaml",
         "07-dig.yaml",
     ] {
         for mut doc in yaml_docs(&format!("{SAMPLE}/{file}")) {

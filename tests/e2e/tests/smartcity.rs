@@ -32,7 +32,7 @@ async fn smartcity_lands_on_the_right_members_and_terminate_removes_everything()
         applied.deployed.unwrap()
     );
     assert_eq!(ready.revision, Some(1));
-    assert_eq!(ready.controllers, ["genericPlacementIntent", "gac"]);
+    assert_eq!(ready.controllers, ["genericPlacementIntent", "gac", "dtc"]);
 
     let edge = ["analytics", "sensor-simulator", "storage"];
     for member in &bed.members {
@@ -44,6 +44,19 @@ async fn smartcity_lands_on_the_right_members_and_terminate_removes_everything()
             _ => vec![],
         };
         assert_eq!(deployments, expected, "Deployments of {ns} on {member}");
+        // The traffic intent: the web on cloud01 admits only the edge offices' addresses.
+        let policies = deployed_names(&client, "networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", &ns).await?;
+        assert_eq!(policies, if member == "cloud01" { vec!["web-in"] } else { vec![] }, "NetworkPolicies on {member}");
+        if member == "cloud01" {
+            let policy = Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(client.clone(), &ns)
+                .get("web-in")
+                .await?;
+            let from = serde_json::to_value(&policy.spec.unwrap_or_default().ingress.unwrap_or_default()[0].from)?;
+            assert_eq!(
+                from,
+                serde_json::json!([{"ipBlock": {"cidr": "10.1.0.0/16"}}, {"ipBlock": {"cidr": "10.2.0.0/16"}}])
+            );
+        }
         let config = deployed_names(&client, "v1", "ConfigMap", "configmaps", &ns).await?;
         assert_eq!(
             config.contains(&"smtc-edge-config".to_string()),

@@ -131,6 +131,9 @@ pub struct PlacedCluster {
     /// The Cluster's labels (EMCO cluster labels), for label-scoped intents.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The Cluster's kv pairs (EMCO cluster kv-pairs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kv: BTreeMap<String, String>,
     /// Shared by the clusters that render alike until a controller changes one's
     /// (`Arc::make_mut`): a big chart's output is held once, not once per cluster.
     pub resources: std::sync::Arc<Vec<Value>>,
