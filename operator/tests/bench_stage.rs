@@ -47,6 +47,7 @@ fn controller_stage_on_smartcity() {
         } else {
             BTreeMap::new()
         },
+        kv: BTreeMap::new(),
         resources: resources.clone().into(),
     };
     let placed = Placed {

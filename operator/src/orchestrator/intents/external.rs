@@ -180,6 +180,7 @@ pub fn restored(sent: &Placed, answer: Vec<PlacedApp>, mut withheld: Withheld) -
             }
             let ours = app.clusters.iter().find(|c| c.cluster == cluster.cluster).expect("same clusters");
             cluster.labels = ours.labels.clone();
+            cluster.kv = ours.kv.clone();
             let secrets = withheld.remove(&(app.name.clone(), cluster.cluster.clone())).unwrap_or_default();
             std::sync::Arc::make_mut(&mut cluster.resources).extend(secrets);
         }
@@ -315,6 +316,7 @@ mod tests {
                 clusters: vec![PlacedCluster {
                     cluster: "a".into(),
                     labels: [("edge".to_string(), String::new())].into(),
+                    kv: [("region".to_string(), "eu-west".to_string())].into(),
                     resources: vec![
                         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
                         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "c2VjcmV0"}}),
@@ -330,6 +332,7 @@ mod tests {
         let (sent, withheld) = withhold_secrets(placed());
         let request = serde_json::to_string(&sent).unwrap();
         assert!(!request.contains("Secret") && !request.contains("c2VjcmV0"), "{request}");
+        assert!(request.contains(r#""kv":{"region":"eu-west"}"#), "the cluster's kv pairs go along: {request}");
         let mut apps = sent.apps.clone();
         std::sync::Arc::make_mut(&mut apps[0].clusters[0].resources)[0]["metadata"]["labels"] = json!({"team": "x"});
         apps[0].clusters[0].labels.clear();

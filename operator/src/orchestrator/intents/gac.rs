@@ -207,6 +207,7 @@ mod tests {
         let cluster = |name: &str, edge: bool| PlacedCluster {
             cluster: name.into(),
             labels: if edge { BTreeMap::from([("edge".to_string(), String::new())]) } else { BTreeMap::new() },
+            kv: BTreeMap::new(),
             resources: vec![deployment.clone()].into(),
         };
         Placed {
