@@ -45,6 +45,7 @@ up:
 # Stop the operator and remove the test bed (idempotent).
 down:
     bash tests/e2e/hub.sh stop
+    bash {{bed}}/node.sh down
     bash {{bed}}/down.sh
 
 # Memory of the running bed.

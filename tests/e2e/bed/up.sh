@@ -20,6 +20,11 @@ componentsPatches:
   extraArgs:
   - {key: cluster-signing-cert-file, value: $pki/ca.crt}
   - {key: cluster-signing-key-file, value: $pki/ca.key}
+# Only kwok's fake nodes are kwok's: the hub's real node (node.sh) is its kubelet's.
+- name: kwok-controller
+  extraArgs:
+  - {key: manage-all-nodes, value: "false", override: true}
+  - {key: manage-nodes-with-annotation-selector, value: kwok.x-k8s.io/node=fake}
 CFG
 }
 

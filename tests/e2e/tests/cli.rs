@@ -48,9 +48,12 @@ async fn kubectl_emco_reads_and_drives_smartcity() -> Result<()> {
     let tree = ok(&["status", "smtc", "-n", &ns])?;
     println!("{tree}");
     assert!(tree.starts_with(&format!("DeploymentIntentGroup {ns}/smtc: Instantiated, revision 1")), "{tree}");
-    for line in
-        ["app edge on 2 clusters", "cluster edge01 [Available]", "cluster edge02 [Available]", "app cloud on 1 cluster:"]
-    {
+    for line in [
+        "app edge on 2 clusters",
+        "cluster edge01 [Available]",
+        "cluster edge02 [Available]",
+        "app cloud on 1 cluster:",
+    ] {
         assert!(tree.contains(line), "{line} in {tree}");
     }
     let edge01 = ok(&["status", "smtc", "-n", &ns, "--cluster", "edge01"])?;
