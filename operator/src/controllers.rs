@@ -114,6 +114,7 @@ async fn controllers(
         recorder,
         backoff: Default::default(),
         shards: shards.clone(),
+        repairs: Default::default(),
     });
     // The reflectors are driven by the cluster controller, which also reacts to their changes.
     let drive = clm::run(clm, cluster_events.boxed(), secret_events.boxed());

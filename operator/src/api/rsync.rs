@@ -258,4 +258,8 @@ pub struct ClusterStatus {
     /// shards only when they are current).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Objects put back after someone changed, on the member, a field rsync applied (one Event
+    /// each), over this revision's life.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drift_repaired: u32,
 }

@@ -3,6 +3,12 @@
 //! managers' fields do not. What rsync applied and saw is remembered per member and object, so
 //! that values the API server normalizes (quantities, say) are not taken for drift.
 //!
+//! Fields another field manager took over on the member are theirs, and neither drift nor any
+//! apply fights for them ([`others_paths`]): what it owns through a server-side apply or a
+//! subresource (an HPA scales through `scale`), and any `replicas` (autoscalers). Other edits of
+//! fields rsync applied (a `kubectl edit`) are drift, and are put back. An object annotated
+//! `emco.io/drift: ignore` is never repaired.
+//!
 //! Objects are compared [`compact`]ed: long strings and oversized fields stand as digests, so that
 //! the member watches can keep objects that small (a member user's big objects cost the operator
 //! next to nothing) and drift still sees every change.
@@ -52,14 +58,15 @@ impl Applied {
     /// restart) the fields are compared as they are; a copy older than the one recorded (a watch
     /// cache lagging behind) is not drift: the newer one is on its way.
     pub fn drifted(&self, cluster: &str, key: &str, desired: &Value, live: &Value) -> bool {
-        self.judge(cluster, key, &compacted(desired), &compacted(live))
+        let desired = without_others(desired, live);
+        self.judge(cluster, key, &compacted(&desired), &compacted(live))
     }
 
     /// Whether applying `desired` again would change nothing: rsync applied this very object
     /// to the member before (same content, so no field to add or remove) and `live` still holds
     /// it. After a restart nothing is known, so everything is applied once.
     pub fn unchanged(&self, cluster: &str, key: &str, desired: &Value, live: &Value) -> bool {
-        let desired = compacted(desired);
+        let desired = compacted(&without_others(desired, live));
         let same = {
             let seen = self.seen.lock().unwrap();
             let last = seen.get(&(cluster.to_string(), key.to_string())).and_then(|s| s.applied.clone());
@@ -86,6 +93,77 @@ impl Applied {
             seen.insert(id, now);
         }
         drifted
+    }
+}
+
+/// Field manager prefix of rsync's applies (`member::FIELD_MANAGER`); any other manager is
+/// someone else.
+const OURS: &str = "emco-rsync";
+
+/// Opting an object out of drift repair: this annotation, set to `ignore`.
+pub const OPT_OUT: &str = "emco.io/drift";
+
+/// Whether `desired` opted out of drift repair.
+pub fn ignored(desired: &Value) -> bool {
+    desired["metadata"]["annotations"][OPT_OUT] == "ignore"
+}
+
+/// The fields other managers took over in `live` (from its `managedFields`), as paths of map
+/// keys: all they own through a server-side apply or a subresource other than status, and any
+/// `replicas` they own otherwise. Inside a list only map keys count, never an item.
+pub fn others_paths(live: &Value) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in live["metadata"]["managedFields"].as_array().into_iter().flatten() {
+        let ours = entry["manager"].as_str().is_some_and(|m| m.starts_with(OURS));
+        let subresource = entry["subresource"].as_str().unwrap_or_default();
+        if ours || subresource == "status" {
+            continue;
+        }
+        let mut owned = Vec::new();
+        collect(&entry["fieldsV1"], &mut Vec::new(), &mut owned);
+        let whole = entry["operation"] == "Apply" || !subresource.is_empty();
+        out.extend(owned.into_iter().filter(|p| whole || p.last().is_some_and(|l| l == "replicas")));
+    }
+    out
+}
+
+fn collect(node: &Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    let Some(map) = node.as_object() else { return };
+    let fields: Vec<(&String, &Value)> = map.iter().filter(|(k, _)| k.as_str() != ".").collect();
+    if fields.is_empty() && !path.is_empty() {
+        out.push(path.clone());
+    }
+    for (k, v) in fields {
+        // `k:`, `v:` and `i:` keys are list items: the list stays ours.
+        let Some(name) = k.strip_prefix("f:") else { continue };
+        path.push(name.to_string());
+        collect(v, path, out);
+        path.pop();
+    }
+}
+
+/// `desired` without the fields other managers own in `live`.
+pub fn without_others(desired: &Value, live: &Value) -> Value {
+    let mut out = desired.clone();
+    for path in others_paths(live) {
+        remove(&mut out, &path);
+    }
+    out
+}
+
+fn remove(v: &mut Value, path: &[String]) {
+    match path {
+        [] => {}
+        [last] => {
+            if let Some(map) = v.as_object_mut() {
+                map.remove(last);
+            }
+        }
+        [first, rest @ ..] => {
+            if let Some(next) = v.get_mut(first.as_str()) {
+                remove(next, rest);
+            }
+        }
     }
 }
 
@@ -185,6 +263,26 @@ mod tests {
     fn cm(data: Value, rv: &str) -> Value {
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "resourceVersion": rv,
                "labels": {"a": "1", "extra": "x"}, "uid": "u"}, "data": data})
+    }
+
+    #[test]
+    fn fields_another_manager_owns_are_theirs() {
+        let desired = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "c", "image": "i:1"}]}}}});
+        let live = |replicas: u32, image: &str, rv: &str| {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d", "resourceVersion": rv, "managedFields": [
+                {"manager": "emco-rsync/p/d", "operation": "Apply", "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"c\"}": {".": {}, "f:image": {}}}}}}}},
+                {"manager": "hpa-like", "operation": "Update", "subresource": "scale", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+                {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:metadata": {"f:labels": {"f:x": {}}}}},
+                {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status", "fieldsV1": {"f:status": {"f:replicas": {}}}}]},
+            "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "c", "image": image}]}}}})
+        };
+        assert_eq!(others_paths(&live(3, "i:1", "1")), [vec!["spec".to_string(), "replicas".to_string()]]);
+        let applied = Applied::default();
+        assert!(!applied.drifted("m", "d", &desired, &live(3, "i:1", "2")), "replicas scaled by another manager");
+        assert!(applied.drifted("m", "d", &desired, &live(3, "i:2", "3")), "the image rsync applied");
+        assert_eq!(without_others(&desired, &live(3, "i:1", "4"))["spec"].get("replicas"), None);
     }
 
     fn desired() -> Value {

@@ -12,7 +12,7 @@ use kube::core::GroupVersionKind;
 use kube::{Api, Client};
 use serde_json::Value;
 
-use super::drift::Applied;
+use super::drift::{self, Applied};
 use super::monitor::{self, Monitor};
 use super::{order, ready};
 use crate::api::labels;
@@ -283,7 +283,17 @@ impl Member<'_> {
                     // Applied before as it is now and still held: no write (an update writes
                     // only what changed).
                     Some(live) if self.applied.unchanged(self.name, &self.key(obj), obj, &live) => return Ok(None),
-                    _ => {}
+                    // Fields another manager took over stay theirs.
+                    Some(live) => {
+                        let theirs = drift::without_others(obj, &live);
+                        return t
+                            .write
+                            .patch(&t.name, &params, &Patch::Apply(&theirs))
+                            .await
+                            .map(Some)
+                            .map_err(classify);
+                    }
+                    None => {}
                 }
                 t.write.patch(&t.name, &params, &Patch::Apply(obj)).await.map(Some).map_err(classify)
             };
@@ -293,7 +303,7 @@ impl Member<'_> {
                     if let Some(live) = live {
                         *written += 1;
                         let live = serde_json::to_value(live).unwrap_or_default();
-                        self.applied.record(self.name, &self.key(obj), obj, &live);
+                        self.applied.record(self.name, &self.key(obj), &drift::without_others(obj, &live), &live);
                     }
                 }
                 Err(f) => {
@@ -343,7 +353,7 @@ impl Member<'_> {
                 }
                 Ok(Some(live)) => {
                     out.present += 1;
-                    if self.applied.drifted(self.name, &self.key(obj), obj, &live) {
+                    if !drift::ignored(obj) && self.applied.drifted(self.name, &self.key(obj), obj, &live) {
                         out.drifted.push(obj.clone());
                     }
                     let is_ready = ready::is_ready(&live);

@@ -61,6 +61,9 @@ pub struct Context {
     pub backoff: Backoff,
     /// Which clusters this replica works on.
     pub shards: Arc<shard::Shards>,
+    /// Drift repairs per AppContext, app and cluster since this replica started; the status
+    /// count is the larger of this and what status had (a cached status may lag a pass behind).
+    pub repairs: std::sync::Mutex<BTreeMap<(String, String, String), u32>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -431,9 +434,18 @@ async fn sync_unit(
     };
     if outcome.reachable {
         let mut seen = member.observe(&unit.resources).await;
-        if !seen.drifted.is_empty() {
-            repair(ctx, actx, &member, &mut seen).await;
-        }
+        let repaired = if seen.drifted.is_empty() { 0 } else { repair(ctx, actx, &member, &mut seen).await };
+        let id = (
+            format!("{}/{}", actx.namespace().unwrap_or_default(), actx.name_any()),
+            unit.app.clone(),
+            unit.cluster.clone(),
+        );
+        status.drift_repaired = {
+            let mut repairs = ctx.repairs.lock().unwrap_or_else(|e| e.into_inner());
+            let count = repairs.entry(id).or_insert(0);
+            *count = (*count).max(before.map_or(0, |b| b.drift_repaired)) + repaired;
+            *count
+        };
         outcome.failed.extend(seen.failed);
         outcome = Outcome { failed: outcome.failed, ..seen };
     }
@@ -445,12 +457,15 @@ async fn sync_unit(
     (key(unit), status)
 }
 
-/// Applies again what changed on the member in fields rsync applied; one Event per object.
-async fn repair(ctx: &Context, actx: &AppContext, member: &Member<'_>, seen: &mut Outcome) {
+/// Applies again what changed on the member in fields rsync applied; one Event per object. How
+/// many were put back.
+async fn repair(ctx: &Context, actx: &AppContext, member: &Member<'_>, seen: &mut Outcome) -> u32 {
     let drifted = std::mem::take(&mut seen.drifted);
     let repaired = member.apply(&drifted).await;
     seen.failed.extend(repaired.failed.iter().cloned());
-    for obj in drifted.iter().filter(|o| !repaired.failed.iter().any(|f| f.starts_with(&member::describe(o)))) {
+    let put_back: Vec<&Value> =
+        drifted.iter().filter(|o| !repaired.failed.iter().any(|f| f.starts_with(&member::describe(o)))).collect();
+    for obj in put_back.iter().copied() {
         let note = format!(
             "{} on {} differed from revision {}; applied again",
             member::describe(obj),
@@ -462,6 +477,7 @@ async fn repair(ctx: &Context, actx: &AppContext, member: &Member<'_>, seen: &mu
             announce::Note { warning: true, reason: "DriftRepaired", message: note, cluster: Some(member.name.into()) };
         announce::publish(&ctx.recorder, actx, vec![note]).await;
     }
+    put_back.len() as u32
 }
 
 /// What a member client is for.
@@ -737,6 +753,8 @@ async fn release(ctx: &Context, actx: &AppContext) -> kube::Result<()> {
     for part in secrets.list_metadata(&ListParams::default().labels(&selector)).await? {
         finalizer::remove_from_metadata(&secrets, &part, FINALIZER).await?;
     }
+    let id = format!("{ns}/{}", actx.name_any());
+    ctx.repairs.lock().unwrap_or_else(|e| e.into_inner()).retain(|(c, _, _), _| *c != id);
     let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &ns);
     finalizer::remove_fresh(&api, actx, FINALIZER).await
 }

@@ -104,7 +104,12 @@ impl Monitor {
         let events = watcher(api, watcher::Config::default().labels(&selector).page_size(LIST_PAGE))
             .default_backoff()
             .modify(|o| {
-                o.managed_fields_mut().clear();
+                // Other managers' fields stay known (drift leaves them to them); ours and status
+                // writes are dropped.
+                o.managed_fields_mut().retain(|f| {
+                    !f.manager.as_deref().unwrap_or_default().starts_with(super::member::FIELD_MANAGER)
+                        && f.subresource.as_deref() != Some("status")
+                });
                 super::drift::compact(&mut o.data);
                 super::drift::compact_annotations(o.annotations_mut());
             })

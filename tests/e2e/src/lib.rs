@@ -558,7 +558,27 @@ pub fn restart_operator_with(env: &[(&str, &str)]) -> Result<u32> {
     if !out.status.success() {
         bail!("restart failed: {}", String::from_utf8_lossy(&out.stderr));
     }
+    wait_ready(Duration::from_secs(30));
     operator_pid()
+}
+
+/// Waits (up to `limit`) until the bed's operator answers `/readyz` with 200, so that the next
+/// test does not meet a process still starting. One that never gets ready is the caller's to see.
+fn wait_ready(limit: Duration) {
+    use std::io::{Read, Write};
+    let until = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < until {
+        let answer = std::net::TcpStream::connect("127.0.0.1:18080").ok().and_then(|mut s| {
+            s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n").ok()?;
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).ok()?;
+            Some(reply)
+        });
+        if answer.is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The process id of the bed's operator.

@@ -48,7 +48,9 @@ async fn shard_clusters(leases: &Api<Lease>) -> Result<Vec<(String, BTreeSet<Str
 fn applied_to(log: &str, dig: &str) -> BTreeSet<String> {
     log.lines()
         .filter(|l| l.contains(" applied") && l.contains("DEBUG") && l.contains(&format!("appcontext={dig}-")))
-        .filter_map(|l| l.split("cluster=").nth(1)?.split_whitespace().next().map(String::from))
+        // The event's own field, the last one (a span before it may name the cluster too).
+        .filter_map(|l| l.rsplit("cluster=").next()?.split_whitespace().next())
+        .map(|c| c.trim_end_matches(['}', ':']).to_string())
         .collect()
 }
 
