@@ -262,4 +262,7 @@ pub struct ClusterStatus {
     /// each), over this revision's life.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub drift_repaired: u32,
+    /// The Helm hook phases that ran on this cluster for this context (`pre-install`, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<String>,
 }

@@ -13,6 +13,7 @@ use kube::{Api, Client};
 use serde_json::Value;
 
 use super::drift::{self, Applied};
+use super::hook;
 use super::monitor::{self, Monitor};
 use super::{order, ready};
 use crate::api::labels;
@@ -465,4 +466,105 @@ pub fn identity(obj: &Value, default_namespace: &str) -> String {
         obj["kind"].as_str().unwrap_or_default(),
         obj["metadata"]["name"].as_str().unwrap_or_default()
     )
+}
+
+/// How far a phase's hooks got on one member.
+#[derive(Debug, PartialEq)]
+pub enum Hooks {
+    /// Every hook of the phase finished.
+    Done,
+    /// One is running (or was just started): look again.
+    Waiting(String),
+    /// One failed: the operation fails on this member with this message.
+    Failed(String),
+    /// The member did not answer.
+    Unreachable(String),
+}
+
+impl Member<'_> {
+    /// Runs `hooks` (one phase's, in order) as run `run`: each is started once per run, waited
+    /// for, and deleted as its policy says; the next starts only when it finished.
+    pub async fn run_hooks(&self, hooks: &[&Value], run: &str) -> Hooks {
+        match self.ensure_namespace().await {
+            Err(Failure::Unreachable(m)) => return Hooks::Unreachable(m),
+            Err(f) => {
+                let mut out = Outcome::default();
+                record(&mut out, f, &format!("Namespace {}", self.namespace));
+                return Hooks::Failed(out.failed.join("; "));
+            }
+            Ok(()) => {}
+        }
+        for hook in hooks {
+            match self.run_hook(hook, run).await {
+                Ok(Hooks::Done) => continue,
+                Ok(other) => return other,
+                Err(Failure::Unreachable(m)) => return Hooks::Unreachable(m),
+                Err(f) => {
+                    let mut out = Outcome::default();
+                    record(&mut out, f, &format!("hook {}", describe(hook)));
+                    return Hooks::Failed(out.failed.join("; "));
+                }
+            }
+        }
+        Hooks::Done
+    }
+
+    async fn run_hook(&self, hook: &Value, run: &str) -> Result<Hooks, Failure> {
+        let t = self.locate(hook).await?;
+        let what = format!("hook {}", describe(hook));
+        let live = self.fetch(&t).await?;
+        let ours = live.as_ref().is_some_and(|l| l["metadata"]["annotations"][hook::RUN] == run);
+        if !ours {
+            if let Some(old) = &live {
+                // Another run's object: gone first (before-hook-creation), or kept and refused.
+                if !hook::policy(hook, "before-hook-creation") {
+                    return Ok(Hooks::Failed(format!(
+                        "{what} exists from an earlier run and its delete policy keeps it"
+                    )));
+                }
+                self.remove(&t, old).await?;
+                return Ok(Hooks::Waiting(format!("{what}: replacing the earlier run's")));
+            }
+            let mut obj = hook.clone();
+            obj["metadata"]["annotations"][hook::RUN] = Value::String(run.to_string());
+            let params = PatchParams::apply(&self.owner.field_manager()).force();
+            let started = t.write.patch(&t.name, &params, &Patch::Apply(&obj)).await.map_err(classify)?;
+            let started = typed(&t, serde_json::to_value(started).unwrap_or_default());
+            return self.finish(&t, hook, &started, &what).await;
+        }
+        let live = live.expect("ours is some");
+        self.finish(&t, hook, &live, &what).await
+    }
+
+    /// What `live` says of a hook of this run; finished ones are deleted as their policy says.
+    async fn finish(&self, t: &Target, hook: &Value, live: &Value, what: &str) -> Result<Hooks, Failure> {
+        match hook::state(live) {
+            hook::State::Running => Ok(Hooks::Waiting(format!("{what}: running"))),
+            hook::State::Done => {
+                if hook::policy(hook, "hook-succeeded") {
+                    self.remove(t, live).await?;
+                }
+                Ok(Hooks::Done)
+            }
+            hook::State::Failed(message) => {
+                if hook::policy(hook, "hook-failed") {
+                    self.remove(t, live).await?;
+                }
+                Ok(Hooks::Failed(format!("{what} failed: {message}")))
+            }
+        }
+    }
+
+    /// Deletes a hook object (its pods with it).
+    async fn remove(&self, t: &Target, live: &Value) -> Result<(), Failure> {
+        let uid = live["metadata"]["uid"].as_str().map(String::from);
+        let params = DeleteParams {
+            preconditions: Some(kube::api::Preconditions { uid, resource_version: None }),
+            ..DeleteParams::background()
+        };
+        match t.write.delete(&t.name, &params).await.map_err(classify) {
+            Ok(_) | Err(Failure::Gone(_) | Failure::Changed) => Ok(()),
+            Err(f) => Err(f),
+        }
+    }
 }

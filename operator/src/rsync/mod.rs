@@ -5,6 +5,7 @@
 pub mod announce;
 pub mod bundle;
 pub mod drift;
+pub mod hook;
 pub mod machine;
 pub mod member;
 pub mod monitor;
@@ -139,7 +140,9 @@ fn spec_or_deletion(actx: &AppContext) -> Option<u64> {
 struct Unit {
     app: String,
     cluster: String,
+    /// The app's resources there, its Helm hooks left out.
     resources: Arc<Vec<Value>>,
+    hooks: Arc<Vec<Value>>,
 }
 
 /// A revision a newer one replaced: rsync does nothing for it (see [`machine::next`]).
@@ -207,7 +210,14 @@ async fn units_here(ctx: &Context, actx: &AppContext) -> Result<(Vec<Unit>, BTre
                 continue;
             }
             let resources = ctx.bundles.load(&ctx.hub, &ns, &c.bundle).await?;
-            units.push(Unit { app: app.name.clone(), cluster: c.cluster.clone(), resources });
+            let (resources, hooks) = match resources.iter().any(hook::is_hook) {
+                false => (resources, Arc::default()),
+                true => {
+                    let (kept, hooks) = hook::split(&resources);
+                    (Arc::new(kept), Arc::new(hooks))
+                }
+            };
+            units.push(Unit { app: app.name.clone(), cluster: c.cluster.clone(), resources, hooks });
         }
     }
     Ok((units, elsewhere))
@@ -425,6 +435,14 @@ async fn sync_unit(
         }
     };
     let applied_before = before.is_some_and(|b| b.deployed == total && b.failed.is_empty());
+    let (pre, post) = match actx.spec.operation {
+        Operation::Update => (hook::Phase::PreUpgrade, hook::Phase::PostUpgrade),
+        _ => (hook::Phase::PreInstall, hook::Phase::PostInstall),
+    };
+    status.hooks = before.map(|b| b.hooks.clone()).unwrap_or_default();
+    if !applied_before && !hooks_ran(ctx, actx, unit, &member, pre, &mut status).await {
+        return (key(unit), status);
+    }
     let mut outcome = if applied_before {
         Outcome { reachable: true, ..Default::default() }
     } else {
@@ -454,7 +472,61 @@ async fn sync_unit(
     status.ready = outcome.ready;
     status.failed = outcome.failed;
     status.not_ready = outcome.not_ready;
+    if status.deployed == total && status.failed.is_empty() {
+        let (failed, not_ready) = (status.failed.clone(), status.not_ready.clone());
+        if !hooks_ran(ctx, actx, unit, &member, post, &mut status).await {
+            // Waiting or failed: say so next to what the resources say.
+            status.failed.splice(0..0, failed);
+            status.not_ready.splice(0..0, not_ready);
+        }
+    }
     (key(unit), status)
+}
+
+/// Runs `unit`'s hooks of `phase` unless they ran for this context already; whether they are
+/// done. Waiting shows as not ready, a failure as failed; `status.hooks` records the phases done.
+async fn hooks_ran(
+    ctx: &Context,
+    actx: &AppContext,
+    unit: &Unit,
+    member: &Member<'_>,
+    phase: hook::Phase,
+    status: &mut ClusterStatus,
+) -> bool {
+    let hooks = hook::of_phase(&unit.hooks, phase);
+    if hooks.is_empty() || status.hooks.iter().any(|h| h == phase.name()) {
+        return true;
+    }
+    let run = format!("{}/{}", actx.namespace().unwrap_or_default(), actx.name_any());
+    match member.run_hooks(&hooks, &run).await {
+        member::Hooks::Done => {
+            status.hooks.push(phase.name().to_string());
+            tracing::info!(appcontext = %actx.name_any(), cluster = %unit.cluster, phase = phase.name(), "hooks done");
+            true
+        }
+        member::Hooks::Waiting(m) => {
+            status.connectivity = Connectivity::Available;
+            status.not_ready = vec![m];
+            false
+        }
+        member::Hooks::Failed(m) => {
+            status.connectivity = Connectivity::Available;
+            let note = announce::Note {
+                warning: true,
+                reason: "HookFailed",
+                message: m.clone(),
+                cluster: Some(unit.cluster.clone()),
+            };
+            announce::publish(&ctx.recorder, actx, vec![note]).await;
+            status.failed = vec![m];
+            false
+        }
+        member::Hooks::Unreachable(m) => {
+            status.connectivity = Connectivity::Retrying;
+            status.failed = vec![format!("cluster unreachable: {m}")];
+            false
+        }
+    }
 }
 
 /// Applies again what changed on the member in fields rsync applied; one Event per object. How
@@ -582,14 +654,31 @@ async fn terminate_unit(ctx: &Context, actx: &AppContext, u: &Unit) -> ((String,
         observed_generation: actx.metadata.generation,
         ..Default::default()
     };
-    match connect(ctx, actx, &u.cluster, Work::Delete, &Default::default()).await {
-        Err(message) => status.failed = vec![message],
-        Ok(member) => {
-            let out = member.delete(&u.resources.iter().collect::<Vec<_>>()).await;
-            status.connectivity = if out.reachable { Connectivity::Available } else { Connectivity::Retrying };
-            status.deployed = if out.reachable { out.present } else { total };
-            status.failed = out.failed;
+    let listing = member::Listing::default();
+    let member = match connect(ctx, actx, &u.cluster, Work::Delete, &listing).await {
+        Err(message) => {
+            status.failed = vec![message];
+            return (key(u), status);
         }
+        Ok(member) => member,
+    };
+    let previous = actx.status.as_ref().and_then(|s| s.apps.iter().find(|a| a.name == u.app));
+    status.hooks = previous
+        .and_then(|a| a.clusters.iter().find(|c| c.cluster == u.cluster))
+        .map(|c| c.hooks.clone())
+        .unwrap_or_default();
+    if !hooks_ran(ctx, actx, u, &member, hook::Phase::PreDelete, &mut status).await {
+        return (key(u), status);
+    }
+    // The resources, and the hooks that ran before (a post-delete hook runs after and stays).
+    let post = hook::of_phase(&u.hooks, hook::Phase::PostDelete);
+    let earlier = u.hooks.iter().filter(|h| !post.contains(h));
+    let out = member.delete(&u.resources.iter().chain(earlier).collect::<Vec<_>>()).await;
+    status.connectivity = if out.reachable { Connectivity::Available } else { Connectivity::Retrying };
+    status.deployed = if out.reachable { out.present } else { total };
+    status.failed = out.failed;
+    if status.deployed == 0 && status.failed.is_empty() {
+        hooks_ran(ctx, actx, u, &member, hook::Phase::PostDelete, &mut status).await;
     }
     (key(u), status)
 }
@@ -689,7 +778,7 @@ async fn sweep(ctx: &Context, actx: &AppContext, cluster: &str, keep: Option<&BT
         for obj in store.state() {
             let labels = obj.labels();
             let ours = labels.get(labels::PROJECT) == Some(&project) && labels.get(labels::DIG) == Some(dig);
-            if !ours || resource.kind == "CustomResourceDefinition" {
+            if !ours || resource.kind == "CustomResourceDefinition" || obj.annotations().contains_key(hook::HOOK) {
                 continue;
             }
             let mut meta = json!({"name": obj.name_any()});
@@ -730,6 +819,7 @@ async fn prune_one(
             let kept = keep.get(c.cluster.as_str());
             let dropped: Vec<&Value> = resources
                 .iter()
+                .filter(|r| !hook::is_hook(r))
                 .filter(|r| !kept.is_some_and(|k| k.contains(&member::identity(r, &old.spec.namespace))))
                 .collect();
             if dropped.is_empty() {
@@ -824,7 +914,13 @@ fn summarize(
         ("NotPresent".into(), total - present),
     ]);
     let all_applied = present == total && failed == 0;
-    let done = if terminating { present == 0 && failed == 0 && !unreachable } else { all_applied };
+    // A Helm hook still running keeps the operation from being done (`hook ...` entries).
+    let hooks_running =
+        status.apps.iter().flat_map(|a| &a.clusters).any(|c| c.not_ready.iter().any(|n| n.starts_with("hook ")));
+    let done = match terminating {
+        true => present == 0 && failed == 0 && !unreachable && !hooks_running,
+        false => all_applied && !hooks_running,
+    };
     status.state = match (operation, done) {
         (Operation::Terminate, true) => ContextState::Terminated,
         (Operation::Terminate, false) => ContextState::Terminating,
@@ -846,7 +942,7 @@ fn summarize(
         _ => (false, "Applying", format!("{present}/{total} resources applied")),
     };
     condition::set(&mut status.conditions, condition::new(ConditionType::Deployed, ok, reason, message, generation));
-    let all_ready = !terminating && ready == total && all_applied;
+    let all_ready = !terminating && ready == total && all_applied && !hooks_running;
     let not_ready = status
         .apps
         .iter()
