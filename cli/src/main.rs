@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use emco::api::orchestrator::{DeploymentIntentGroup, DigState};
+use emco::api::orchestrator::{DeploymentIntentGroup, DesiredState, DigState};
 use emco::api::rsync::AppContext;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
@@ -180,17 +180,21 @@ fn history(dig: &DeploymentIntentGroup) {
     }
 }
 
-/// Whether the DIG has settled: `Some(exit code)`.
+/// Whether the DIG has settled where its spec asks: `Some(exit code)`. A state left from before
+/// the last change (the orchestrator may record the new generation before the new state) does
+/// not count.
 fn settled(dig: &DeploymentIntentGroup) -> Option<i32> {
     let status = dig.status.as_ref()?;
     let complete =
         |f: &Option<String>| f.as_deref().and_then(|f| f.split_once('/')).is_some_and(|(a, b)| a == b && b != "0");
     let current = status.observed_generation == dig.metadata.generation;
+    let terminate = dig.spec.state == DesiredState::Terminated;
     match status.state {
-        DigState::Instantiated | DigState::Updated if current && complete(&status.ready) => Some(0),
-        DigState::Terminated if current => Some(0),
-        DigState::InstantiateFailed | DigState::UpdateFailed | DigState::TerminateFailed => Some(1),
-        DigState::InstantiateStopped | DigState::TerminateStopped => Some(1),
+        DigState::Instantiated | DigState::Updated if !terminate && current && complete(&status.ready) => Some(0),
+        DigState::Terminated if terminate && current => Some(0),
+        DigState::InstantiateFailed | DigState::UpdateFailed if !terminate && current => Some(1),
+        DigState::TerminateFailed if terminate && current => Some(1),
+        DigState::InstantiateStopped | DigState::TerminateStopped if current => Some(1),
         _ => None,
     }
 }
@@ -250,4 +254,28 @@ fn progress(report: &query::Report) -> String {
         report.deployed,
         report.ready
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dig(desired: &str, state: &str, ready: &str) -> DeploymentIntentGroup {
+        serde_json::from_value(json!({
+            "apiVersion": "orchestrator.emco.io/v1alpha1", "kind": "DeploymentIntentGroup",
+            "metadata": {"name": "d", "namespace": "p", "generation": 2},
+            "spec": {"compositeApp": "c", "logicalCloud": "l", "intents": {}, "approved": true, "state": desired},
+            "status": {"state": state, "observedGeneration": 2, "ready": ready}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn settled_only_where_the_spec_asks() {
+        assert_eq!(settled(&dig("Terminated", "Instantiated", "3/3")), None, "the state before a terminate");
+        assert_eq!(settled(&dig("Terminated", "Terminated", "0/3")), Some(0));
+        assert_eq!(settled(&dig("Instantiated", "Terminated", "0/3")), None, "the state before an instantiate");
+        assert_eq!(settled(&dig("Instantiated", "Instantiated", "2/3")), None, "not ready yet");
+        assert_eq!(settled(&dig("Instantiated", "Updated", "3/3")), Some(0));
+        assert_eq!(settled(&dig("Instantiated", "InstantiateFailed", "0/3")), Some(1));
+    }
 }
