@@ -226,13 +226,16 @@ pub fn rendered(started: Instant, refusal: Option<&'static str>) {
 pub fn cluster(name: &str, connectivity: Option<&'static str>) {
     let m = &*METRICS;
     let mut all = m.connectivity.lock().unwrap_or_else(|e| e.into_inner());
-    match connectivity {
+    let before = match connectivity {
         Some(c) => all.insert(name.to_string(), c),
         None => all.remove(name),
     };
-    for state in ["Available", "Retrying", "Unknown"] {
-        let n = all.values().filter(|c| **c == state).count();
-        m.clusters.get_or_create(&State { state }).set(n as i64);
+    // Moved from one state to another: the gauges follow, without a count over every cluster.
+    if let Some(state) = before {
+        m.clusters.get_or_create(&State { state }).dec();
+    }
+    if let Some(state) = connectivity {
+        m.clusters.get_or_create(&State { state }).inc();
     }
 }
 
@@ -240,12 +243,13 @@ pub fn cluster(name: &str, connectivity: Option<&'static str>) {
 pub fn resources(key: &str, counts: Option<[i64; 3]>) {
     let m = &*METRICS;
     let mut all = m.counts.lock().unwrap_or_else(|e| e.into_inner());
-    match counts {
+    let before = match counts {
         Some(c) => all.insert(key.to_string(), c),
         None => all.remove(key),
     };
+    let (before, after) = (before.unwrap_or_default(), counts.unwrap_or_default());
     for (i, state) in ["total", "deployed", "ready"].into_iter().enumerate() {
-        m.resources.get_or_create(&State { state }).set(all.values().map(|c| c[i]).sum());
+        m.resources.get_or_create(&State { state }).inc_by(after[i] - before[i]);
     }
 }
 

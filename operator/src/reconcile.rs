@@ -86,7 +86,12 @@ pub async fn publish(
     note: String,
 ) {
     let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
-    if let Err(e) = recorder.publish(&event, about).await {
+    publish_event(recorder, &event, about).await;
+}
+
+/// Publishes `event` on `about`; a failure to publish is logged, never fatal.
+pub async fn publish_event(recorder: &Recorder, event: &Event, about: &ObjectReference) {
+    if let Err(e) = recorder.publish(event, about).await {
         tracing::debug!(error = %e, "could not publish event");
     }
 }

@@ -68,8 +68,7 @@ launch() {
 start() {
   stop
   : >"$BED_DIR/operator.log"
-  cargo build -q -p emco-operator --bin emco-operator --bin emco-example-controller
-  cargo build -q -p kubectl-emco
+  cargo build -q -p emco-operator -p kubectl-emco --bin emco-operator --bin emco-example-controller --bin kubectl-emco
   k apply --server-side --force-conflicts -f crds/ >/dev/null
   k wait --for condition=Established --timeout=60s -f crds/ >/dev/null
   k create namespace emco-system --dry-run=client -o yaml | k apply -f - >/dev/null

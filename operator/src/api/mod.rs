@@ -26,6 +26,21 @@ pub mod labels {
     pub const APP: &str = "emco.io/app";
     pub const APP_CONTEXT: &str = "emco.io/app-context";
     pub const REVISION: &str = "emco.io/revision";
+
+    /// Puts the owner labels that rsync, prune and status select on on `resource`: its project
+    /// (the AppContext's namespace), DIG (the owner's label) and, when given, app.
+    pub fn own(resource: &mut serde_json::Value, project: &str, dig: &str, app: Option<&str>) {
+        let l = &mut resource["metadata"]["labels"];
+        if !l.is_object() {
+            *l = serde_json::json!({});
+        }
+        l[MANAGED_BY] = MANAGER.into();
+        l[PROJECT] = project.into();
+        l[DIG] = dig.into();
+        if let Some(app) = app {
+            l[APP] = app.into();
+        }
+    }
 }
 
 /// Every CRD this operator serves, in the order `crdgen` prints them.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
@@ -13,7 +13,6 @@ use super::objects;
 use crate::api::dcm::LogicalCloud;
 use crate::api::labels;
 use crate::api::rsync::{AppContext, AppContextSpec, BundleRef, ContextApp, ContextCluster, Operation};
-use crate::finalizer;
 use crate::orchestrator::revisions::{INPUT_HASH, create_part};
 use crate::rsync::{self, bundle};
 
@@ -74,14 +73,6 @@ pub async fn ensure(
     }
 }
 
-/// Every revision of `lc` rsync still holds (it has work left on the members, or may have).
-pub async fn held(hub: &Client, lc: &LogicalCloud) -> kube::Result<Vec<AppContext>> {
-    let api = Api::<AppContext>::namespaced(hub.clone(), &lc.namespace().unwrap_or_default());
-    let selector = format!("{}={}", labels::DIG, objects::owner(lc).label());
-    let all = api.list(&ListParams::default().labels(&selector)).await?;
-    Ok(all.items.into_iter().filter(|c| finalizer::has(c, rsync::FINALIZER)).collect())
-}
-
 async fn create(
     hub: &Client,
     lc: &LogicalCloud,
@@ -137,22 +128,4 @@ async fn create(
         Err(kube::Error::Api(e)) if e.code == 409 => api.get(&context.name_any()).await,
         other => other,
     }
-}
-
-/// Deletes the revisions before `keep` that rsync has let go, with their bundles.
-pub async fn forget_released(hub: &Client, lc: &LogicalCloud, keep: Option<&str>) -> kube::Result<()> {
-    let ns = lc.namespace().unwrap_or_default();
-    let api = Api::<AppContext>::namespaced(hub.clone(), &ns);
-    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(hub.clone(), &ns);
-    let owner = objects::owner(lc).label();
-    let selector = format!("{}={owner}", labels::DIG);
-    for old in api.list(&ListParams::default().labels(&selector)).await? {
-        if Some(old.name_any().as_str()) == keep || finalizer::has(&old, rsync::FINALIZER) {
-            continue;
-        }
-        api.delete(&old.name_any(), &Default::default()).await?;
-        let bundles = format!("{selector},{}={}", labels::REVISION, old.spec.revision);
-        secrets.delete_collection(&Default::default(), &ListParams::default().labels(&bundles)).await?;
-    }
-    Ok(())
 }

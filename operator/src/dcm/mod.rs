@@ -36,6 +36,7 @@ use crate::api::orchestrator::{DeploymentIntentGroup, DigState, Project};
 use crate::api::rsync::{AppContext, ContextState, Operation};
 use crate::finalizer;
 use crate::members::Members;
+use crate::orchestrator::revisions;
 use crate::reconcile::{Backoff, write_status};
 use user::{Lifetime, UserState};
 
@@ -258,7 +259,8 @@ async fn instantiate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloud
         (recorded.app_context, recorded.revision) = (status.app_context.clone(), status.revision);
         write_status(&api, lc, lc.status.as_ref(), &recorded).await?;
     }
-    context::forget_released(&ctx.hub, lc, Some(&actx.name_any())).await?;
+    let ns = lc.namespace().unwrap_or_default();
+    revisions::forget_released(&ctx.hub, &ns, &objects::owner(lc), Some(&actx.name_any())).await?;
     let users = futures::future::join_all(status.clusters.iter().map(|c| async {
         match ctx.clusters.get(&ObjectRef::new(&c.cluster)) {
             Some(cluster) => user::ensure(&ctx.hub, &ctx.members, lc, &cluster, ctx.lifetime).await,
@@ -344,7 +346,7 @@ async fn revoke(
     // Credentials first, then the namespace, RBAC and quota.
     forget_users(ctx, lc, |cluster| !keep.iter().any(|k| k == cluster)).await?;
     if keep.is_empty() {
-        crate::orchestrator::revisions::terminate(&ctx.hub, &current).await?;
+        revisions::terminate(&ctx.hub, &current).await?;
     } else {
         let actx = context::ensure(&ctx.hub, lc, Some(&current), &bundles(ctx, lc, &keep)).await?;
         (status.app_context, status.revision) = (Some(actx.name_any()), Some(actx.spec.revision));
@@ -411,9 +413,10 @@ async fn terminate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloudSt
     }
     // Every revision rsync holds, recorded in the status or not (a crash between making one and
     // recording it), is terminated.
-    let held = context::held(&ctx.hub, lc).await?;
+    let (ns, owner) = (lc.namespace().unwrap_or_default(), objects::owner(lc));
+    let held = revisions::held(&ctx.hub, &ns, &owner).await?;
     for actx in &held {
-        crate::orchestrator::revisions::terminate(&ctx.hub, actx).await?;
+        revisions::terminate(&ctx.hub, actx).await?;
     }
     let busy: Vec<String> = held
         .iter()
@@ -428,7 +431,7 @@ async fn terminate(ctx: &Context, lc: &LogicalCloud, status: &mut LogicalCloudSt
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     forget_users(ctx, lc, |_| true).await?;
-    context::forget_released(&ctx.hub, lc, None).await?;
+    revisions::forget_released(&ctx.hub, &ns, &owner, None).await?;
     status.app_context = None;
     for c in &mut status.clusters {
         (c.kubeconfig_secret, c.certificate_expiry) = (None, None);

@@ -88,16 +88,8 @@ pub fn member_objects(lc: &LogicalCloud, served: &Served) -> Vec<Value> {
             "spec": {"hard": lc.spec.quotas},
         }));
     }
-    let owner = owner(lc);
-    for obj in &mut objects {
-        if !obj["metadata"]["labels"].is_object() {
-            obj["metadata"]["labels"] = json!({});
-        }
-        let l = &mut obj["metadata"]["labels"];
-        l[labels::MANAGED_BY] = json!(labels::MANAGER);
-        l[labels::PROJECT] = json!(lc.namespace().unwrap_or_default());
-        l[labels::DIG] = json!(owner.label());
-    }
+    let (project, dig) = (lc.namespace().unwrap_or_default(), owner(lc).label());
+    objects.iter_mut().for_each(|obj| labels::own(obj, &project, &dig, None));
     objects
 }
 

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -27,7 +26,7 @@ use crate::api::rsync::{
     AppContext, AppContextSpec, BundleRef, ContextApp, ContextCluster, ContextState, Operation, Owner, ResourceRef,
 };
 use crate::finalizer;
-use crate::orchestrator::revisions::{INPUT_HASH, create_part, terminate};
+use crate::orchestrator::revisions::{self, INPUT_HASH, create_part, terminate};
 use crate::reconcile::{Backoff, HubError, write_status};
 use crate::rsync::{self, bundle};
 
@@ -104,21 +103,14 @@ fn owner<N: Network>(net: &N) -> Owner {
 
 async fn reconcile<N: Network>(net: Arc<N>, ctx: Arc<Context>) -> Result<Action, HubError> {
     let api = Api::<N>::all(ctx.hub.clone());
-    let held = held(&ctx, net.as_ref()).await?;
+    let held = revisions::held(&ctx.hub, &ctx.operator_namespace, &owner(net.as_ref())).await?;
     if net.meta().deletion_timestamp.is_some() {
         return retire(&ctx, &api, net.as_ref(), held).await;
     }
     finalizer::add(&api, net.as_ref(), FINALIZER).await?;
     let current = held.iter().filter(|c| c.spec.superseded_by.is_none()).max_by_key(|c| c.spec.revision);
     let mut object = net.member_object();
-    let l = &mut object["metadata"]["labels"];
-    if !l.is_object() {
-        *l = json!({});
-    }
-    l[labels::MANAGED_BY] = json!(labels::MANAGER);
-    l[labels::PROJECT] = json!(ctx.operator_namespace);
-    l[labels::DIG] = json!(owner(net.as_ref()).label());
-    l[labels::APP] = json!(APP);
+    labels::own(&mut object, &ctx.operator_namespace, &owner(net.as_ref()).label(), Some(APP));
     let objects = member::with_crd(object);
     let hash = crate::hex::digest(json!({"cluster": net.cluster(), "objects": objects}).to_string().as_bytes(), 16);
     let current = match current {
@@ -132,7 +124,8 @@ async fn reconcile<N: Network>(net: Arc<N>, ctx: Arc<Context>) -> Result<Action,
             made
         }
     };
-    forget_released(&ctx, net.as_ref(), Some(&current.name_any())).await?;
+    revisions::forget_released(&ctx.hub, &ctx.operator_namespace, &owner(net.as_ref()), Some(&current.name_any()))
+        .await?;
     let status = status_from(net.as_ref(), &current);
     write_status(&api, net.as_ref(), net.network_status(), &status).await?;
     Ok(Action::await_change())
@@ -165,23 +158,13 @@ async fn retire<N: Network>(ctx: &Context, api: &Api<N>, net: &N, held: Vec<AppC
     if busy {
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
-    forget_released(ctx, net, None).await?;
+    revisions::forget_released(&ctx.hub, &ctx.operator_namespace, &owner(net), None).await?;
     finalizer::remove(api, net, FINALIZER).await?;
     Ok(Action::await_change())
 }
 
 fn contexts(ctx: &Context) -> Api<AppContext> {
     Api::namespaced(ctx.hub.clone(), &ctx.operator_namespace)
-}
-
-fn selector<N: Network>(net: &N) -> String {
-    format!("{}={}", labels::DIG, owner(net).label())
-}
-
-/// The network's revisions rsync still holds.
-async fn held<N: Network>(ctx: &Context, net: &N) -> kube::Result<Vec<AppContext>> {
-    let all = contexts(ctx).list(&ListParams::default().labels(&selector(net))).await?;
-    Ok(all.items.into_iter().filter(|c| finalizer::has(c, rsync::FINALIZER)).collect())
 }
 
 fn next_revision(held: &[AppContext]) -> u32 {
@@ -254,21 +237,6 @@ async fn create<N: Network>(
         Err(kube::Error::Api(e)) if e.code == 409 => api.get(&context.name_any()).await,
         other => other,
     }
-}
-
-/// Deletes the revisions other than `keep` that rsync has let go, with their bundles.
-async fn forget_released<N: Network>(ctx: &Context, net: &N, keep: Option<&str>) -> kube::Result<()> {
-    let api = contexts(ctx);
-    let secrets = Api::<Secret>::namespaced(ctx.hub.clone(), &ctx.operator_namespace);
-    for old in api.list(&ListParams::default().labels(&selector(net))).await? {
-        if Some(old.name_any().as_str()) == keep || finalizer::has(&old, rsync::FINALIZER) {
-            continue;
-        }
-        api.delete(&old.name_any(), &Default::default()).await?;
-        let bundles = format!("{},{}={}", selector(net), labels::REVISION, old.spec.revision);
-        secrets.delete_collection(&Default::default(), &ListParams::default().labels(&bundles)).await?;
-    }
-    Ok(())
 }
 
 fn error_policy<N: Network>(net: Arc<N>, error: &HubError, ctx: Arc<Context>) -> Action {

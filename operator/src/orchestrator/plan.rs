@@ -229,15 +229,7 @@ fn labelled(resource: &Value, inputs: &Inputs, app: &str) -> bool {
 
 /// Adds the owner labels that prune and status select on.
 fn label(resource: &mut Value, inputs: &Inputs, app: &str) {
-    let meta = &mut resource["metadata"];
-    if !meta["labels"].is_object() {
-        meta["labels"] = json!({});
-    }
-    let l = &mut meta["labels"];
-    l[labels::MANAGED_BY] = json!(labels::MANAGER);
-    l[labels::PROJECT] = json!(inputs.dig.namespace().unwrap_or_default());
-    l[labels::DIG] = json!(inputs.dig.name_any());
-    l[labels::APP] = json!(app);
+    labels::own(resource, &inputs.dig.namespace().unwrap_or_default(), &inputs.dig.name_any(), Some(app));
 }
 
 fn digest(resources: &[Value]) -> String {

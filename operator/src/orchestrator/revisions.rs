@@ -278,6 +278,33 @@ pub async fn forget_old_revisions(
     Ok(())
 }
 
+/// Every revision of `owner` in `ns` that rsync still holds (it has work left on the members, or
+/// may have): a logical cloud's or a network's.
+pub async fn held(hub: &Client, ns: &str, owner: &Owner) -> kube::Result<Vec<AppContext>> {
+    let selector = format!("{}={}", labels::DIG, owner.label());
+    let all = Api::<AppContext>::namespaced(hub.clone(), ns)
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await?;
+    Ok(all.items.into_iter().filter(|c| finalizer::has(c, rsync::FINALIZER)).collect())
+}
+
+/// Deletes the revisions of `owner` in `ns` other than `keep` that rsync has let go, with their
+/// bundles.
+pub async fn forget_released(hub: &Client, ns: &str, owner: &Owner, keep: Option<&str>) -> kube::Result<()> {
+    let api = Api::<AppContext>::namespaced(hub.clone(), ns);
+    let secrets = Api::<Secret>::namespaced(hub.clone(), ns);
+    let selector = format!("{}={}", labels::DIG, owner.label());
+    for old in api.list(&kube::api::ListParams::default().labels(&selector)).await? {
+        if Some(old.name_any().as_str()) == keep || finalizer::has(&old, rsync::FINALIZER) {
+            continue;
+        }
+        api.delete(&old.name_any(), &Default::default()).await?;
+        let bundles = format!("{selector},{}={}", labels::REVISION, old.spec.revision);
+        secrets.delete_collection(&Default::default(), &kube::api::ListParams::default().labels(&bundles)).await?;
+    }
+    Ok(())
+}
+
 /// EMCO stop reaches rsync through the current AppContext.
 pub async fn pass_stop(ctx: &Context, context: &AppContext, stop: bool) -> kube::Result<()> {
     if context.spec.stop == stop {

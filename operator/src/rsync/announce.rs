@@ -136,7 +136,7 @@ pub fn cluster(name: &str) -> ObjectReference {
     }
 }
 
-/// Publishes `notes` on the owner of `actx`; a failure to publish is logged, never fatal.
+/// Publishes `notes` on the owner of `actx`.
 pub async fn publish(recorder: &kube::runtime::events::Recorder, actx: &AppContext, notes: Vec<Note>) {
     let about = owner(actx);
     for note in notes {
@@ -149,9 +149,7 @@ pub async fn publish(recorder: &kube::runtime::events::Recorder, actx: &AppConte
             action: "Rsync".into(),
             secondary: note.cluster.as_deref().map(cluster),
         };
-        if let Err(e) = recorder.publish(&event, &about).await {
-            tracing::debug!(error = %e, "could not publish event");
-        }
+        crate::reconcile::publish_event(recorder, &event, &about).await;
     }
 }
 

@@ -96,10 +96,6 @@ impl Applied {
     }
 }
 
-/// Field manager prefix of rsync's applies (`member::FIELD_MANAGER`); any other manager is
-/// someone else.
-const OURS: &str = "emco-rsync";
-
 /// Opting an object out of drift repair: this annotation, set to `ignore`.
 pub const OPT_OUT: &str = "emco.io/drift";
 
@@ -114,7 +110,7 @@ pub fn ignored(desired: &Value) -> bool {
 pub fn others_paths(live: &Value) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for entry in live["metadata"]["managedFields"].as_array().into_iter().flatten() {
-        let ours = entry["manager"].as_str().is_some_and(|m| m.starts_with(OURS));
+        let ours = entry["manager"].as_str().is_some_and(|m| m.starts_with(super::member::FIELD_MANAGER));
         let subresource = entry["subresource"].as_str().unwrap_or_default();
         if ours || subresource == "status" {
             continue;

@@ -145,6 +145,11 @@ struct Unit {
     hooks: Arc<Vec<Value>>,
 }
 
+/// `<namespace>/<name>` of a context: its key in rsync's records and metrics, and the hook run.
+fn id(actx: &AppContext) -> String {
+    format!("{}/{}", actx.namespace().unwrap_or_default(), actx.name_any())
+}
+
 /// A revision a newer one replaced: rsync does nothing for it (see [`machine::next`]).
 fn inert(actx: &AppContext) -> bool {
     matches!(machine::next(actx), Pass::Inert { .. })
@@ -159,7 +164,7 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
             return Ok(Action::await_change());
         }
         Pass::Inert { .. } | Pass::Done => {
-            crate::metrics::resources(&format!("{}/{}", actx.namespace().unwrap_or_default(), actx.name_any()), None);
+            crate::metrics::resources(&id(&actx), None);
             return Ok(Action::await_change());
         }
         Pass::Stop { .. } => return stopped(&ctx, &actx).await,
@@ -453,14 +458,10 @@ async fn sync_unit(
     if outcome.reachable {
         let mut seen = member.observe(&unit.resources).await;
         let repaired = if seen.drifted.is_empty() { 0 } else { repair(ctx, actx, &member, &mut seen).await };
-        let id = (
-            format!("{}/{}", actx.namespace().unwrap_or_default(), actx.name_any()),
-            unit.app.clone(),
-            unit.cluster.clone(),
-        );
+        let unit_id = (id(actx), unit.app.clone(), unit.cluster.clone());
         status.drift_repaired = {
             let mut repairs = ctx.repairs.lock().unwrap_or_else(|e| e.into_inner());
-            let count = repairs.entry(id).or_insert(0);
+            let count = repairs.entry(unit_id).or_insert(0);
             *count = (*count).max(before.map_or(0, |b| b.drift_repaired)) + repaired;
             *count
         };
@@ -473,18 +474,14 @@ async fn sync_unit(
     status.failed = outcome.failed;
     status.not_ready = outcome.not_ready;
     if status.deployed == total && status.failed.is_empty() {
-        let (failed, not_ready) = (status.failed.clone(), status.not_ready.clone());
-        if !hooks_ran(ctx, actx, unit, &member, post, &mut status).await {
-            // Waiting or failed: say so next to what the resources say.
-            status.failed.splice(0..0, failed);
-            status.not_ready.splice(0..0, not_ready);
-        }
+        hooks_ran(ctx, actx, unit, &member, post, &mut status).await;
     }
     (key(unit), status)
 }
 
 /// Runs `unit`'s hooks of `phase` unless they ran for this context already; whether they are
-/// done. Waiting shows as not ready, a failure as failed; `status.hooks` records the phases done.
+/// done. Waiting is added to `not_ready`, a failure to `failed`; `status.hooks` records the
+/// phases done.
 async fn hooks_ran(
     ctx: &Context,
     actx: &AppContext,
@@ -497,7 +494,7 @@ async fn hooks_ran(
     if hooks.is_empty() || status.hooks.iter().any(|h| h == phase.name()) {
         return true;
     }
-    let run = format!("{}/{}", actx.namespace().unwrap_or_default(), actx.name_any());
+    let run = id(actx);
     match member.run_hooks(&hooks, &run).await {
         member::Hooks::Done => {
             status.hooks.push(phase.name().to_string());
@@ -506,7 +503,7 @@ async fn hooks_ran(
         }
         member::Hooks::Waiting(m) => {
             status.connectivity = Connectivity::Available;
-            status.not_ready = vec![m];
+            status.not_ready.push(m);
             false
         }
         member::Hooks::Failed(m) => {
@@ -518,12 +515,12 @@ async fn hooks_ran(
                 cluster: Some(unit.cluster.clone()),
             };
             announce::publish(&ctx.recorder, actx, vec![note]).await;
-            status.failed = vec![m];
+            status.failed.push(m);
             false
         }
         member::Hooks::Unreachable(m) => {
             status.connectivity = Connectivity::Retrying;
-            status.failed = vec![format!("cluster unreachable: {m}")];
+            status.failed.push(format!("cluster unreachable: {m}"));
             false
         }
     }
@@ -843,8 +840,8 @@ async fn release(ctx: &Context, actx: &AppContext) -> kube::Result<()> {
     for part in secrets.list_metadata(&ListParams::default().labels(&selector)).await? {
         finalizer::remove_from_metadata(&secrets, &part, FINALIZER).await?;
     }
-    let id = format!("{ns}/{}", actx.name_any());
-    ctx.repairs.lock().unwrap_or_else(|e| e.into_inner()).retain(|(c, _, _), _| *c != id);
+    let released = id(actx);
+    ctx.repairs.lock().unwrap_or_else(|e| e.into_inner()).retain(|(c, _, _), _| *c != released);
     let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &ns);
     finalizer::remove_fresh(&api, actx, FINALIZER).await
 }
@@ -977,7 +974,7 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// When to look again: soon while work is under way (250 ms, backing off to 5 s), rarely once
 /// all is ready, with exponential backoff while a cluster is unreachable or refuses resources.
 fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Action {
-    let key = format!("appcontext/{}/{}", actx.namespace().unwrap_or_default(), actx.name_any());
+    let key = format!("appcontext/{}", id(actx));
     let poll = format!("poll/{key}");
     let unreachable = status.apps.iter().flat_map(|a| &a.clusters).any(unreachable);
     let failed = matches!(status.state, ContextState::InstantiateFailed | ContextState::UpdateFailed);
@@ -986,7 +983,7 @@ fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Act
         |counts: &std::collections::BTreeMap<String, u32>, k: &str| i64::from(counts.get(k).copied().unwrap_or(0));
     let counts = [total, count(&status.deployed_counts, "Applied"), count(&status.ready_counts, "Ready")];
     let terminated = status.state == ContextState::Terminated;
-    crate::metrics::resources(&key["appcontext/".len()..], (!terminated).then_some(counts));
+    crate::metrics::resources(&id(actx), (!terminated).then_some(counts));
     match status.state {
         ContextState::Terminated => Action::await_change(),
         _ if unreachable || failed => {
@@ -1023,7 +1020,7 @@ fn awaiting_prune(actx: &AppContext, status: &AppContextStatus) -> bool {
 }
 
 fn error_policy(actx: Arc<AppContext>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!("appcontext/{}/{}", actx.namespace().unwrap_or_default(), actx.name_any());
+    let key = format!("appcontext/{}", id(&actx));
     tracing::warn!(appcontext = %key, %error, "rsync reconcile failed");
     crate::metrics::retried();
     Action::requeue(ctx.backoff.retry_after(&key))

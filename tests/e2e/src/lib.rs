@@ -707,3 +707,38 @@ pub async fn request_counts(client: &Client) -> Result<Vec<(String, String, u64)
         .filter_map(|l| Some((label(l, "verb"), label(l, "resource"), l.rsplit(' ').next()?.parse().ok()?)))
         .collect())
 }
+
+/// A kubeconfig Secret `emco-system/<name>` holding `kubeconfig` (key `kubeconfig`).
+pub fn kubeconfig_secret(name: &str, kubeconfig: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "emco-system"},
+           "stringData": {"kubeconfig": kubeconfig}})
+}
+
+/// Registers Cluster `name` with `member`'s kubeconfig pointed at a closed port, so the hub cannot
+/// reach it; returns the real kubeconfig, to mend the Secret with.
+pub async fn register_unreachable(bed: &Bed, hub: &Client, name: &str, member: &str) -> Result<String> {
+    let real = std::fs::read_to_string(bed.kubeconfig(member))?;
+    let server = real.lines().find_map(|l| l.trim().strip_prefix("server: ")).context("a server line")?.to_string();
+    apply(hub, &kubeconfig_secret(name, &real.replace(&server, "https://127.0.0.1:1"))).await?;
+    let cluster = serde_json::json!({"apiVersion": "clm.emco.io/v1alpha1", "kind": "Cluster", "metadata": {"name": name},
+        "spec": {"provider": "smartcity", "kubeconfig": {"secretRef": {"namespace": "emco-system", "name": name}}}});
+    apply(hub, &cluster).await?;
+    Ok(real)
+}
+
+/// CPU seconds (user + system) process `pid` has used.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The Deployments the SmartCity sample puts on `member` of the bed.
+pub fn smartcity_deployments(member: &str) -> Vec<&'static str> {
+    match member {
+        "edge01" | "edge02" => vec!["analytics", "sensor-simulator", "storage"],
+        "cloud01" => vec!["web"],
+        _ => vec![],
+    }
+}

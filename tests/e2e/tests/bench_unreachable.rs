@@ -8,14 +8,6 @@ use anyhow::Result;
 use emco_e2e::*;
 use serde_json::json;
 
-/// CPU seconds (user + system) the process has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 async fn cpu_over(pid: u32, period: Duration) -> f64 {
     let before = cpu_seconds(pid);
     tokio::time::sleep(period).await;
@@ -29,17 +21,7 @@ async fn cpu_while_a_member_is_unreachable() -> Result<()> {
     let hub = bed.hub().await;
     let pid = operator_pid()?;
     let name = format!("away-{}", unique_suffix());
-    let real = std::fs::read_to_string(bed.kubeconfig("edge01"))?;
-    let server = real.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("a server line").to_string();
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "emco-system"},
-        "stringData": {"kubeconfig": real.replace(&server, "https://127.0.0.1:1")}});
-    apply(&hub, &secret).await?;
-    apply(
-        &hub,
-        &json!({"apiVersion": "clm.emco.io/v1alpha1", "kind": "Cluster", "metadata": {"name": name},
-        "spec": {"provider": "smartcity", "kubeconfig": {"secretRef": {"namespace": "emco-system", "name": name}}}}),
-    )
-    .await?;
+    let real = register_unreachable(&bed, &hub, &name, "edge01").await?;
     project(&hub, &name).await?;
     let placement = json!({"app": "probe", "allOf": [{"cluster": "edge01"}, {"cluster": name}]});
     Probe { clusters: Some(vec!["edge01".into(), name.clone()]), ..Probe::new(placement) }
@@ -49,9 +31,7 @@ async fn cpu_while_a_member_is_unreachable() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(20)).await;
     let unreachable = cpu_over(pid, Duration::from_secs(60)).await;
     // Mended, so that the terminate can finish.
-    let mut mended = secret.clone();
-    mended["stringData"]["kubeconfig"] = json!(real);
-    apply(&hub, &mended).await?;
+    apply(&hub, &kubeconfig_secret(&name, &real)).await?;
     tokio::time::sleep(Duration::from_secs(10)).await;
     kube::Api::<emco::api::orchestrator::Project>::all(hub.clone()).delete(&name, &Default::default()).await?;
     kube::Api::<emco::api::clm::Cluster>::all(hub.clone()).delete(&name, &Default::default()).await?;

@@ -370,16 +370,10 @@ async fn the_chart_runs_the_operator_in_the_hub_and_it_deploys_smartcity() -> Re
     .await?;
     let smartcity_ready = t.elapsed();
     assert_eq!(ready.revision, Some(1));
-    let edge = ["analytics", "sensor-simulator", "storage"];
     for member in &bed.members {
         let client = bed.client(member).await;
         let deployments = deployed_names(&client, "apps/v1", "Deployment", "deployments", &ns).await?;
-        let expected: Vec<&str> = match member.as_str() {
-            "edge01" | "edge02" => edge.to_vec(),
-            "cloud01" => vec!["web"],
-            _ => vec![],
-        };
-        assert_eq!(deployments, expected, "Deployments of {ns} on {member}");
+        assert_eq!(deployments, smartcity_deployments(member), "Deployments of {ns} on {member}");
     }
 
     // The pod did it: it still leads, and its log (kept by the node's kubelet) has the work.

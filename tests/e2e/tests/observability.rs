@@ -15,11 +15,6 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn secret(name: &str, kubeconfig: &str) -> serde_json::Value {
-    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "emco-system"},
-           "stringData": {"kubeconfig": kubeconfig}})
-}
-
 /// The Events `kubectl events --for <what>` lists, in order, as `reason: note`.
 fn event_reasons(ns: Option<&str>, what: &str) -> Result<Vec<String>> {
     let mut args = vec!["events", "--for", what, "-o", "json"];
@@ -69,12 +64,7 @@ async fn events_tell_a_digs_story_and_metrics_count_it() -> Result<()> {
     let hub = bed.hub().await;
     let suffix = unique_suffix();
     let (ns, flaky) = (format!("story-{suffix}"), format!("flaky-{suffix}"));
-    let real = std::fs::read_to_string(bed.kubeconfig("edge02"))?;
-    let server = real.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("a server line").to_string();
-    apply(&hub, &secret(&flaky, &real.replace(&server, "https://127.0.0.1:1"))).await?;
-    let cluster = json!({"apiVersion": "clm.emco.io/v1alpha1", "kind": "Cluster", "metadata": {"name": flaky},
-        "spec": {"provider": "smartcity", "kubeconfig": {"secretRef": {"namespace": "emco-system", "name": flaky}}}});
-    apply(&hub, &cluster).await?;
+    let real = register_unreachable(&bed, &hub, &flaky, "edge02").await?;
     project(&hub, &ns).await?;
     let placement = json!({"app": "probe", "allOf": [{"cluster": "edge01"}, {"cluster": flaky}]});
     Probe { clusters: Some(vec!["edge01".into(), flaky.clone()]), ..Probe::new(placement) }
@@ -91,7 +81,7 @@ async fn events_tell_a_digs_story_and_metrics_count_it() -> Result<()> {
     wait_events(None, &format!("cluster/{flaky}"), &["Unreachable"]).await?;
 
     // Mended: back, instantiated, ready.
-    apply(&hub, &secret(&flaky, &real)).await?;
+    apply(&hub, &kubeconfig_secret(&flaky, &real)).await?;
     wait_dig(&hub, &ns, &ns, "Instantiated once the member answers", Duration::from_secs(90), |s| {
         s.state == DigState::Instantiated && complete(&s.ready)
     })

@@ -34,16 +34,10 @@ async fn smartcity_lands_on_the_right_members_and_terminate_removes_everything()
     assert_eq!(ready.revision, Some(1));
     assert_eq!(ready.controllers, ["genericPlacementIntent", "gac", "dtc"]);
 
-    let edge = ["analytics", "sensor-simulator", "storage"];
     for member in &bed.members {
         let client = bed.client(member).await;
         let deployments = deployed_names(&client, "apps/v1", "Deployment", "deployments", &ns).await?;
-        let expected: Vec<&str> = match member.as_str() {
-            "edge01" | "edge02" => edge.to_vec(),
-            "cloud01" => vec!["web"],
-            _ => vec![],
-        };
-        assert_eq!(deployments, expected, "Deployments of {ns} on {member}");
+        assert_eq!(deployments, smartcity_deployments(member), "Deployments of {ns} on {member}");
         // The traffic intent: the web on cloud01 admits only the edge offices' addresses.
         let policies = deployed_names(&client, "networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", &ns).await?;
         assert_eq!(policies, if member == "cloud01" { vec!["web-in"] } else { vec![] }, "NetworkPolicies on {member}");

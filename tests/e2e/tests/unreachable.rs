@@ -10,11 +10,6 @@ use emco_e2e::*;
 use kube::Api;
 use serde_json::json;
 
-fn secret(name: &str, kubeconfig: &str) -> serde_json::Value {
-    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "emco-system"},
-           "stringData": {"kubeconfig": kubeconfig}})
-}
-
 /// A Cluster `<prefix>-<suffix>` whose kubeconfig is edge01's with the server on a closed port, and
 /// the probe app deployed to it in project `<prefix>-<suffix>`; returns both names and the real
 /// kubeconfig.
@@ -24,12 +19,7 @@ async fn deploy_to_unreachable_cluster(
     prefix: &str,
 ) -> Result<(String, String, String)> {
     let name = format!("{prefix}-{}", unique_suffix());
-    let real = std::fs::read_to_string(bed.kubeconfig("edge01"))?;
-    let server = real.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("a server line").to_string();
-    apply(hub, &secret(&name, &real.replace(&server, "https://127.0.0.1:1"))).await?;
-    let cluster = json!({"apiVersion": "clm.emco.io/v1alpha1", "kind": "Cluster", "metadata": {"name": name},
-        "spec": {"provider": "smartcity", "kubeconfig": {"secretRef": {"namespace": "emco-system", "name": name}}}});
-    apply(hub, &cluster).await?;
+    let real = register_unreachable(bed, hub, &name, "edge01").await?;
     project(hub, &name).await?;
     let placement = json!({"app": "probe", "allOf": [{"cluster": name}]});
     Probe { clusters: Some(vec![name.clone()]), ..Probe::new(placement) }.apply(hub, bed, &name).await?;
@@ -69,7 +59,7 @@ async fn unreachable_member_is_retried_until_its_kubeconfig_is_mended() -> Resul
         "Cluster {cluster}: {ready:?}"
     );
 
-    apply(&hub, &secret(&cluster, &real)).await?;
+    apply(&hub, &kubeconfig_secret(&cluster, &real)).await?;
     wait_dig(&hub, &ns, &ns, "Instantiated after the kubeconfig was mended", Duration::from_secs(90), |s| {
         s.state == emco::api::orchestrator::DigState::Instantiated && complete(&s.ready)
     })
