@@ -31,6 +31,9 @@ pub struct Report {
     pub deployed: String,
     pub ready: String,
     pub conditions: Vec<ConditionLine>,
+    /// With `spec.rollout`: how far the current revision's rollout got.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<emco::api::rsync::RolloutStatus>,
     pub apps: Vec<AppReport>,
 }
 
@@ -106,6 +109,7 @@ pub fn report(dig: &DeploymentIntentGroup, actx: Option<&AppContext>, filter: &F
         deployed: status.deployed.clone().unwrap_or_else(|| "0/0".into()),
         ready: status.ready.clone().unwrap_or_else(|| "0/0".into()),
         conditions,
+        rollout: status.rollout.clone(),
         apps,
     }
 }
@@ -218,6 +222,14 @@ pub fn tree(report: &Report, summary: bool) -> String {
     out += &format!("  deployed {}, ready {}\n", report.deployed, report.ready);
     for c in report.conditions.iter().filter(|c| !summary || c.type_ == "Ready") {
         out += &format!("  {}={} {}: {}\n", c.type_, c.status, c.reason, c.message);
+    }
+    if let Some(r) = &report.rollout {
+        let on: Vec<String> = r.clusters.iter().map(|c| format!("{} {:?}", c.cluster, c.phase)).collect();
+        out += &format!("  rollout {} done{}: {}", r.progress, if r.paused { ", paused" } else { "" }, on.join(", "));
+        out += &match r.waiting.is_empty() {
+            true => "\n".to_string(),
+            false => format!("; waiting: {}\n", r.waiting.join(", ")),
+        };
     }
     for (i, app) in report.apps.iter().enumerate() {
         let (fork, stem) = branch(i, report.apps.len());

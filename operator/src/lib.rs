@@ -10,6 +10,7 @@ pub mod api;
 pub mod clm;
 pub mod controllers;
 pub mod dcm;
+pub mod fault;
 pub mod finalizer;
 pub mod graph;
 pub mod health;

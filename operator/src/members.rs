@@ -55,6 +55,8 @@ pub struct ServedKind {
 struct CachedClient {
     secret_version: String,
     client: Client,
+    /// For the member watches: a watch waits longer than a request may.
+    watch: Client,
 }
 
 /// Member clients and discovery, shared by clm and rsync.
@@ -80,6 +82,12 @@ impl Members {
         }
     }
 
+    /// Whether the kubeconfig Secrets have been listed once (before that, every Secret looks
+    /// missing).
+    pub fn synced(&self) -> bool {
+        futures::FutureExt::now_or_never(self.secrets.wait_until_ready()).is_some()
+    }
+
     /// A client for `cluster`, from cache unless its kubeconfig Secret changed.
     pub async fn client(&self, cluster: &Cluster) -> Result<Client, MemberError> {
         let r = &cluster.spec.kubeconfig.secret_ref;
@@ -91,10 +99,18 @@ impl Members {
         {
             return Ok(cached.client.clone());
         }
-        let client = build_client(cluster, &secret).await?;
+        let kubeconfig = admin_kubeconfig(cluster, &secret)?;
+        let client = client_from(cluster, kubeconfig.clone(), REQUEST_READ_TIMEOUT).await?;
+        let watch = client_from(cluster, kubeconfig, WATCH_READ_TIMEOUT).await?;
         self.kinds.lock().unwrap().retain(|(c, _), _| c != &name);
-        self.clients.lock().unwrap().insert(name, CachedClient { secret_version: version, client: client.clone() });
+        let cached = CachedClient { secret_version: version, client: client.clone(), watch };
+        self.clients.lock().unwrap().insert(name, cached);
         Ok(client)
+    }
+
+    /// The client for the watches on `cluster` (built with its request client).
+    pub fn watch_client(&self, cluster: &str) -> Option<Client> {
+        self.clients.lock().unwrap().get(cluster).map(|c| c.watch.clone())
     }
 
     /// The version of the kubeconfig the cached client of `cluster` was built from.
@@ -159,20 +175,22 @@ fn admin_kubeconfig(cluster: &Cluster, secret: &Secret) -> Result<Kubeconfig, Me
     Ok(kubeconfig)
 }
 
-async fn build_client(cluster: &Cluster, secret: &Secret) -> Result<Client, MemberError> {
-    client_from(cluster, admin_kubeconfig(cluster, secret)?).await
-}
+/// How long a request to a member may go without an answer.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The same for a watch: longer than the server keeps a quiet watch open (290 s), so that a watch
+/// with nothing to say ends cleanly instead of failing and being made again every 30 s.
+const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(330);
 
-async fn client_from(cluster: &Cluster, kubeconfig: Kubeconfig) -> Result<Client, MemberError> {
+async fn client_from(cluster: &Cluster, kubeconfig: Kubeconfig, read: Duration) -> Result<Client, MemberError> {
     let invalid = |reason: String| invalid(cluster, reason);
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(|e| invalid(redacted_kind(&e.to_string())))?;
     config.connect_timeout = Some(Duration::from_secs(5));
-    config.read_timeout = Some(Duration::from_secs(30));
+    config.read_timeout = Some(read);
     config.write_timeout = Some(Duration::from_secs(30));
     let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| invalid(redacted_kind(&e.to_string())))?;
-    Ok(builder.with_layer(&crate::metrics::counted("member")).build())
+    Ok(builder.with_layer(&crate::metrics::counted("member")).with_layer(&crate::fault::FaultLayer).build())
 }
 
 /// A logical cloud's user on one member: its name, default namespace, certificate and key (PEM).
@@ -253,7 +271,7 @@ impl Members {
         if let Some(client) = self.users.lock().unwrap().get(&key) {
             return Ok(client.clone());
         }
-        let client = client_from(cluster, self.user_config(cluster, user)?).await?;
+        let client = client_from(cluster, self.user_config(cluster, user)?, REQUEST_READ_TIMEOUT).await?;
         let mut users = self.users.lock().unwrap();
         users.retain(|k, _| !k.starts_with(&format!("{}\u{0}{}\u{0}", cluster.name_any(), user.name)));
         users.insert(key, client.clone());

@@ -74,6 +74,16 @@ pub fn set(conditions: &mut Vec<Condition>, mut cond: Condition) {
     }
 }
 
+/// Keeps, in `conditions` (made afresh), the transition times of `before` for every condition
+/// whose status did not change: a pass that finds everything as it was writes nothing.
+pub fn keep_times(before: &[Condition], conditions: &mut [Condition]) {
+    for c in conditions.iter_mut() {
+        if let Some(old) = before.iter().find(|o| o.type_ == c.type_ && o.status == c.status) {
+            c.last_transition_time = old.last_transition_time.clone();
+        }
+    }
+}
+
 /// The condition of `type_`, if present.
 pub fn get(conditions: &[Condition], type_: impl AsRef<str>) -> Option<&Condition> {
     conditions.iter().find(|c| c.type_ == type_.as_ref())

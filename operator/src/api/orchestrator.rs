@@ -339,6 +339,7 @@ pub struct ClusterMatchFields {
     printcolumn(name = "Deployed", type_ = "string", json_path = ".status.deployed"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Rollout", type_ = "string", json_path = ".status.rollout.progress", priority = "1"),
     printcolumn(name = "Message", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].message", priority = "1"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -373,6 +374,72 @@ pub struct DeploymentIntentGroupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 2147483647))]
     pub rollback_to: Option<u32>,
+    /// How a revision spreads over the clusters: a few at a time, group after group, each
+    /// waiting for the ones before to be Ready. Absent: every cluster at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// Progressive rollout of each revision (instantiate, update, rollback; not terminate). Clusters
+/// not reached yet keep what the previous revision applied. A lifecycle field: changing it never
+/// makes a revision, it steers the rollout under way.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    /// At most this many clusters take the revision at once (until each is Ready for
+    /// `minReadySeconds`). Unset: no limit but `maxUnavailable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_concurrent_clusters: Option<u32>,
+    /// At most this many clusters, or this percentage of them (`"25%"`, at least one), not Ready
+    /// on the revision at once. With `maxConcurrentClusters`, the smaller wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
+    /// Clusters in order: a cluster is in the first group whose selector matches it, clusters in
+    /// none come last; a group starts once every cluster of the groups before it is done. Within a
+    /// group, clusters go in name order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub groups: Vec<RolloutGroup>,
+    /// How long a cluster must stay Ready before the rollout counts it done and goes on.
+    #[serde(default)]
+    #[schemars(range(max = 86400))]
+    pub min_ready_seconds: u32,
+    /// A cluster not Ready this long after it got the revision has failed (so has one that
+    /// refuses a resource or fails a hook). Default 600.
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub progress_deadline_seconds: u32,
+    /// What a failed cluster does to the rollout: `Pause` (default; no further cluster gets the
+    /// revision until it recovers, is rolled back, or this is set to `Continue`) or `Continue`.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// Holds the rollout where it is: no further cluster gets the revision until false again.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_progress_deadline() -> u32 {
+    600
+}
+
+/// A group of clusters of a rollout.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutGroup {
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Clusters whose labels match (an empty selector matches every cluster).
+    #[serde(default)]
+    pub cluster_selector: LabelSelector,
+}
+
+/// What a failed cluster does to a rollout.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnFailure {
+    #[default]
+    Pause,
+    Continue,
 }
 
 /// Per-app values of a DIG.
@@ -440,6 +507,9 @@ pub struct DeploymentIntentGroupStatus {
     /// Revisions made so far, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Revision>,
+    /// How far the current revision's rollout got (with `spec.rollout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::api::rsync::RolloutStatus>,
 }
 
 /// One revision of a DIG.

@@ -51,6 +51,10 @@ pub struct AppContextSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logical_cloud: Option<String>,
     pub apps: Vec<ContextApp>,
+    /// The DIG's `rollout`, kept current by the orchestrator: which clusters may take this
+    /// revision now. Absent: all at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<super::orchestrator::Rollout>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -210,6 +214,58 @@ pub struct AppContextStatus {
     /// is deleted already (each shard prunes its own; `Pruned` is set once all are).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pruned_on: Vec<String>,
+    /// With `spec.rollout`: which clusters took this revision and how they fare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// How far a revision's rollout got.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Clusters done (Ready for `minReadySeconds`) / all clusters of the revision, e.g. `1/3`.
+    pub progress: String,
+    /// The clusters that took this revision, in the order they took it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<RolloutCluster>,
+    /// The clusters that have not taken it yet: they keep what the previous revision applied.
+    /// In the order they will take it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<String>,
+    /// No further cluster takes the revision: a cluster failed (with `onFailure: Pause`) or
+    /// `paused` is set. `message` says which.
+    #[serde(default)]
+    pub paused: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One cluster that took a revision.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutCluster {
+    pub cluster: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// `Progressing`, `Done` (Ready for `minReadySeconds`) or `Failed`.
+    #[schemars(with = "String")]
+    pub phase: RolloutPhase,
+    /// When it took the revision.
+    pub started: Time,
+    /// Since when it is Ready on the revision (while `Progressing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_since: Option<Time>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Where one cluster is in a rollout.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RolloutPhase {
+    Progressing,
+    Done,
+    Failed,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

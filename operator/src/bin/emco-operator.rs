@@ -23,7 +23,10 @@ async fn operator() -> anyhow::Result<()> {
     emco::install_crypto_provider();
     let namespace = std::env::var("EMCO_NAMESPACE").unwrap_or_else(|_| "emco-system".into());
     let config = kube::Config::infer().await?;
-    let hub = kube::client::ClientBuilder::try_from(config)?.with_layer(&emco::metrics::counted("hub")).build();
+    let hub = kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&emco::metrics::counted("hub"))
+        .with_layer(&emco::fault::FaultLayer)
+        .build();
     tracing::info!(%namespace, "emco-operator starting");
     tokio::spawn(emco::memory::trim_forever());
     if let Ok(addr) = std::env::var("EMCO_HEALTH_ADDR") {

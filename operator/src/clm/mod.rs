@@ -22,7 +22,9 @@ use crate::reconcile::{Backoff, write_status};
 use crate::rsync;
 
 /// How often a healthy member is probed again.
-const PROBE_INTERVAL: Duration = Duration::from_secs(30);
+/// How often a Cluster is probed (4 requests; a change of its kubeconfig Secret or of the Cluster
+/// probes at once).
+const PROBE_INTERVAL: Duration = Duration::from_secs(60);
 /// A Cluster stays while AppContexts still have work on it (terminate needs its kubeconfig).
 const FINALIZER: &str = "clm.emco.io/in-use";
 
@@ -87,6 +89,10 @@ async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, E
     let mut status = cluster.status.clone().unwrap_or_default();
     status.observed_generation = cluster.metadata.generation;
     let generation = cluster.metadata.generation;
+    // Not before the kubeconfig Secrets are known: a restart must not flap every Cluster.
+    if !ctx.members.synced() {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     let connectivity = match ctx.members.client(&cluster).await {
         Err(e) => {
             set_unreachable(&mut status, e.reason(), &e.to_string(), generation);

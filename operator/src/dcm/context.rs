@@ -120,6 +120,7 @@ async fn create(
             namespace: lc.spec.namespace.clone().unwrap_or_default(),
             logical_cloud: None,
             apps: vec![ContextApp { name: APP.into(), depends_on: vec![], clusters, resources: vec![], unlisted: 0 }],
+            rollout: None,
         },
         status: None,
     };

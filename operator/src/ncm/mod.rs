@@ -229,6 +229,7 @@ async fn create<N: Network>(
                 resources: objects.iter().map(ResourceRef::of).collect(),
                 unlisted: 0,
             }],
+            rollout: None,
         },
         status: None,
     };

@@ -185,7 +185,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<Dig>>, ctx: Arc<Context>) -> Resu
     let api = Api::<Dig>::namespaced(ctx.hub.clone(), &dig.namespace().unwrap_or_default());
     let current = revisions::current_context(&ctx, &dig).await?;
     if let Some(c) = &current {
-        revisions::pass_stop(&ctx, c, dig.spec.stop).await?;
+        revisions::pass_lifecycle(&ctx, c, &dig).await?;
     }
     // Decide (pure), reading the inputs only when the decision needs them.
     let mut read = Read::NotYet;
@@ -222,6 +222,10 @@ async fn reconcile(guard: Arc<DeserializeGuard<Dig>>, ctx: Arc<Context>) -> Resu
     let mut status = dig.status.clone().unwrap_or_default();
     status.observed_generation = dig.metadata.generation;
     let action = execute(&ctx, &dig, step, current, inputs.map(|i| i.map(|i| (i, read))), &mut status).await?;
+    // A pass that ends where the last one did writes nothing (mirror, then refuse, flips Ready).
+    if let Some(before) = &dig.status {
+        condition::keep_times(&before.conditions, &mut status.conditions);
+    }
     write_status(&api, dig.as_ref(), dig.status.as_ref(), &status).await?;
     // Best effort, after the new revision is recorded: a failure here never holds the DIG back.
     let mut trimmed = status.clone();
@@ -428,7 +432,7 @@ fn facts(inputs: &resolve::Inputs) -> Vec<intents::ClusterFacts> {
 }
 
 /// DIG spec fields that steer the lifecycle instead of shaping what is deployed.
-const LIFECYCLE_FIELDS: [&str; 4] = ["approved", "state", "stop", "rollbackTo"];
+const LIFECYCLE_FIELDS: [&str; 5] = ["approved", "state", "stop", "rollbackTo", "rollout"];
 
 /// A hash of everything that shapes what is deployed: the DIG's spec less its lifecycle fields (so
 /// a field added to the DIG counts unless it is listed there), the composite app, profile and
@@ -504,9 +508,13 @@ mod tests {
             i.dig.spec = serde_json::from_value(spec).unwrap();
             input_hash(&i)
         };
-        for lifecycle in
-            [json!({"approved": true}), json!({"state": "Terminated"}), json!({"stop": true}), json!({"rollbackTo": 3})]
-        {
+        for lifecycle in [
+            json!({"approved": true}),
+            json!({"state": "Terminated"}),
+            json!({"stop": true}),
+            json!({"rollbackTo": 3}),
+            json!({"rollout": {"maxConcurrentClusters": 1}}),
+        ] {
             assert_eq!(with(lifecycle.clone()), hash, "{lifecycle} must not make a revision");
         }
         for shaping in

@@ -55,7 +55,9 @@ async fn reconcile(guard: Arc<DeserializeGuard<Project>>, ctx: Arc<Context>) -> 
             status.namespace = None;
         }
         Ok(create) => {
-            apply_namespace(&ctx, &project, &ns, create).await?;
+            if !labelled(existing.as_ref(), &project) {
+                apply_namespace(&ctx, &project, &ns, create).await?;
+            }
             apply_admins(&ctx, &project, &ns).await?;
             let msg = format!("namespace {ns} is ready");
             condition::set(
@@ -100,6 +102,14 @@ pub fn claim(
     }
 }
 
+/// Whether the namespace carries the project's labels already (nothing to write).
+fn labelled(existing: Option<&Namespace>, project: &Project) -> bool {
+    existing.is_some_and(|n| {
+        n.labels().get(labels::PROJECT) == Some(&project.name_any())
+            && n.labels().get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER)
+    })
+}
+
 /// Labels the namespace; a namespace the project created is also owned by it, so it goes with it.
 async fn apply_namespace(ctx: &Context, project: &Project, ns: &str, create: bool) -> kube::Result<()> {
     let mut meta =
@@ -118,8 +128,11 @@ pub const PROJECT_ADMIN_ROLE: &str = "emco-project-admin";
 async fn apply_admins(ctx: &Context, project: &Project, ns: &str) -> kube::Result<()> {
     let api = Api::<RoleBinding>::namespaced(ctx.hub.clone(), ns);
     let name = "emco-project-admins";
+    let existing = api.get_opt(name).await?;
     if project.spec.admins.is_empty() {
-        let _ = api.delete(name, &Default::default()).await;
+        if existing.is_some() {
+            let _ = api.delete(name, &Default::default()).await;
+        }
         return Ok(());
     }
     let subjects: Vec<_> = project
@@ -137,12 +150,26 @@ async fn apply_admins(ctx: &Context, project: &Project, ns: &str) -> kube::Resul
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": PROJECT_ADMIN_ROLE},
         "subjects": subjects,
     });
+    if existing.as_ref().is_some_and(|b| same_binding(b, &patch)) {
+        return Ok(());
+    }
     // roleRef cannot change: a binding to another role (an older operator's) is made again.
-    if api.get_opt(name).await?.is_some_and(|b| b.role_ref.name != PROJECT_ADMIN_ROLE) {
+    if existing.is_some_and(|b| b.role_ref.name != PROJECT_ADMIN_ROLE) {
         api.delete(name, &Default::default()).await?;
     }
     api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch)).await?;
     Ok(())
+}
+
+/// Whether binding `b` already is what `desired` (the patch) says.
+fn same_binding(b: &RoleBinding, desired: &serde_json::Value) -> bool {
+    let subjects = serde_json::to_value(b.subjects.clone().unwrap_or_default()).unwrap_or_default();
+    let wanted: Vec<k8s_openapi::api::rbac::v1::Subject> =
+        serde_json::from_value(desired["subjects"].clone()).unwrap_or_default();
+    b.role_ref.name == PROJECT_ADMIN_ROLE
+        && subjects == serde_json::to_value(wanted).unwrap_or_default()
+        && b.labels().get(labels::PROJECT).map(String::as_str)
+            == desired["metadata"]["labels"][labels::PROJECT].as_str()
 }
 
 fn error_policy(project: Arc<DeserializeGuard<Project>>, error: &Error, ctx: Arc<Context>) -> Action {

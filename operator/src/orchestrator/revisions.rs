@@ -50,6 +50,14 @@ pub async fn store(
     hash: &str,
 ) -> kube::Result<Stored> {
     let ns = dig.namespace().unwrap_or_default();
+    // What an earlier try wrote already is not written again (a retry after a crash goes on).
+    let selector = format!("{}={},{}={revision}", labels::DIG, dig.name_any(), labels::REVISION);
+    let written: BTreeSet<String> = Api::<Secret>::namespaced(hub.clone(), &ns)
+        .list_metadata(&kube::api::ListParams::default().labels(&selector))
+        .await?
+        .into_iter()
+        .map(|s| s.name_any())
+        .collect();
     let mut apps = Vec::new();
     for app in &plan.apps {
         let mut clusters = Vec::new();
@@ -59,6 +67,9 @@ pub async fn store(
             for (i, part) in parts.iter().enumerate() {
                 let owner = dig.controller_owner_ref(&()).expect("DIGs have a uid");
                 let name = bundle::part_name(&name, i as u32);
+                if written.contains(&name) {
+                    continue;
+                }
                 create_part(hub, owner, owner_labels(dig, revision), &ns, &name, part).await?;
             }
             let bundle = BundleRef {
@@ -104,16 +115,20 @@ pub async fn store(
             namespace: plan.namespace.clone(),
             logical_cloud: plan.logical_cloud.clone(),
             apps,
+            rollout: dig.spec.rollout.clone(),
         },
         status: None,
     };
     let api = Api::<AppContext>::namespaced(hub.clone(), &ns);
+    let found = |existing: AppContext| {
+        let same = existing.annotations().get(INPUT_HASH).map(String::as_str) == Some(hash);
+        if same { Stored::Context(existing) } else { Stored::Taken(existing) }
+    };
+    if let Some(existing) = api.get_opt(&context.name_any()).await? {
+        return Ok(found(existing));
+    }
     match api.create(&PostParams::default(), &context).await {
-        Err(kube::Error::Api(e)) if e.code == 409 => {
-            let existing = api.get(&context.name_any()).await?;
-            let same = existing.annotations().get(INPUT_HASH).map(String::as_str) == Some(hash);
-            Ok(if same { Stored::Context(existing) } else { Stored::Taken(existing) })
-        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(found(api.get(&context.name_any()).await?)),
         other => other.map(Stored::Context),
     }
 }
@@ -305,12 +320,14 @@ pub async fn forget_released(hub: &Client, ns: &str, owner: &Owner, keep: Option
     Ok(())
 }
 
-/// EMCO stop reaches rsync through the current AppContext.
-pub async fn pass_stop(ctx: &Context, context: &AppContext, stop: bool) -> kube::Result<()> {
-    if context.spec.stop == stop {
+/// EMCO stop and the DIG's rollout reach rsync through the current AppContext.
+pub async fn pass_lifecycle(ctx: &Context, context: &AppContext, dig: &Dig) -> kube::Result<()> {
+    let (stop, rollout) = (dig.spec.stop, &dig.spec.rollout);
+    if context.spec.stop == stop && context.spec.rollout == *rollout {
         return Ok(());
     }
     let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &context.namespace().unwrap_or_default());
-    api.patch(&context.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"stop": stop}}))).await?;
+    let patch = json!({"spec": {"stop": stop, "rollout": rollout}});
+    api.patch(&context.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
     Ok(())
 }

@@ -31,6 +31,7 @@ pub fn mirror(status: &mut Status, context: Option<&AppContext>, generation: Opt
         };
     }
     status.deployed = cs.deployed.clone();
+    status.rollout = cs.rollout.clone();
     status.ready = cs.ready.clone();
     let deployed = matches!(status.state, DigState::Instantiated | DigState::Updated);
     let (d_reason, d_message) = match condition::get(&cs.conditions, ConditionType::Deployed) {
@@ -49,6 +50,8 @@ pub fn mirror(status: &mut Status, context: Option<&AppContext>, generation: Opt
             "NotReady".to_string(),
             condition::get(&cs.conditions, ConditionType::Ready).map(|c| c.message.clone()).unwrap_or_default(),
         )
+    } else if d_reason == "RolloutPaused" {
+        (d_reason, d_message)
     } else {
         (format!("{:?}", status.state), d_message)
     };

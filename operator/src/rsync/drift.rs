@@ -54,6 +54,14 @@ impl Applied {
         self.seen.lock().unwrap().retain(|(c, _), _| c != cluster);
     }
 
+    /// Whether `live` is older than what the member answered rsync's last apply (a watch cache
+    /// lagging behind): its status says nothing of the object as applied.
+    pub fn behind(&self, cluster: &str, key: &str, live: &Value) -> bool {
+        let seen = self.seen.lock().unwrap();
+        let recorded = seen.get(&(cluster.to_string(), key.to_string())).and_then(|s| s.resource_version);
+        matches!((resource_version(live), recorded), (Some(v), Some(r)) if v < r)
+    }
+
     /// Whether `live` differs from `desired` in a field rsync applied. Without a record (after a
     /// restart) the fields are compared as they are; a copy older than the one recorded (a watch
     /// cache lagging behind) is not drift: the newer one is on its way.

@@ -205,7 +205,8 @@ impl Member<'_> {
 
     /// `t` from the monitor's watch, when the watch has it.
     async fn cached(&self, t: &Target) -> Option<Value> {
-        let cache = self.monitor.cache(self.name, &self.client_key, &self.client, &t.resource).await?;
+        let watch = self.members.watch_client(self.name).unwrap_or_else(|| self.client.clone());
+        let cache = self.monitor.cache(self.name, &self.client_key, &watch, &t.resource).await?;
         let live = cache.get(&monitor::object_ref(&t.resource, t.namespace.as_deref(), &t.name))?;
         Some(typed(t, serde_json::to_value(live.as_ref()).unwrap_or_default()))
     }
@@ -282,11 +283,15 @@ impl Member<'_> {
                         return Err(self.owner.refusal(&live));
                     }
                     // Applied before as it is now and still held: no write (an update writes
-                    // only what changed).
+                    // only what changed). After a restart, the content digest on the object says
+                    // what was applied.
                     Some(live) if self.applied.unchanged(self.name, &self.key(obj), obj, &live) => return Ok(None),
+                    Some(live) if holds(obj, &live) && !self.applied.drifted(self.name, &self.key(obj), obj, &live) => {
+                        return Ok(None);
+                    }
                     // Fields another manager took over stay theirs.
                     Some(live) => {
-                        let theirs = drift::without_others(obj, &live);
+                        let theirs = with_digest(&drift::without_others(obj, &live), obj);
                         return t
                             .write
                             .patch(&t.name, &params, &Patch::Apply(&theirs))
@@ -296,7 +301,7 @@ impl Member<'_> {
                     }
                     None => {}
                 }
-                t.write.patch(&t.name, &params, &Patch::Apply(obj)).await.map(Some).map_err(classify)
+                t.write.patch(&t.name, &params, &Patch::Apply(with_digest(obj, obj))).await.map(Some).map_err(classify)
             };
             match applied.await {
                 Ok(live) => {
@@ -344,7 +349,14 @@ impl Member<'_> {
     pub async fn observe(&self, resources: &[Value]) -> Outcome {
         let mut out = Outcome { reachable: true, ..Default::default() };
         for obj in resources {
-            match self.read(obj).await {
+            let read = match self.read(obj).await {
+                // The watch has not caught up with the apply yet: ask the member.
+                Ok(Some(live)) if self.applied.behind(self.name, &self.key(obj), &live) => {
+                    async { self.fetch(&self.locate(obj).await?).await }.await
+                }
+                other => other,
+            };
+            match read {
                 Ok(Some(live)) if shared(obj) && !self.owner.owns(&live) => {
                     out.present += 1;
                     out.ready += u32::from(ready::is_ready(&live));
@@ -567,4 +579,30 @@ impl Member<'_> {
             Err(f) => Err(f),
         }
     }
+}
+
+/// Annotation on every object rsync applies: a digest of its rendered content, so that after a
+/// restart an object the member still holds as applied is not written again.
+pub const CONTENT_DIGEST: &str = "emco.io/content-digest";
+
+/// The digest of `desired` as rendered.
+fn content_digest(desired: &Value) -> String {
+    crate::hex::digest(desired.to_string().as_bytes(), 16)
+}
+
+/// `obj` (what is applied) with the digest of `desired` (as rendered) in its annotations.
+fn with_digest(obj: &Value, desired: &Value) -> Value {
+    let mut obj = obj.clone();
+    if let Some(meta) = obj["metadata"].as_object_mut() {
+        let annotations = meta.entry("annotations").or_insert_with(|| serde_json::json!({}));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(CONTENT_DIGEST.into(), Value::String(content_digest(desired)));
+        }
+    }
+    obj
+}
+
+/// Whether `live` carries the digest of `desired`: what was applied last is this very content.
+fn holds(desired: &Value, live: &Value) -> bool {
+    live["metadata"]["annotations"][CONTENT_DIGEST].as_str() == Some(content_digest(desired).as_str())
 }

@@ -11,6 +11,7 @@ pub mod member;
 pub mod monitor;
 pub mod order;
 pub mod ready;
+pub mod rollout;
 pub mod shard;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -137,6 +138,7 @@ fn spec_or_deletion(actx: &AppContext) -> Option<u64> {
 }
 
 /// One app on one cluster, with its resources.
+#[derive(Clone)]
 struct Unit {
     app: String,
     cluster: String,
@@ -180,9 +182,15 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
     let previous = actx.status.clone().unwrap_or_default();
     let operation = if pass == Pass::Terminate { Operation::Terminate } else { actx.spec.operation };
     let others = shard_entries(&previous, &elsewhere, actx.metadata.generation, operation);
-    let mut status = match pass {
-        Pass::Terminate => terminate(&ctx, &actx, &units, others).await,
-        _ => deploy(&ctx, &actx, &units, &previous, others).await,
+    let mut wake = None;
+    let mut status = match (pass, &actx.spec.rollout) {
+        (Pass::Terminate, _) => terminate(&ctx, &actx, &units, others).await,
+        (_, None) => deploy(&ctx, &actx, &units, &previous, others, BTreeMap::new()).await,
+        (_, Some(plan)) => {
+            let (status, next) = roll_out(&ctx, &actx, plan, &units, &previous, others).await;
+            wake = next;
+            status
+        }
     };
     if pass == (Pass::Deploy { prune: true }) && status.state == ContextState::Updated {
         prune(&ctx, &actx, &units, &mut status).await?;
@@ -190,6 +198,7 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
         carry_pruned(&previous, &mut status);
     }
     status.observed_generation = actx.metadata.generation;
+    condition::keep_times(&previous.conditions, &mut status.conditions);
     if ctx.shards.is_sharded() {
         status = write_shared(&ctx, &actx, operation, &elsewhere, status).await?;
     } else if actx.metadata.deletion_timestamp.is_none() {
@@ -201,7 +210,84 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
         // Done with what it applied: the context and its bundles may go whenever their owner goes.
         release(&ctx, &actx).await?;
     }
-    Ok(next_look(&ctx, &actx, &status))
+    let action = next_look(&ctx, &actx, &status);
+    Ok(match wake {
+        Some(at) if at < Duration::from_secs(5) => Action::requeue(at),
+        _ => action,
+    })
+}
+
+/// A deploy pass under `spec.rollout`: only the clusters whose turn has come get the revision;
+/// the others are held back (they keep what the previous revision applied). The status, and
+/// when the rollout wants to look again.
+async fn roll_out(
+    ctx: &Context,
+    actx: &AppContext,
+    plan: &crate::api::orchestrator::Rollout,
+    units: &[Unit],
+    previous: &AppContextStatus,
+    others: BTreeMap<(String, String), ClusterStatus>,
+) -> (AppContextStatus, Option<Duration>) {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let labels = actx
+        .spec
+        .apps
+        .iter()
+        .flat_map(|a| &a.clusters)
+        .map(|c| {
+            let found = ctx.clusters.get(&ObjectRef::new(&c.cluster));
+            (c.cluster.clone(), found.map(|f| f.labels().clone()).unwrap_or_default())
+        })
+        .collect();
+    let order = rollout::order(plan, &labels);
+    let applied: BTreeSet<String> = previous
+        .apps
+        .iter()
+        .flat_map(|a| &a.clusters)
+        .filter(|c| c.deployed > 0 && previous.rollout.is_none())
+        .map(|c| c.cluster.clone())
+        .collect();
+    let mut progress = rollout::admit(plan, &order, previous.rollout.as_ref(), &applied, now);
+    let taken: BTreeSet<&str> = progress.clusters.iter().map(|c| c.cluster.as_str()).collect();
+    let (go, wait): (Vec<Unit>, Vec<Unit>) = units.iter().cloned().partition(|u| taken.contains(u.cluster.as_str()));
+    let held = wait.iter().map(|u| (key(u), held_back(u, actx.metadata.generation))).collect();
+    let mut status = deploy(ctx, actx, &go, previous, others, held).await;
+    let health = rollout_health(&status, &taken);
+    let wake = rollout::observe(plan, &order, &mut progress, &health, now);
+    if let Some(message) = progress.message.clone().filter(|_| progress.paused) {
+        let generation = actx.metadata.generation;
+        for type_ in [ConditionType::Deployed, ConditionType::Ready] {
+            condition::set(&mut status.conditions, condition::new(type_, false, "RolloutPaused", &message, generation));
+        }
+    }
+    status.rollout = Some(progress);
+    (status, wake)
+}
+
+/// A unit whose cluster has not taken the revision yet.
+fn held_back(u: &Unit, generation: Option<i64>) -> ClusterStatus {
+    ClusterStatus { not_ready: vec![HELD_BACK.into()], ..waiting(u, generation) }
+}
+
+/// `notReady` of a unit held back by the rollout.
+const HELD_BACK: &str = "(rollout) waiting for its turn";
+
+/// How each cluster that took the revision fares, over its apps.
+fn rollout_health(status: &AppContextStatus, taken: &BTreeSet<&str>) -> BTreeMap<String, rollout::Health> {
+    let mut health = BTreeMap::new();
+    for c in status.apps.iter().flat_map(|a| &a.clusters).filter(|c| taken.contains(c.cluster.as_str())) {
+        let this = match (c.failed.first(), c.connectivity) {
+            (Some(f), Connectivity::Available) => rollout::Health::Failing(f.clone()),
+            _ if c.ready == c.resources && c.failed.is_empty() => rollout::Health::Ready,
+            _ => rollout::Health::Progressing,
+        };
+        // The worst of its apps: Failing over Progressing over Ready.
+        let entry = health.entry(c.cluster.clone()).or_insert(rollout::Health::Ready);
+        if this.rank() > entry.rank() {
+            *entry = this;
+        }
+    }
+    health
 }
 
 /// This shard's units, with their bundles; and the other shards' units with their resource counts.
@@ -313,6 +399,7 @@ fn merge_shards(
     status.pruned_on =
         mine.pruned_on.iter().chain(&fresh.pruned_on).cloned().collect::<BTreeSet<_>>().into_iter().collect();
     status.observed_generation = mine.observed_generation;
+    status.rollout = mine.rollout.clone();
     status
 }
 
@@ -363,6 +450,7 @@ async fn deploy(
     units: &[Unit],
     previous: &AppContextStatus,
     mut results: BTreeMap<(String, String), ClusterStatus>,
+    held: BTreeMap<(String, String), ClusterStatus>,
 ) -> AppContextStatus {
     let mut since: BTreeMap<(String, OpStatus), Time> = BTreeMap::new();
     let now = k8s_openapi::jiff::Timestamp::now();
@@ -396,6 +484,7 @@ async fn deploy(
             }
         }
     }
+    results.extend(held);
     let mut status = summarize(actx, actx.spec.operation, results);
     for app in &mut status.apps {
         app.deployed_since = since.get(&(app.name.clone(), OpStatus::Deployed)).cloned();
@@ -1003,10 +1092,12 @@ fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Act
         _ => {
             ctx.backoff.succeeded(&key);
             // Changes on the members wake us (monitor): once everything is applied and only
-            // readiness is awaited, the watches say when it comes, and the poll backs off further.
+            // readiness is awaited, the watches say when it comes, and the poll backs off to the
+            // safety net of a ready context (a pass over 10,000 objects a minute was 1.6 % of a
+            // core at rest).
             let applied =
                 status.deployed_counts.get("Pending") == Some(&0) && status.deployed_counts.get("Failed") == Some(&0);
-            let cap = if applied { Duration::from_secs(60) } else { Duration::from_secs(5) };
+            let cap = if applied { RESYNC } else { Duration::from_secs(5) };
             Action::requeue(ctx.backoff.next(&poll, Duration::from_millis(250), cap))
         }
     }

@@ -12,8 +12,13 @@ pub fn is_ready(obj: &Value) -> bool {
     let observed =
         status["observedGeneration"].as_i64().unwrap_or(0) >= obj["metadata"]["generation"].as_i64().unwrap_or(0);
     match obj["kind"].as_str().unwrap_or_default() {
+        // As `kubectl rollout status`: every replica updated and available, no old one left.
         "Deployment" => {
-            observed && count("updatedReplicas") >= spec_replicas && count("availableReplicas") >= spec_replicas
+            let updated = count("updatedReplicas");
+            observed
+                && updated >= spec_replicas
+                && count("replicas") <= updated
+                && count("availableReplicas") >= updated.max(spec_replicas)
         }
         "StatefulSet" => {
             observed && count("readyReplicas") >= spec_replicas && count("updatedReplicas") >= spec_replicas
@@ -58,6 +63,10 @@ mod tests {
         assert!(is_ready(&d));
         d["metadata"]["generation"] = json!(3);
         assert!(!is_ready(&d), "a new generation not yet observed is not ready");
+        d["metadata"]["generation"] = json!(2);
+        d["spec"]["replicas"] = json!(1);
+        d["status"] = json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1});
+        assert!(!is_ready(&d), "an old replica still serves while the new one is not available");
     }
 
     #[test]

@@ -351,6 +351,8 @@ pub struct Probe {
     pub clusters: Option<Vec<String>>,
     /// The logical cloud's spec (`clusters` is set from the field above); Admin when `None`.
     pub logical_cloud: Option<serde_json::Value>,
+    /// The DIG's `rollout`, if any.
+    pub rollout: Option<serde_json::Value>,
 }
 
 impl Probe {
@@ -364,6 +366,7 @@ impl Probe {
             repository: None,
             clusters: None,
             logical_cloud: None,
+            rollout: None,
         }
     }
 
@@ -379,6 +382,9 @@ impl Probe {
         };
         let mut dig = dig_manifest(ns, json!({"genericPlacementIntent": "gpi"}));
         dig["spec"]["overrideValues"] = self.overrides.clone();
+        if let Some(rollout) = &self.rollout {
+            dig["spec"]["rollout"] = rollout.clone();
+        }
         if let Some(profiles) = &self.profiles {
             apply(
                 hub,
