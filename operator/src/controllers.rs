@@ -66,7 +66,9 @@ async fn controllers(
     let members = Members::new(operator_namespace.clone(), secrets.clone());
     let recorder = Recorder::new(hub.clone(), Reporter { controller: MANAGER.into(), instance: None });
     let fence = Arc::new(render::fence::Fence::from_env().map_err(anyhow::Error::msg)?);
+    let git = Arc::new(crate::gitops::Clones::from_env());
     let clm = Arc::new(clm::Context {
+        git: git.clone(),
         hub: hub.clone(),
         members: members.clone(),
         clusters: clusters.clone(),
@@ -115,6 +117,7 @@ async fn controllers(
         backoff: Default::default(),
         shards: shards.clone(),
         repairs: Default::default(),
+        git,
     });
     // The reflectors are driven by the cluster controller, which also reacts to their changes.
     let drive = clm::run(clm, cluster_events.boxed(), secret_events.boxed());

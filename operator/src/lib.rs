@@ -12,6 +12,7 @@ pub mod controllers;
 pub mod dcm;
 pub mod fault;
 pub mod finalizer;
+pub mod gitops;
 pub mod graph;
 pub mod health;
 pub mod hex;

@@ -25,6 +25,14 @@ pub enum MemberError {
     KeyMissing { namespace: String, name: String, key: String },
     #[error("kubeconfig in Secret {namespace}/{name} key {key} is not a usable kubeconfig: {reason}")]
     Invalid { namespace: String, name: String, key: String, reason: String },
+    #[error("cluster {cluster} is reached through Git: it has no kubeconfig")]
+    ReachedThroughGit { cluster: String },
+    #[error("Git credentials Secret {namespace}/{name} must be in the operator's namespace {operator}")]
+    CredentialsNamespace { namespace: String, name: String, operator: String },
+    #[error("Git credentials Secret {namespace}/{name} not found")]
+    CredentialsNotFound { namespace: String, name: String },
+    #[error("Git credentials Secret {namespace}/{name} holds neither `password` nor `token`")]
+    CredentialsIncomplete { namespace: String, name: String },
     #[error(
         "kubeconfig in Secret {namespace}/{name} key {key} uses `{field}`, which is refused: only inline data is \
          accepted (server, certificate-authority-data, client-certificate-data, client-key-data, token)"
@@ -41,6 +49,10 @@ impl MemberError {
             MemberError::KeyMissing { .. } => "KubeconfigKeyMissing",
             MemberError::Invalid { .. } => "KubeconfigInvalid",
             MemberError::Refused { .. } => "KubeconfigFieldRefused",
+            MemberError::ReachedThroughGit { .. } => "ReachedThroughGit",
+            MemberError::CredentialsNamespace { .. } => "CredentialsSecretNamespace",
+            MemberError::CredentialsNotFound { .. } => "CredentialsSecretNotFound",
+            MemberError::CredentialsIncomplete { .. } => "CredentialsIncomplete",
         }
     }
 }
@@ -90,7 +102,7 @@ impl Members {
 
     /// A client for `cluster`, from cache unless its kubeconfig Secret changed.
     pub async fn client(&self, cluster: &Cluster) -> Result<Client, MemberError> {
-        let r = &cluster.spec.kubeconfig.secret_ref;
+        let r = kubeconfig_ref(cluster)?;
         let secret = self.admin_secret(cluster)?;
         let version = format!("{}/{}", secret.resource_version().unwrap_or_default(), r.key);
         let name = cluster.name_any();
@@ -145,7 +157,7 @@ impl Members {
 
 /// The cluster's own kubeconfig, checked: inline data only.
 fn admin_kubeconfig(cluster: &Cluster, secret: &Secret) -> Result<Kubeconfig, MemberError> {
-    let r = &cluster.spec.kubeconfig.secret_ref;
+    let r = kubeconfig_ref(cluster)?;
     let invalid = |reason: String| invalid(cluster, reason);
     let bytes = secret
         .data
@@ -239,7 +251,7 @@ fn user_kubeconfig(admin: &Kubeconfig, cluster: &str, user: &User) -> Result<Kub
 
 impl Members {
     fn admin_secret(&self, cluster: &Cluster) -> Result<Arc<Secret>, MemberError> {
-        let r = &cluster.spec.kubeconfig.secret_ref;
+        let r = kubeconfig_ref(cluster)?;
         if r.namespace != self.operator_namespace {
             return Err(MemberError::SecretOutsideOperatorNamespace {
                 namespace: r.namespace.clone(),
@@ -280,8 +292,38 @@ impl Members {
 }
 
 fn invalid(cluster: &Cluster, reason: String) -> MemberError {
-    let r = &cluster.spec.kubeconfig.secret_ref;
-    MemberError::Invalid { namespace: r.namespace.clone(), name: r.name.clone(), key: r.key.clone(), reason }
+    match cluster.spec.kubeconfig_ref() {
+        Some(r) => MemberError::Invalid { namespace: r.namespace.clone(), name: r.name.clone(), key: r.key.clone(), reason },
+        None => MemberError::ReachedThroughGit { cluster: cluster.name_any() },
+    }
+}
+
+fn kubeconfig_ref(cluster: &Cluster) -> Result<&crate::api::clm::SecretKeyRef, MemberError> {
+    cluster.spec.kubeconfig_ref().ok_or_else(|| MemberError::ReachedThroughGit { cluster: cluster.name_any() })
+}
+
+impl Members {
+    /// The repository credentials of a GitOps member, from the Secret its Cluster names (none
+    /// named: the repository is read and written without credentials).
+    pub fn git_credentials(&self, cluster: &Cluster) -> Result<Option<crate::gitops::Credentials>, MemberError> {
+        let Some(r) = cluster.spec.git_ops.as_ref().and_then(|g| g.credentials.as_ref()).map(|c| &c.secret_ref) else {
+            return Ok(None);
+        };
+        let (namespace, name) = (r.namespace.clone(), r.name.clone());
+        if namespace != self.operator_namespace {
+            return Err(MemberError::CredentialsNamespace { namespace, name, operator: self.operator_namespace.clone() });
+        }
+        let secret = self
+            .secrets
+            .get(&ObjectRef::new(&name).within(&namespace))
+            .ok_or_else(|| MemberError::CredentialsNotFound { namespace: namespace.clone(), name: name.clone() })?;
+        let field = |k: &str| secret.data.as_ref().and_then(|d| d.get(k)).and_then(|b| String::from_utf8(b.0.clone()).ok());
+        let password = field("password").or_else(|| field("token"));
+        let Some(password) = password.filter(|p| !p.is_empty()) else {
+            return Err(MemberError::CredentialsIncomplete { namespace, name });
+        };
+        Ok(Some(crate::gitops::Credentials { username: field("username").unwrap_or_else(|| "git".into()), password }))
+    }
 }
 
 /// The first field of `kubeconfig` that would make the operator run a command, read a file or

@@ -40,6 +40,8 @@ pub struct Context {
     pub shards: Arc<rsync::shard::Shards>,
     pub recorder: kube::runtime::events::Recorder,
     pub backoff: Backoff,
+    /// Local clones of the GitOps members' repositories (for their probes).
+    pub git: Arc<crate::gitops::Clones>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,12 +61,18 @@ pub async fn run(
     let moved = ctx.shards.changes();
     Controller::for_stream(clusters, store)
         .watches_stream(secrets, move |secret: Secret| {
-            // Re-probe the clusters whose kubeconfig this Secret holds.
+            // Re-probe the clusters whose kubeconfig (or Git credentials) this Secret holds.
             let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+            let names = move |c: &Cluster| {
+                let kubeconfig = c.spec.kubeconfig_ref().map(|r| (r.namespace.clone(), r.name.clone()));
+                let git = c.spec.git_ops.as_ref().and_then(|g| g.credentials.as_ref());
+                let git = git.map(|g| (g.secret_ref.namespace.clone(), g.secret_ref.name.clone()));
+                [kubeconfig, git].into_iter().flatten().any(|r| r == (ns.clone(), name.clone()))
+            };
             by_secret
                 .state()
                 .into_iter()
-                .filter(|c| c.spec.kubeconfig.secret_ref.name == name && c.spec.kubeconfig.secret_ref.namespace == ns)
+                .filter(|c| names(c))
                 .map(|c| ObjectRef::from_obj(c.as_ref()))
                 .collect::<Vec<_>>()
         })
@@ -88,32 +96,69 @@ async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, E
     finalizer::add(&api, cluster.as_ref(), FINALIZER).await?;
     let mut status = cluster.status.clone().unwrap_or_default();
     status.observed_generation = cluster.metadata.generation;
-    let generation = cluster.metadata.generation;
     // Not before the kubeconfig Secrets are known: a restart must not flap every Cluster.
     if !ctx.members.synced() {
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
-    let connectivity = match ctx.members.client(&cluster).await {
-        Err(e) => {
-            set_unreachable(&mut status, e.reason(), &e.to_string(), generation);
-            status.kubernetes_version = None;
-            "Unknown"
-        }
-        Ok(client) => match probe(&client, &status).await {
-            Ok(probed) => {
-                record_probe(&mut status, probed, generation);
-                "Available"
-            }
-            Err(e) => {
-                set_unreachable(&mut status, "Unreachable", &format!("probing the member failed: {e}"), generation);
-                "Retrying"
-            }
-        },
+    let connectivity = match cluster.spec.is_git() {
+        true => probe_git(&ctx, &cluster, &mut status).await,
+        false => probe_kube(&ctx, &cluster, &mut status).await,
     };
     crate::metrics::cluster(&cluster.name_any(), Some(connectivity));
     write_status(&Api::all(ctx.hub.clone()), cluster.as_ref(), cluster.status.as_ref(), &status).await?;
     announce_reachability(&ctx, &cluster, &status).await;
     Ok(Action::requeue(PROBE_INTERVAL))
+}
+
+/// Probes a member reached with its kubeconfig; its connectivity.
+async fn probe_kube(ctx: &Context, cluster: &Cluster, status: &mut ClusterStatus) -> &'static str {
+    let generation = cluster.metadata.generation;
+    status.access = Some("Kubeconfig".into());
+    match ctx.members.client(cluster).await {
+        Err(e) => {
+            set_unreachable(status, e.reason(), &e.to_string(), generation);
+            status.kubernetes_version = None;
+            "Unknown"
+        }
+        Ok(client) => match probe(&client, status).await {
+            Ok(probed) => {
+                record_probe(status, probed, generation);
+                "Available"
+            }
+            Err(e) => {
+                set_unreachable(status, "Unreachable", &format!("probing the member failed: {e}"), generation);
+                "Retrying"
+            }
+        },
+    }
+}
+
+/// Probes a member reached through Git: its credentials, and whether the repository would take
+/// a push from them. The member itself is known only from its agent's reports.
+async fn probe_git(ctx: &Context, cluster: &Cluster, status: &mut ClusterStatus) -> &'static str {
+    let generation = cluster.metadata.generation;
+    status.access = Some("GitOps".into());
+    (status.kubernetes_version, status.node_count) = (None, None);
+    let remote = match ctx.members.git_credentials(cluster) {
+        Ok(credentials) => crate::gitops::remote(cluster, credentials),
+        Err(e) => {
+            set_unreachable(status, e.reason(), &e.to_string(), generation);
+            return "Unknown";
+        }
+    };
+    let Some(remote) = remote else { return "Unknown" };
+    match ctx.git.probe(&remote).await {
+        Ok(()) => {
+            let message = format!("reached through Git: {} branch {}", remote.url, remote.branch);
+            condition::set(&mut status.conditions, condition::new(ConditionType::Reachable, true, "Reachable", &message, generation));
+            condition::set(&mut status.conditions, condition::new(ConditionType::Ready, true, "Ready", &message, generation));
+            "Available"
+        }
+        Err(e) => {
+            set_unreachable(status, e.reason(), &e.to_string(), generation);
+            if e.transient() { "Retrying" } else { "Unknown" }
+        }
+    }
 }
 
 /// An Event when the member becomes reachable or unreachable (not on every probe).

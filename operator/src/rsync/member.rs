@@ -586,12 +586,12 @@ impl Member<'_> {
 pub const CONTENT_DIGEST: &str = "emco.io/content-digest";
 
 /// The digest of `desired` as rendered.
-fn content_digest(desired: &Value) -> String {
+pub(crate) fn content_digest(desired: &Value) -> String {
     crate::hex::digest(desired.to_string().as_bytes(), 16)
 }
 
 /// `obj` (what is applied) with the digest of `desired` (as rendered) in its annotations.
-fn with_digest(obj: &Value, desired: &Value) -> Value {
+pub(crate) fn with_digest(obj: &Value, desired: &Value) -> Value {
     let mut obj = obj.clone();
     if let Some(meta) = obj["metadata"].as_object_mut() {
         let annotations = meta.entry("annotations").or_insert_with(|| serde_json::json!({}));

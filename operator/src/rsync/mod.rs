@@ -5,6 +5,7 @@
 pub mod announce;
 pub mod bundle;
 pub mod drift;
+mod git;
 pub mod hook;
 pub mod machine;
 pub mod member;
@@ -66,6 +67,8 @@ pub struct Context {
     /// Drift repairs per AppContext, app and cluster since this replica started; the status
     /// count is the larger of this and what status had (a cached status may lag a pass behind).
     pub repairs: std::sync::Mutex<BTreeMap<(String, String, String), u32>>,
+    /// Local clones of the GitOps members' repositories.
+    pub git: Arc<crate::gitops::Clones>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -455,6 +458,9 @@ async fn deploy(
     let mut since: BTreeMap<(String, OpStatus), Time> = BTreeMap::new();
     let now = k8s_openapi::jiff::Timestamp::now();
     let listing = member::Listing::default();
+    // GitOps members take the whole revision in one commit; their tool orders what it applies.
+    let (through_git, units): (Vec<&Unit>, Vec<&Unit>) = units.iter().partition(|u| git::is_git(ctx, &u.cluster));
+    results.extend(git::sync(ctx, actx, &through_git, false).await);
     let mut left = machine::dependency_order(&actx.spec.apps);
     while !left.is_empty() {
         // The apps whose dependencies were all synced already (a cycle that slipped through: the next).
@@ -718,9 +724,11 @@ async fn terminate(
     units: &[Unit],
     mut results: BTreeMap<(String, String), ClusterStatus>,
 ) -> AppContextStatus {
+    let (through_git, units): (Vec<&Unit>, Vec<&Unit>) = units.iter().partition(|u| git::is_git(ctx, &u.cluster));
+    results.extend(git::sync(ctx, actx, &through_git, true).await);
     for app in machine::dependency_order(&actx.spec.apps).into_iter().rev() {
         let mut work = Vec::new();
-        for u in units.iter().filter(|u| u.app == app.name) {
+        for u in units.iter().copied().filter(|u| u.app == app.name) {
             work.push(terminate_unit(ctx, actx, u).boxed());
         }
         results.extend(bounded(work).await);
@@ -823,7 +831,8 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
     }
     // A logical cloud's objects have fixed names, all in its bundles: nothing to sweep by label
     // (labels a privileged tenant could put on anything, and these deletes run as the admin).
-    let mine = |c: &&String| ctx.shards.owns(c) && !done.contains(*c);
+    // A GitOps member's folder holds exactly this revision: its tool removes the rest.
+    let mine = |c: &&String| ctx.shards.owns(c) && !done.contains(*c) && !git::is_git(ctx, c);
     let sweeps: Vec<&String> =
         if actx.spec.owner.kind == "LogicalCloud" { Vec::new() } else { clusters.iter().filter(mine).collect() };
     for cluster in sweeps {
@@ -900,7 +909,10 @@ async fn prune_one(
     let ns = old.namespace().unwrap_or_default();
     let mut failures = Vec::new();
     for app in &old.spec.apps {
-        for c in app.clusters.iter().filter(|c| ctx.shards.owns(&c.cluster) && !done.contains(&c.cluster)) {
+        let here = |c: &&crate::api::rsync::ContextCluster| {
+            ctx.shards.owns(&c.cluster) && !done.contains(&c.cluster) && !git::is_git(ctx, &c.cluster)
+        };
+        for c in app.clusters.iter().filter(here) {
             let resources = ctx.bundles.load(&ctx.hub, &ns, &c.bundle).await?;
             let kept = keep.get(c.cluster.as_str());
             let dropped: Vec<&Value> = resources
@@ -1059,6 +1071,10 @@ fn summarize(
 /// at once when something of it changes there; this pass is only the safety net (a pass over
 /// 10,000 objects costs about a second of CPU).
 const RESYNC: Duration = Duration::from_secs(300);
+/// How often a context not ready yet on a GitOps member reads its agent's report again.
+const GIT_POLL: Duration = Duration::from_secs(2);
+/// And once it is ready there.
+const GIT_RESYNC: Duration = Duration::from_secs(30);
 
 /// When to look again: soon while work is under way (250 ms, backing off to 5 s), rarely once
 /// all is ready, with exponential backoff while a cluster is unreachable or refuses resources.
@@ -1072,6 +1088,8 @@ fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Act
         |counts: &std::collections::BTreeMap<String, u32>, k: &str| i64::from(counts.get(k).copied().unwrap_or(0));
     let counts = [total, count(&status.deployed_counts, "Applied"), count(&status.ready_counts, "Ready")];
     let terminated = status.state == ContextState::Terminated;
+    // No watch reports from a GitOps member: its agent's report is read instead.
+    let through_git = status.apps.iter().flat_map(|a| &a.clusters).any(|c| git::is_git(ctx, &c.cluster));
     crate::metrics::resources(&id(actx), (!terminated).then_some(counts));
     match status.state {
         ContextState::Terminated => Action::await_change(),
@@ -1087,7 +1105,7 @@ fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Act
         _ if condition::is_true(&status.conditions, ConditionType::Ready) => {
             ctx.backoff.succeeded(&key);
             ctx.backoff.succeeded(&poll);
-            Action::requeue(RESYNC)
+            Action::requeue(if through_git { GIT_RESYNC } else { RESYNC })
         }
         _ => {
             ctx.backoff.succeeded(&key);
@@ -1097,7 +1115,11 @@ fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus) -> Act
             // core at rest).
             let applied =
                 status.deployed_counts.get("Pending") == Some(&0) && status.deployed_counts.get("Failed") == Some(&0);
-            let cap = if applied { RESYNC } else { Duration::from_secs(5) };
+            let cap = match (applied, through_git) {
+                (_, true) => GIT_POLL,
+                (true, false) => RESYNC,
+                (false, false) => Duration::from_secs(5),
+            };
             Action::requeue(ctx.backoff.next(&poll, Duration::from_millis(250), cap))
         }
     }

@@ -519,6 +519,11 @@ pub const SAMPLE: &str = "config/samples/smartcity";
 
 /// Applies the sample's project-scoped manifests into namespace `ns`, the DIG named `dig`.
 pub async fn apply_sample(hub: &Client, ns: &str, dig: &str) -> Result<()> {
+    apply_sample_edited(hub, ns, dig, |_| {}).await
+}
+
+/// [`apply_sample`] with `edit` applied to each document before it is applied.
+pub async fn apply_sample_edited(hub: &Client, ns: &str, dig: &str, edit: impl Fn(&mut serde_json::Value)) -> Result<()> {
     use serde_json::json;
     for (cm, chart) in [("smtc-edge-chart", "smtc-edge"), ("smtc-cloud-chart", "smtc-cloud")] {
         apply(hub, &chart_configmap(ns, cm, &chart_dir_tgz(&format!("{SAMPLE}/charts/{chart}")))).await?;
@@ -539,6 +544,7 @@ pub async fn apply_sample(hub: &Client, ns: &str, dig: &str) -> Result<()> {
                 Some("DeploymentIntentGroup") => doc["metadata"]["name"] = json!(dig),
                 _ => {}
             }
+            edit(&mut doc);
             apply(hub, &doc).await?;
         }
     }
