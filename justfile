@@ -23,6 +23,7 @@ bench:
     bash tests/e2e/run.sh -p emco-e2e --release --test helm_conformance -- --ignored --nocapture
     bash tests/e2e/run.sh -p emco-e2e --release --test bench -- --ignored --nocapture --test-threads 1
     bash tests/e2e/run.sh -p emco-e2e --test bench_unreachable -- --ignored --nocapture
+    bash tests/e2e/run.sh -p emco-e2e --test gitops -- --ignored --nocapture
 
 # Scale benchmark on N bare member apiservers (default 10): fan-out and update propagation next to
 # a direct server-side-apply baseline, hub requests per object, operator cost; writes

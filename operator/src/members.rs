@@ -293,7 +293,9 @@ impl Members {
 
 fn invalid(cluster: &Cluster, reason: String) -> MemberError {
     match cluster.spec.kubeconfig_ref() {
-        Some(r) => MemberError::Invalid { namespace: r.namespace.clone(), name: r.name.clone(), key: r.key.clone(), reason },
+        Some(r) => {
+            MemberError::Invalid { namespace: r.namespace.clone(), name: r.name.clone(), key: r.key.clone(), reason }
+        }
         None => MemberError::ReachedThroughGit { cluster: cluster.name_any() },
     }
 }
@@ -311,13 +313,18 @@ impl Members {
         };
         let (namespace, name) = (r.namespace.clone(), r.name.clone());
         if namespace != self.operator_namespace {
-            return Err(MemberError::CredentialsNamespace { namespace, name, operator: self.operator_namespace.clone() });
+            return Err(MemberError::CredentialsNamespace {
+                namespace,
+                name,
+                operator: self.operator_namespace.clone(),
+            });
         }
         let secret = self
             .secrets
             .get(&ObjectRef::new(&name).within(&namespace))
             .ok_or_else(|| MemberError::CredentialsNotFound { namespace: namespace.clone(), name: name.clone() })?;
-        let field = |k: &str| secret.data.as_ref().and_then(|d| d.get(k)).and_then(|b| String::from_utf8(b.0.clone()).ok());
+        let field =
+            |k: &str| secret.data.as_ref().and_then(|d| d.get(k)).and_then(|b| String::from_utf8(b.0.clone()).ok());
         let password = field("password").or_else(|| field("token"));
         let Some(password) = password.filter(|p| !p.is_empty()) else {
             return Err(MemberError::CredentialsIncomplete { namespace, name });

@@ -150,8 +150,14 @@ async fn probe_git(ctx: &Context, cluster: &Cluster, status: &mut ClusterStatus)
     match ctx.git.probe(&remote).await {
         Ok(()) => {
             let message = format!("reached through Git: {} branch {}", remote.url, remote.branch);
-            condition::set(&mut status.conditions, condition::new(ConditionType::Reachable, true, "Reachable", &message, generation));
-            condition::set(&mut status.conditions, condition::new(ConditionType::Ready, true, "Ready", &message, generation));
+            condition::set(
+                &mut status.conditions,
+                condition::new(ConditionType::Reachable, true, "Reachable", &message, generation),
+            );
+            condition::set(
+                &mut status.conditions,
+                condition::new(ConditionType::Ready, true, "Ready", &message, generation),
+            );
             "Available"
         }
         Err(e) => {

@@ -50,7 +50,8 @@ impl Agent {
                 other => anyhow::bail!("unexpected argument {other}\n{USAGE}"),
             }
         }
-        let need = |k: &str| flags.get(k).map(|v| v.to_string()).ok_or_else(|| anyhow::anyhow!("--{k} is required\n{USAGE}"));
+        let need =
+            |k: &str| flags.get(k).map(|v| v.to_string()).ok_or_else(|| anyhow::anyhow!("--{k} is required\n{USAGE}"));
         let path = need("path")?;
         let repository = crate::api::clm::GitRepository {
             url: need("repository")?,
@@ -124,7 +125,8 @@ async fn tick(agent: &Agent, clones: &Clones, kinds: &mut Kinds) -> anyhow::Resu
     }
     let (folder, file) = agent.status_file.rsplit_once('/').unwrap_or(("", agent.status_file.as_str()));
     let files = BTreeMap::from([(file.to_string(), report.to_bytes())]);
-    let change = Change { folder, files: Some(files), message: format!("status of {}", agent.path) };
+    let change =
+        Change { folder: folder.to_string(), files: Some(files), message: format!("status of {}", agent.path) };
     let done = clones.exchange(&agent.remote, Some(change), None).await?;
     tracing::info!(objects = report.objects.len(), commit = ?done.committed, "reported");
     Ok(())

@@ -151,7 +151,8 @@ pub struct Judged {
 pub fn judge(objects: &[(Value, String)], report: Option<&Report>) -> Judged {
     let mut out = Judged::default();
     for (obj, digest) in objects {
-        let describe = format!("{}/{}", obj["kind"].as_str().unwrap_or("?"), obj["metadata"]["name"].as_str().unwrap_or("?"));
+        let describe =
+            format!("{}/{}", obj["kind"].as_str().unwrap_or("?"), obj["metadata"]["name"].as_str().unwrap_or("?"));
         let Some(seen) = report.and_then(|r| r.find(&id(obj))) else {
             if out.not_ready.len() < 10 {
                 out.not_ready.push(format!("{describe} (not reported by the cluster's agent yet)"));
@@ -162,7 +163,9 @@ pub fn judge(objects: &[(Value, String)], report: Option<&Report>) -> Judged {
         if seen.digest.as_deref() != Some(digest.as_str()) {
             match (&seen.message, seen.digest.is_none()) {
                 (Some(m), true) if out.failed.len() < 10 => out.failed.push(format!("{describe}: {m}")),
-                _ if out.not_ready.len() < 10 => out.not_ready.push(format!("{describe} (previous content on the member)")),
+                _ if out.not_ready.len() < 10 => {
+                    out.not_ready.push(format!("{describe} (previous content on the member)"))
+                }
                 _ => {}
             }
             continue;
@@ -189,7 +192,8 @@ mod tests {
     #[test]
     fn objects_take_the_namespace_unless_cluster_scoped() {
         assert_eq!(placed(&cm("a"), "smtc")["metadata"]["namespace"], "smtc");
-        let cr = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r"}});
+        let cr =
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r"}});
         assert!(placed(&cr, "smtc")["metadata"].get("namespace").is_none());
         assert_eq!(id(&placed(&cr, "smtc")), "rbac.authorization.k8s.io/ClusterRole//r");
     }
@@ -215,9 +219,7 @@ mod tests {
             ready: true,
             message: None,
         };
-        let report = Report {
-            objects: vec![seen(&a, "d1"), seen(&b, "old")],
-        };
+        let report = Report { objects: vec![seen(&a, "d1"), seen(&b, "old")] };
         let judged = judge(&objects, Some(&report));
         assert_eq!((judged.present, judged.ready, judged.remaining), (1, 1, 2));
         assert!(judged.not_ready[0].contains("previous content"), "{:?}", judged.not_ready);

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use git2::{Cred, ErrorClass, ErrorCode, FetchOptions, IndexEntry, IndexTime, Oid, PushOptions, RemoteCallbacks, Repository};
+use git2::{
+    Cred, ErrorClass, ErrorCode, FetchOptions, IndexEntry, IndexTime, Oid, PushOptions, RemoteCallbacks, Repository,
+};
 
 /// Username and password (or token) for the repository. Never logged.
 #[derive(Clone, PartialEq, Eq)]
@@ -73,8 +75,8 @@ pub struct Exchange {
 }
 
 /// A change of one folder: its new files (relative to it), or `None` to leave it as it is.
-pub struct Change<'a> {
-    pub folder: &'a str,
+pub struct Change {
+    pub folder: String,
     pub files: Option<BTreeMap<String, Vec<u8>>>,
     pub message: String,
 }
@@ -107,12 +109,16 @@ impl Clones {
     }
 
     /// Fetches the branch, applies `change` (if any), pushes, and reads `read` from the head.
-    pub async fn exchange(&self, remote: &Remote, change: Option<Change<'_>>, read: Option<&str>) -> Result<Exchange, GitError> {
+    pub async fn exchange(
+        &self,
+        remote: &Remote,
+        change: Option<Change>,
+        read: Option<&str>,
+    ) -> Result<Exchange, GitError> {
         let path = self.root.join(crate::hex::digest(format!("{}\u{0}{}", remote.url, remote.branch).as_bytes(), 12));
         let lock = self.locks.lock().unwrap().entry(path.clone()).or_default().clone();
         let _held = lock.lock_owned().await;
         let remote = remote.clone();
-        let change = change.map(|c| (c.folder.to_string(), c.files, c.message));
         let read = read.map(str::to_string);
         tokio::task::spawn_blocking(move || {
             let repo = open(&path).map_err(|e| local(&remote, e))?;
@@ -222,12 +228,12 @@ fn fetch(repo: &Repository, remote: &Remote) -> Result<Option<Oid>, GitError> {
 fn exchange(
     repo: &Repository,
     remote: &Remote,
-    change: Option<(String, Option<BTreeMap<String, Vec<u8>>>, String)>,
+    change: Option<Change>,
     read: Option<&str>,
 ) -> Result<Exchange, GitError> {
     let mut out = Exchange::default();
     let mut head = fetch(repo, remote)?;
-    if let Some((folder, Some(files), message)) = change {
+    if let Some(Change { folder, files: Some(files), message }) = change {
         for _ in 0..PUSH_TRIES {
             let Some(commit) = commit(repo, head, &folder, &files, &message).map_err(|e| local(remote, e))? else {
                 break; // the head holds these files already
@@ -260,7 +266,12 @@ fn exchange(
 }
 
 /// The tree of `head` with `folder` holding exactly `files`.
-fn tree_with(repo: &Repository, head: Option<Oid>, folder: &str, files: &BTreeMap<String, Vec<u8>>) -> Result<Oid, git2::Error> {
+fn tree_with(
+    repo: &Repository,
+    head: Option<Oid>,
+    folder: &str,
+    files: &BTreeMap<String, Vec<u8>>,
+) -> Result<Oid, git2::Error> {
     let mut index = git2::Index::new()?;
     if let Some(h) = head {
         index.read_tree(&repo.find_commit(h)?.tree()?)?;

@@ -76,7 +76,9 @@ async fn sync_cluster(
     let Some(found) = ctx.clusters.get(&ObjectRef::new(cluster)) else {
         return failed(format!("cluster {cluster} is not registered"), Connectivity::Unknown);
     };
-    let Some(git) = found.spec.git_ops.as_ref() else { return failed("not a GitOps cluster".into(), Connectivity::Unknown) };
+    let Some(git) = found.spec.git_ops.as_ref() else {
+        return failed("not a GitOps cluster".into(), Connectivity::Unknown);
+    };
     if actx.spec.logical_cloud.is_some() && !terminate {
         let message = "a logical cloud's user cannot reach a GitOps cluster: use an Admin logical cloud there";
         return failed(message.into(), Connectivity::Available);
@@ -104,7 +106,7 @@ async fn sync_cluster(
         actx.spec.revision,
         actx.name_any()
     );
-    let change = Change { folder: &folder, files: Some(files), message };
+    let change = Change { folder, files: Some(files), message };
     let status_file = git.repository.status_file();
     let exchange = match ctx.git.exchange(&remote, Some(change), Some(&status_file)).await {
         Ok(e) => e,

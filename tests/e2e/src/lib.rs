@@ -523,7 +523,12 @@ pub async fn apply_sample(hub: &Client, ns: &str, dig: &str) -> Result<()> {
 }
 
 /// [`apply_sample`] with `edit` applied to each document before it is applied.
-pub async fn apply_sample_edited(hub: &Client, ns: &str, dig: &str, edit: impl Fn(&mut serde_json::Value)) -> Result<()> {
+pub async fn apply_sample_edited(
+    hub: &Client,
+    ns: &str,
+    dig: &str,
+    edit: impl Fn(&mut serde_json::Value),
+) -> Result<()> {
     use serde_json::json;
     for (cm, chart) in [("smtc-edge-chart", "smtc-edge"), ("smtc-cloud-chart", "smtc-cloud")] {
         apply(hub, &chart_configmap(ns, cm, &chart_dir_tgz(&format!("{SAMPLE}/charts/{chart}")))).await?;

@@ -154,36 +154,9 @@ async fn smartcity_with_edge02_through_git() -> Result<()> {
     cluster_ready(&hub, &format!("reader-{sfx}"), "False", "PushRefused").await?;
 
     // edge02 through Git: the Cluster, its credentials and the agent on the member.
-    apply(&hub, &git_secret(&secret, "writer", "s3cret-w")).await?;
-    apply(&hub, &git_cluster(&cluster, &server.url(), &secret)).await?;
-    cluster_ready(&hub, &cluster, "True", "Ready").await?;
-    cluster_ready(&hub, "edge01", "True", "Ready").await?;
-    let agent_log = bed.dir.join(format!("agent-{sfx}.log"));
-    let mut agent = tokio::process::Command::new(repo_root().join("target/debug/emco-operator"))
-        .args(["agent", "--repository", &server.url(), "--path", "clusters/edge02", "--apply", "--interval-seconds", "1"])
-        .env("KUBECONFIG", bed.kubeconfig("edge02"))
-        .env("EMCO_GIT_USERNAME", "writer")
-        .env("EMCO_GIT_PASSWORD", "s3cret-w")
-        .env("EMCO_GIT_DIR", root.join("agent-clones"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&agent_log)?)
-        .kill_on_drop(true)
-        .spawn()?;
-
-    project(&hub, &ns).await?;
-    let started = Instant::now();
-    let via_git = cluster.clone();
-    apply_sample_edited(&hub, &ns, &ns, move |doc| {
-        if doc["kind"] == "LogicalCloud" {
-            doc["spec"]["clusters"][1]["cluster"] = json!(via_git.clone());
-        }
-    })
-    .await?;
-    let ready = wait_dig(&hub, &ns, &ns, "Instantiated and ready", Duration::from_secs(120), |s| {
-        s.state == DigState::Instantiated && complete(&s.ready) && complete(&s.deployed)
-    })
-    .await?;
-    println!("gitops: SmartCity ready {:?} after kubectl apply, with edge02 through Git", started.elapsed());
+    let mut agent = through_git(&bed, &hub, &server, &cluster, &secret, &root).await?;
+    let (ready, took) = smartcity(&hub, &ns, Some(&cluster)).await?;
+    println!("gitops: SmartCity ready {took:?} after kubectl apply, with edge02 through Git");
     println!("gitops: {} deployed, {} ready", ready.deployed.unwrap_or_default(), ready.ready.unwrap_or_default());
 
     // The repository holds edge02's objects; the agent applied them there; edge01 as ever.
@@ -226,7 +199,10 @@ async fn smartcity_with_edge02_through_git() -> Result<()> {
     digs.patch(&ns, &PatchParams::default(), &Patch::Merge(json!({"spec": {"rollbackTo": 1}}))).await?;
     settled_on(&hub, &ns, 3).await?;
     let changed = changed_since(&server, &before, &folder)?;
-    ensure!(changed == [format!("{folder}/edge/deployment.{ns}.sensor-simulator.yaml")], "rollback changed {changed:?}");
+    ensure!(
+        changed == [format!("{folder}/edge/deployment.{ns}.sensor-simulator.yaml")],
+        "rollback changed {changed:?}"
+    );
     replicas_on_edge02(&bed, &ns, 2).await?;
     digs.patch(&ns, &PatchParams::default(), &Patch::Merge(json!({"spec": {"rollbackTo": null}}))).await?;
     settled_on(&hub, &ns, 4).await?;
@@ -237,10 +213,12 @@ async fn smartcity_with_edge02_through_git() -> Result<()> {
     server.stop();
     profiles.patch("smtc-profile", &PatchParams::default(), &Patch::Merge(set_replicas(4))).await?;
     let waiting = wait_dig(&hub, &ns, &ns, "retrying the repository", Duration::from_secs(60), |s| {
-        s.revision == Some(5) && s.conditions.iter().any(|c| c.message.contains("unreachable") || c.reason == "ClusterUnreachable")
+        s.revision == Some(5)
+            && s.conditions.iter().any(|c| c.message.contains("unreachable") || c.reason == "ClusterUnreachable")
     })
     .await?;
-    let why: Vec<String> = waiting.conditions.iter().map(|c| format!("{} {} {}", c.type_, c.reason, c.message)).collect();
+    let why: Vec<String> =
+        waiting.conditions.iter().map(|c| format!("{} {} {}", c.type_, c.reason, c.message)).collect();
     println!("gitops: while the Git server is down: {why:?}");
     tokio::time::sleep(Duration::from_secs(5)).await;
     server.resume()?;
@@ -275,10 +253,103 @@ async fn smartcity_with_edge02_through_git() -> Result<()> {
     Ok(())
 }
 
+/// Registers `cluster` as edge02 reached through `server`'s repository, waits until it is Ready,
+/// and starts the agent on edge02 (stopped when dropped).
+async fn through_git(
+    bed: &Bed,
+    hub: &kube::Client,
+    server: &GitServer,
+    cluster: &str,
+    secret: &str,
+    root: &Path,
+) -> Result<tokio::process::Child> {
+    apply(hub, &git_secret(secret, "writer", "s3cret-w")).await?;
+    apply(hub, &git_cluster(cluster, &server.url(), secret)).await?;
+    cluster_ready(hub, cluster, "True", "Ready").await?;
+    let agent_log = bed.dir.join(format!("agent-{cluster}.log"));
+    Ok(tokio::process::Command::new(repo_root().join("target/debug/emco-operator"))
+        .args([
+            "agent",
+            "--repository",
+            &server.url(),
+            "--path",
+            "clusters/edge02",
+            "--apply",
+            "--interval-seconds",
+            "1",
+        ])
+        .env("KUBECONFIG", bed.kubeconfig("edge02"))
+        .env("EMCO_GIT_USERNAME", "writer")
+        .env("EMCO_GIT_PASSWORD", "s3cret-w")
+        .env("EMCO_GIT_DIR", root.join("agent-clones"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&agent_log)?)
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+/// Applies SmartCity in project `ns` (edge02 replaced by `git_edge` when given) and waits until
+/// it is Instantiated and ready; its status and the time from the apply.
+async fn smartcity(
+    hub: &kube::Client,
+    ns: &str,
+    git_edge: Option<&str>,
+) -> Result<(emco::api::orchestrator::DeploymentIntentGroupStatus, Duration)> {
+    project(hub, ns).await?;
+    let started = Instant::now();
+    let via_git = git_edge.map(str::to_string);
+    apply_sample_edited(hub, ns, ns, move |doc| {
+        if let (Some(c), "LogicalCloud") = (&via_git, doc["kind"].as_str().unwrap_or_default()) {
+            doc["spec"]["clusters"][1]["cluster"] = json!(c);
+        }
+    })
+    .await?;
+    let ready = wait_dig(hub, ns, ns, "Instantiated and ready", Duration::from_secs(120), |s| {
+        s.state == DigState::Instantiated && complete(&s.ready) && complete(&s.deployed)
+    })
+    .await?;
+    Ok((ready, started.elapsed()))
+}
+
+/// Benchmark (`just bench`): SmartCity from `kubectl apply` to Ready with edge02 reached through
+/// Git (agent interval 1 s), next to the same with edge02 reached with its kubeconfig.
+#[tokio::test]
+#[ignore = "benchmark: run with `just bench`"]
+async fn bench_ready_through_git_and_through_kubeconfig() -> Result<()> {
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let sfx = unique_suffix();
+    let root = bed.dir.join(format!("git-bench-{sfx}"));
+    init_repository(&root)?;
+    let server = GitServer::start(&root, free_port()?)?;
+    let cluster = format!("gitbench-{sfx}");
+    let _agent = through_git(&bed, &hub, &server, &cluster, &format!("git-bench-{sfx}"), &root).await?;
+    let (mut git, mut direct) = (Vec::new(), Vec::new());
+    for run in 0..3 {
+        let ns = format!("gitbench-{sfx}-{run}");
+        git.push(smartcity(&hub, &ns, Some(&cluster)).await?.1);
+        set_dig_state(&hub, &ns, &ns, "Terminated").await?;
+        let ns = format!("kcbench-{sfx}-{run}");
+        direct.push(smartcity(&hub, &ns, None).await?.1);
+        set_dig_state(&hub, &ns, &ns, "Terminated").await?;
+    }
+    git.sort();
+    direct.sort();
+    println!("SmartCity apply to Ready, edge02 through Git: min {:?} median {:?} max {:?}", git[0], git[1], git[2]);
+    println!(
+        "SmartCity apply to Ready, edge02 with kubeconfig: min {:?} median {:?} max {:?}",
+        direct[0], direct[1], direct[2]
+    );
+    let _ = Api::<Cluster>::all(hub.clone()).delete(&cluster, &DeleteParams::default()).await;
+    Ok(())
+}
+
 /// Waits until revision `revision` is deployed and ready.
 async fn settled_on(hub: &kube::Client, ns: &str, revision: u32) -> Result<()> {
     wait_dig(hub, ns, ns, &format!("revision {revision} ready"), Duration::from_secs(90), |s| {
-        s.revision == Some(revision) && matches!(s.state, DigState::Instantiated | DigState::Updated) && complete(&s.ready)
+        s.revision == Some(revision)
+            && matches!(s.state, DigState::Instantiated | DigState::Updated)
+            && complete(&s.ready)
     })
     .await
     .map(|_| ())
