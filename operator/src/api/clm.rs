@@ -130,6 +130,7 @@ pub struct GitRepository {
     /// `https://...`, or `http://` on the loopback address.
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = kube::core::Rule::new(r"self.startsWith('https://') || self.matches('^http://(127\\.0\\.0\\.1|localhost|\\[::1\\])(:[0-9]+)?(/.*)?$')").message("the repository URL must be https://, or http:// on the loopback address"))]
+    #[x_kube(validation = kube::core::Rule::new(r"!self.matches('^[A-Za-z+]+://[^/]*@')").message("credentials go in the credentials Secret, never in the repository URL"))]
     pub url: String,
     #[serde(default = "default_branch")]
     #[schemars(length(min = 1, max = 255))]

@@ -1,6 +1,8 @@
 //! Test helper for end-to-end tests on the local test bed (`just up`): clients for the hub and the
 //! member clusters, a fresh namespace per test, and waiting with timeouts that say what they saw.
 
+pub mod git;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;

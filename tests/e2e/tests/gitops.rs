@@ -3,134 +3,16 @@
 //! in agent mode runs against edge02's own kubeconfig, applies from the repository and reports
 //! back. Update, rollback, a Git server down mid-update, terminate, and bad Clusters.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use emco::api::clm::Cluster;
 use emco::api::orchestrator::{DeploymentIntentGroup, DigState};
+use emco_e2e::git::*;
 use emco_e2e::*;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
-
-/// The bed's Git server on a port of its own, stopped when dropped.
-struct GitServer {
-    root: PathBuf,
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl GitServer {
-    fn start(root: &Path, port: u16) -> Result<GitServer> {
-        let mut server = GitServer { root: root.to_path_buf(), port, child: None };
-        server.resume()?;
-        Ok(server)
-    }
-
-    fn resume(&mut self) -> Result<()> {
-        let script = repo_root().join("tests/e2e/bed/git-server.py");
-        let log = std::fs::File::options().create(true).append(true).open(self.root.join("server.log"))?;
-        let child = Command::new("python3")
-            .arg(script)
-            .arg(self.port.to_string())
-            .arg(&self.root)
-            .arg("writer:s3cret-w:rw,reader:s3cret-r:ro")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        for _ in 0..40 {
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        anyhow::bail!("the Git server did not start on {addr}")
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/fleet.git", self.port)
-    }
-
-    /// `git` in the bare repository.
-    fn git(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new("git").arg("-C").arg(self.root.join("fleet.git")).args(args).output()?;
-        ensure!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        Ok(String::from_utf8(out.stdout)?)
-    }
-}
-
-impl Drop for GitServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A free port on 127.0.0.1.
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// A bare repository `fleet.git` under `root` with one commit on `main`.
-fn init_repository(root: &Path) -> Result<()> {
-    let run = |dir: &Path, args: &[&str]| -> Result<()> {
-        let out = Command::new("git").arg("-C").arg(dir).args(args).output()?;
-        ensure!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        Ok(())
-    };
-    std::fs::create_dir_all(root)?;
-    let bare = root.join("fleet.git");
-    run(root, &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()])?;
-    let seed = root.join("seed");
-    run(root, &["init", "-q", "-b", "main", seed.to_str().unwrap()])?;
-    std::fs::write(seed.join("README.md"), "The fleet: one folder per cluster.\n")?;
-    run(&seed, &["add", "README.md"])?;
-    run(&seed, &["-c", "user.name=platform", "-c", "user.email=platform@example", "commit", "-qm", "start"])?;
-    run(&seed, &["push", "-q", bare.to_str().unwrap(), "main"])
-}
-
-fn git_cluster(name: &str, url: &str, secret: &str) -> serde_json::Value {
-    json!({"apiVersion": "clm.emco.io/v1alpha1", "kind": "Cluster",
-        "metadata": {"name": name, "labels": {"LabelSmartCityEdge": ""}},
-        "spec": {"provider": "smartcity", "gitOps": {"tool": "agent",
-            "repository": {"url": url, "branch": "main", "path": "clusters/edge02"},
-            "credentials": {"secretRef": {"namespace": "emco-system", "name": secret}}}}})
-}
-
-fn git_secret(name: &str, user: &str, password: &str) -> serde_json::Value {
-    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "emco-system"},
-        "stringData": {"username": user, "password": password}})
-}
-
-/// Waits until Cluster `name`'s Ready condition has `status` and `reason`.
-async fn cluster_ready(hub: &kube::Client, name: &str, status: &str, reason: &str) -> Result<()> {
-    let api = Api::<Cluster>::all(hub.clone());
-    wait_until(&format!("Cluster {name} Ready={status} ({reason})"), Duration::from_secs(60), || async {
-        let c = api.get(name).await?;
-        let conditions = c.status.map(|s| s.conditions).unwrap_or_default();
-        let ready = conditions.iter().find(|c| c.type_ == "Ready");
-        Ok(match ready {
-            Some(r) if r.status == status && r.reason == reason => Ok(()),
-            other => Err(format!("{other:?}")),
-        })
-    })
-    .await
-}
-
-/// Commits on `main` whose message names `needle`.
-fn commits_naming(server: &GitServer, needle: &str) -> Result<usize> {
-    Ok(server.git(&["log", "--format=%s", "main"])?.lines().filter(|l| l.contains(needle)).count())
-}
 
 #[tokio::test]
 async fn smartcity_with_edge02_through_git() -> Result<()> {
@@ -147,6 +29,9 @@ async fn smartcity_with_edge02_through_git() -> Result<()> {
     both["spec"]["kubeconfig"] = json!({"secretRef": {"namespace": "emco-system", "name": "edge01"}});
     let refused = apply(&hub, &both).await.expect_err("a Cluster with both access methods is refused");
     ensure!(format!("{refused:#}").contains("exactly one"), "{refused:#}");
+    let inline = git_cluster(&format!("inline-{sfx}"), "http://writer:s3cret-w@127.0.0.1:1/fleet.git", &secret);
+    let refused = apply(&hub, &inline).await.expect_err("credentials in the URL are refused");
+    ensure!(format!("{refused:#}").contains("never in the repository URL"), "{refused:#}");
     apply(&hub, &git_cluster(&format!("nosecret-{sfx}"), &server.url(), &format!("missing-{sfx}"))).await?;
     apply(&hub, &git_secret(&format!("reader-{sfx}"), "reader", "s3cret-r")).await?;
     apply(&hub, &git_cluster(&format!("reader-{sfx}"), &server.url(), &format!("reader-{sfx}"))).await?;
@@ -154,7 +39,7 @@ async fn smartcity_with_edge02_through_git() -> Result<()> {
     cluster_ready(&hub, &format!("reader-{sfx}"), "False", "PushRefused").await?;
 
     // edge02 through Git: the Cluster, its credentials and the agent on the member.
-    let mut agent = through_git(&bed, &hub, &server, &cluster, &secret, &root).await?;
+    let mut agent = through_git("agent", &bed, &hub, &server, &cluster, &secret, &root).await?;
     let (ready, took) = smartcity(&hub, &ns, Some(&cluster)).await?;
     println!("gitops: SmartCity ready {took:?} after kubectl apply, with edge02 through Git");
     println!("gitops: {} deployed, {} ready", ready.deployed.unwrap_or_default(), ready.ready.unwrap_or_default());
@@ -253,64 +138,6 @@ async fn smartcity_with_edge02_through_git() -> Result<()> {
     Ok(())
 }
 
-/// Registers `cluster` as edge02 reached through `server`'s repository, waits until it is Ready,
-/// and starts the agent on edge02 (stopped when dropped).
-async fn through_git(
-    bed: &Bed,
-    hub: &kube::Client,
-    server: &GitServer,
-    cluster: &str,
-    secret: &str,
-    root: &Path,
-) -> Result<tokio::process::Child> {
-    apply(hub, &git_secret(secret, "writer", "s3cret-w")).await?;
-    apply(hub, &git_cluster(cluster, &server.url(), secret)).await?;
-    cluster_ready(hub, cluster, "True", "Ready").await?;
-    let agent_log = bed.dir.join(format!("agent-{cluster}.log"));
-    Ok(tokio::process::Command::new(repo_root().join("target/debug/emco-operator"))
-        .args([
-            "agent",
-            "--repository",
-            &server.url(),
-            "--path",
-            "clusters/edge02",
-            "--apply",
-            "--interval-seconds",
-            "1",
-        ])
-        .env("KUBECONFIG", bed.kubeconfig("edge02"))
-        .env("EMCO_GIT_USERNAME", "writer")
-        .env("EMCO_GIT_PASSWORD", "s3cret-w")
-        .env("EMCO_GIT_DIR", root.join("agent-clones"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&agent_log)?)
-        .kill_on_drop(true)
-        .spawn()?)
-}
-
-/// Applies SmartCity in project `ns` (edge02 replaced by `git_edge` when given) and waits until
-/// it is Instantiated and ready; its status and the time from the apply.
-async fn smartcity(
-    hub: &kube::Client,
-    ns: &str,
-    git_edge: Option<&str>,
-) -> Result<(emco::api::orchestrator::DeploymentIntentGroupStatus, Duration)> {
-    project(hub, ns).await?;
-    let started = Instant::now();
-    let via_git = git_edge.map(str::to_string);
-    apply_sample_edited(hub, ns, ns, move |doc| {
-        if let (Some(c), "LogicalCloud") = (&via_git, doc["kind"].as_str().unwrap_or_default()) {
-            doc["spec"]["clusters"][1]["cluster"] = json!(c);
-        }
-    })
-    .await?;
-    let ready = wait_dig(hub, ns, ns, "Instantiated and ready", Duration::from_secs(120), |s| {
-        s.state == DigState::Instantiated && complete(&s.ready) && complete(&s.deployed)
-    })
-    .await?;
-    Ok((ready, started.elapsed()))
-}
-
 /// Benchmark (`just bench`): SmartCity from `kubectl apply` to Ready with edge02 reached through
 /// Git (agent interval 1 s), next to the same with edge02 reached with its kubeconfig.
 #[tokio::test]
@@ -323,7 +150,7 @@ async fn bench_ready_through_git_and_through_kubeconfig() -> Result<()> {
     init_repository(&root)?;
     let server = GitServer::start(&root, free_port()?)?;
     let cluster = format!("gitbench-{sfx}");
-    let _agent = through_git(&bed, &hub, &server, &cluster, &format!("git-bench-{sfx}"), &root).await?;
+    let _agent = through_git("agent", &bed, &hub, &server, &cluster, &format!("git-bench-{sfx}"), &root).await?;
     let (mut git, mut direct) = (Vec::new(), Vec::new());
     for run in 0..3 {
         let ns = format!("gitbench-{sfx}-{run}");
