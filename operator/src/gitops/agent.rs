@@ -174,7 +174,7 @@ impl Kinds {
             ..Default::default()
         };
         if let Some(e) = failed {
-            seen.message = Some(format!("apply failed: {e}"));
+            seen.error = Some(format!("apply failed: {e}"));
             return seen;
         }
         let name = obj["metadata"]["name"].as_str().unwrap_or_default();
@@ -202,11 +202,11 @@ impl Kinds {
         let (_, kind, namespace, name) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
         let api = match self.api(&old.api_version, kind, namespace).await {
             Ok(api) => api,
-            Err(e) => return Some(Observed { message: Some(format!("prune failed: {e}")), ..old.clone() }),
+            Err(e) => return Some(Observed { error: Some(format!("prune failed: {e}")), ..old.clone() }),
         };
         match api.delete(name, &DeleteParams::background()).await {
             Err(kube::Error::Api(s)) if s.code == 404 => None,
-            Err(e) => Some(Observed { message: Some(format!("prune failed: {e}")), ..old.clone() }),
+            Err(e) => Some(Observed { error: Some(format!("prune failed: {e}")), ..old.clone() }),
             Ok(_) => match api.get_opt(name).await {
                 Ok(None) => None,
                 _ => Some(Observed { ready: false, message: Some("being deleted".into()), ..old.clone() }),

@@ -114,9 +114,12 @@ pub struct Observed {
     pub digest: Option<String>,
     #[serde(default)]
     pub ready: bool,
-    /// Why it is not ready, or why it could not be applied.
+    /// Why it is not ready (or not there yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Why the agent could not apply it: the unit fails with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Report {
@@ -160,13 +163,16 @@ pub fn judge(objects: &[(Value, String)], report: Option<&Report>) -> Judged {
             continue;
         };
         out.remaining += 1;
+        if let Some(e) = &seen.error {
+            if out.failed.len() < 10 {
+                out.failed.push(format!("{describe}: {e}"));
+            }
+            continue;
+        }
         if seen.digest.as_deref() != Some(digest.as_str()) {
-            match (&seen.message, seen.digest.is_none()) {
-                (Some(m), true) if out.failed.len() < 10 => out.failed.push(format!("{describe}: {m}")),
-                _ if out.not_ready.len() < 10 => {
-                    out.not_ready.push(format!("{describe} (previous content on the member)"))
-                }
-                _ => {}
+            let why = if seen.digest.is_some() { "previous content on the member" } else { "not on the member yet" };
+            if out.not_ready.len() < 10 {
+                out.not_ready.push(format!("{describe} ({why})"));
             }
             continue;
         }
@@ -218,6 +224,7 @@ mod tests {
             digest: Some(d.into()),
             ready: true,
             message: None,
+            error: None,
         };
         let report = Report { objects: vec![seen(&a, "d1"), seen(&b, "old")] };
         let judged = judge(&objects, Some(&report));
@@ -225,5 +232,12 @@ mod tests {
         assert!(judged.not_ready[0].contains("previous content"), "{:?}", judged.not_ready);
         let back = Report::parse(&report.to_bytes()).unwrap();
         assert_eq!(back, report);
+        let refused = Observed { error: Some("apply failed: quota".into()), digest: None, ..seen(&b, "") };
+        let report = Report { objects: vec![seen(&a, "d1"), refused] };
+        let judged = judge(&objects, Some(&report));
+        assert_eq!(judged.failed, ["ConfigMap/b: apply failed: quota"]);
+        let absent = Observed { digest: None, ..seen(&b, "") };
+        let judged = judge(&objects, Some(&Report { objects: vec![absent] }));
+        assert!(judged.failed.is_empty() && judged.not_ready.iter().any(|n| n.contains("not on the member yet")));
     }
 }

@@ -187,4 +187,3 @@ pub async fn smartcity(
     .await?;
     Ok((ready, started.elapsed()))
 }
-

@@ -2,6 +2,9 @@
 //! kustomize-controller (built from their Go modules by `bed/flux.sh`) run against edge02 and
 //! apply the cluster's folder; the agent only reports. SmartCity reaches Ready through Git, and a
 //! terminate removes the folder and Flux prunes edge02.
+//!
+//! Ignored by `just test`: the source-controller that builds from the module proxy reachable here
+//! cannot store artifacts (see docs/gitops-clusters.md, "Flux"); `tool: agent` is what runs.
 
 use std::time::Duration;
 
@@ -33,6 +36,7 @@ impl Drop for Flux {
 }
 
 #[tokio::test]
+#[ignore = "Flux cannot store artifacts when built here (docs/gitops-clusters.md, \"Flux\"): run with --ignored where it can"]
 async fn smartcity_with_edge02_through_flux() -> Result<()> {
     let bed = Bed::get();
     let hub = bed.hub().await;
