@@ -372,3 +372,66 @@ fn files_under(repo: &Repository, tree: &git2::Tree, folder: &str) -> Result<BTr
     })?;
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against a real bare repository on local disk (libgit2's local transport): the same
+    //! fetch, commit and push code as over HTTP.
+    use super::*;
+
+    fn remote(dir: &Path) -> Remote {
+        let bare = dir.join("fleet.git");
+        Repository::init_bare(&bare).unwrap();
+        Remote { url: bare.to_str().unwrap().to_string(), branch: "main".into(), credentials: None }
+    }
+
+    fn change(folder: &str, files: &[(&str, &str)], message: &str) -> Change {
+        let files = files.iter().map(|(n, c)| (n.to_string(), c.as_bytes().to_vec())).collect();
+        Change { folder: folder.into(), files: Some(files), message: message.into() }
+    }
+
+    fn commits(remote: &Remote) -> usize {
+        let repo = Repository::open_bare(&remote.url).unwrap();
+        let mut walk = repo.revwalk().unwrap();
+        walk.push_ref("refs/heads/main").unwrap();
+        walk.count()
+    }
+
+    #[tokio::test]
+    async fn commits_only_changes_and_keeps_other_writers_commits() {
+        let dir = std::env::temp_dir().join(format!("emco-git-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let remote = remote(&dir);
+        let (hub, agent) = (Clones::new(dir.join("hub")), Clones::new(dir.join("agent")));
+
+        let first = hub.exchange(&remote, Some(change("c/p/d", &[("a.yaml", "1")], "r1")), None).await.unwrap();
+        assert!(first.committed.is_some());
+        let same = hub.exchange(&remote, Some(change("c/p/d", &[("a.yaml", "1")], "r1 again")), None).await.unwrap();
+        assert_eq!(same.committed, None, "unchanged content makes no commit");
+
+        // Another writer's commit lands in between: the next write builds on it.
+        let status = agent.exchange(&remote, Some(change("s", &[("status.yaml", "ok")], "status")), None);
+        assert!(status.await.unwrap().committed.is_some());
+        let second = hub.exchange(&remote, Some(change("c/p/d", &[("b.yaml", "2")], "r2")), Some("s/status.yaml"));
+        let second = second.await.unwrap();
+        assert_eq!(second.read.as_deref(), Some(&b"ok"[..]), "the other writer's file is kept");
+        assert_eq!(commits(&remote), 3);
+        let (files, _, _) = agent.snapshot(&remote, "c/p/d", "none").await.unwrap();
+        assert_eq!(files.keys().collect::<Vec<_>>(), ["b.yaml"], "the folder holds exactly the new files");
+
+        // A push from a stale head is refused by the remote, never forced.
+        let repo = Repository::open_bare(dir.join("hub").read_dir().unwrap().next().unwrap().unwrap().path()).unwrap();
+        let stale = repo.find_commit(Oid::from_str(first.committed.as_ref().unwrap()).unwrap()).unwrap().id();
+        let files = BTreeMap::from([("c.yaml".to_string(), b"3".to_vec())]);
+        let behind = commit(&repo, Some(stale), "c/p/d", &files, "from a stale head").unwrap().unwrap();
+        assert!(!push(&repo, &remote, behind).unwrap(), "a non-fast-forward push is turned down");
+        assert_eq!(commits(&remote), 3);
+
+        // Terminate: the folder goes.
+        let gone = hub.exchange(&remote, Some(change("c/p/d", &[], "terminate")), None).await.unwrap();
+        assert!(gone.committed.is_some());
+        let (files, _, _) = agent.snapshot(&remote, "c/p/d", "none").await.unwrap();
+        assert!(files.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
