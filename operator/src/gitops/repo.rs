@@ -94,11 +94,12 @@ impl Clones {
     /// Clones live under `root` (created when missing).
     pub fn new(root: PathBuf) -> Self {
         // Fail fast on a dead server instead of the system's TCP timeout; a stuck transfer ends too.
-        // SAFETY: libgit2 globals, set before any exchange runs.
-        unsafe {
+        static TIMEOUTS: std::sync::Once = std::sync::Once::new();
+        // SAFETY: libgit2 globals, set once, before this process's first exchange.
+        TIMEOUTS.call_once(|| unsafe {
             let _ = git2::opts::set_server_connect_timeout_in_milliseconds(5_000);
             let _ = git2::opts::set_server_timeout_in_milliseconds(30_000);
-        }
+        });
         Clones { root, locks: Default::default() }
     }
 
