@@ -350,8 +350,12 @@ impl Member<'_> {
         let mut out = Outcome { reachable: true, ..Default::default() };
         for obj in resources {
             let read = match self.read(obj).await {
-                // The watch has not caught up with the apply yet: ask the member.
-                Ok(Some(live)) if self.applied.behind(self.name, &self.key(obj), &live) => {
+                // The watch has not caught up with the apply yet: ask the member, where the
+                // status of the object as applied decides readiness.
+                Ok(Some(live))
+                    if ready::judged_by_status(obj["kind"].as_str().unwrap_or_default())
+                        && self.applied.behind(self.name, &self.key(obj), &live) =>
+                {
                     async { self.fetch(&self.locate(obj).await?).await }.await
                 }
                 other => other,

@@ -37,6 +37,23 @@ pub fn is_ready(obj: &Value) -> bool {
     }
 }
 
+/// Whether readiness of `kind` depends on its status (otherwise it is ready once present, and any
+/// copy of it, however old, says as much).
+pub fn judged_by_status(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Deployment"
+            | "StatefulSet"
+            | "ReplicaSet"
+            | "ReplicationController"
+            | "DaemonSet"
+            | "Job"
+            | "Pod"
+            | "PersistentVolumeClaim"
+            | "CustomResourceDefinition"
+    )
+}
+
 /// What the member says keeps `obj` from being ready, when it says: a workload whose controller
 /// could not make its pods (`ReplicaFailure`, e.g. a quota exceeded).
 pub fn why_not(obj: &Value) -> Option<String> {
