@@ -55,15 +55,9 @@ pub fn placed(obj: &Value, namespace: &str) -> Value {
 }
 
 /// The identity of a written object, the same on the hub and on the member:
-/// `<group>/<kind>/<namespace>/<name>`.
+/// `<group>/<kind>/<namespace>/<name>` (rsync's identity, with the namespace as written).
 pub fn id(obj: &Value) -> String {
-    let group = obj["apiVersion"].as_str().unwrap_or_default().rsplit_once('/').map_or("", |(g, _)| g);
-    format!(
-        "{group}/{}/{}/{}",
-        obj["kind"].as_str().unwrap_or_default(),
-        obj["metadata"]["namespace"].as_str().unwrap_or_default(),
-        obj["metadata"]["name"].as_str().unwrap_or_default()
-    )
+    crate::rsync::member::identity(obj, "")
 }
 
 /// The files of a DIG's folder (paths relative to it): each app's objects, as `placed`, one per

@@ -116,56 +116,62 @@ impl Clones {
         change: Option<Change>,
         read: Option<&str>,
     ) -> Result<Exchange, GitError> {
-        let path = self.root.join(crate::hex::digest(format!("{}\u{0}{}", remote.url, remote.branch).as_bytes(), 12));
-        let lock = self.locks.lock().unwrap().entry(path.clone()).or_default().clone();
-        let _held = lock.lock_owned().await;
-        let remote = remote.clone();
         let read = read.map(str::to_string);
-        tokio::task::spawn_blocking(move || {
-            let repo = open(&path).map_err(|e| local(&remote, e))?;
-            exchange(&repo, &remote, change, read.as_deref())
+        self.with_repo(remote, self.clone_path(remote), move |repo, remote| {
+            exchange(repo, remote, change, read.as_deref())
         })
         .await
-        .map_err(|e| GitError::Local { url: String::new(), message: e.to_string() })?
     }
 
     /// Whether the remote answers and would take a push from these credentials (it advertises
     /// its refs for receive-pack).
     pub async fn probe(&self, remote: &Remote) -> Result<(), GitError> {
-        let (remote, path) = (remote.clone(), self.root.join("probe"));
-        tokio::task::spawn_blocking(move || {
-            let repo = open(&path).map_err(|e| local(&remote, e))?;
-            let mut anonymous = repo.remote_anonymous(&remote.url).map_err(|e| local(&remote, e))?;
+        self.with_repo(remote, self.root.join("probe"), |repo, remote| {
+            let mut anonymous = repo.remote_anonymous(&remote.url).map_err(|e| local(remote, e))?;
             let auth = Cell::new(false);
-            let callbacks = callbacks(&remote, &auth);
-            let connected = anonymous.connect_auth(git2::Direction::Push, Some(callbacks), None);
-            connected.map(|_| ()).map_err(|e| classify(&remote, e, auth.get()))
+            let connected = anonymous.connect_auth(git2::Direction::Push, Some(callbacks(remote, &auth)), None);
+            connected.map(|_| ()).map_err(|e| classify(remote, e, auth.get()))
         })
         .await
-        .map_err(|e| GitError::Local { url: String::new(), message: e.to_string() })?
     }
 
-    /// Files under `folder` at the remote head (paths relative to `folder`), and `read` there.
+    /// Files under `folder` at the remote head (paths relative to `folder`), `read` there, and
+    /// the head.
     pub async fn snapshot(
         &self,
         remote: &Remote,
         folder: &str,
         read: &str,
     ) -> Result<(BTreeMap<String, Vec<u8>>, Option<Vec<u8>>, Option<String>), GitError> {
-        let path = self.root.join(crate::hex::digest(format!("{}\u{0}{}", remote.url, remote.branch).as_bytes(), 12));
-        let lock = self.locks.lock().unwrap().entry(path.clone()).or_default().clone();
-        let _held = lock.lock_owned().await;
-        let (remote, folder, read) = (remote.clone(), folder.to_string(), read.to_string());
-        tokio::task::spawn_blocking(move || {
-            let repo = open(&path).map_err(|e| local(&remote, e))?;
-            let head = fetch(&repo, &remote)?;
-            let Some(head) = head else { return Ok((BTreeMap::new(), None, None)) };
-            let tree = repo.find_commit(head).and_then(|c| c.tree()).map_err(|e| local(&remote, e))?;
-            let files = files_under(&repo, &tree, &folder).map_err(|e| local(&remote, e))?;
-            Ok((files, blob_at(&repo, &tree, &read), Some(head.to_string())))
+        let (folder, read) = (folder.to_string(), read.to_string());
+        self.with_repo(remote, self.clone_path(remote), move |repo, remote| {
+            let Some(head) = fetch(repo, remote)? else { return Ok((BTreeMap::new(), None, None)) };
+            let tree = repo.find_commit(head).and_then(|c| c.tree()).map_err(|e| local(remote, e))?;
+            let files = files_under(repo, &tree, &folder).map_err(|e| local(remote, e))?;
+            Ok((files, blob_at(repo, &tree, &read), Some(head.to_string())))
         })
         .await
-        .map_err(|e| GitError::Local { url: String::new(), message: e.to_string() })?
+    }
+
+    /// The local clone of `remote`'s branch.
+    fn clone_path(&self, remote: &Remote) -> PathBuf {
+        self.root.join(crate::hex::digest(format!("{}\u{0}{}", remote.url, remote.branch).as_bytes(), 12))
+    }
+
+    /// Runs `work` on the repository at `path` on the blocking pool, alone on that repository.
+    async fn with_repo<T: Send + 'static>(
+        &self,
+        remote: &Remote,
+        path: PathBuf,
+        work: impl FnOnce(&Repository, &Remote) -> Result<T, GitError> + Send + 'static,
+    ) -> Result<T, GitError> {
+        let lock = self.locks.lock().unwrap().entry(path.clone()).or_default().clone();
+        let _held = lock.lock_owned().await;
+        let remote = remote.clone();
+        let url = remote.url.clone();
+        tokio::task::spawn_blocking(move || work(&open(&path).map_err(|e| local(&remote, e))?, &remote))
+            .await
+            .map_err(|e| GitError::Local { url, message: e.to_string() })?
     }
 }
 
