@@ -296,8 +296,14 @@ async fn execute(
             }
             let Read::Hash(hash) = read else { return Ok(later) };
             let revision = status.revision.unwrap_or(0) + 1;
+            let started = std::time::Instant::now();
             match plan_revision(Arc::new(inputs), revision).await {
-                Ok(plan) => advance(ctx, dig, current.as_ref(), status, &plan, &hash).await,
+                Ok(plan) => {
+                    tracing::debug!(dig = %key(dig), revision, elapsed = ?started.elapsed(), "revision planned");
+                    let stored = advance(ctx, dig, current.as_ref(), status, &plan, &hash).await;
+                    tracing::debug!(dig = %key(dig), revision, elapsed = ?started.elapsed(), "revision stored");
+                    stored
+                }
                 Err(e) => Ok(refuse(ctx, dig, current.as_ref(), status, e).await),
             }
         }

@@ -37,6 +37,9 @@ pub struct Outcome {
     pub not_ready: Vec<String>,
     /// Resources whose fields on the member no longer match what rsync applied.
     pub drifted: Vec<Value>,
+    /// What the member answered to this pass's writes, by object: as new as anything its watch
+    /// can have yet, so reading back needs no request.
+    pub written: HashMap<String, Value>,
 }
 
 /// Why one request failed.
@@ -136,7 +139,8 @@ pub struct Member<'a> {
 /// kind and namespace per pass, not per app).
 #[derive(Default)]
 pub struct Listing {
-    namespaces: Mutex<HashSet<(String, String)>>,
+    /// By (member, namespace): made sure of by the first unit that needs it, the others wait.
+    namespaces: Mutex<HashMap<(String, String), Once>>,
     /// By (member, kind, namespace): filled by the first unit that needs it.
     names: Mutex<HashMap<Place, Names>>,
 }
@@ -144,6 +148,7 @@ pub struct Listing {
 /// (member, kind, namespace).
 type Place = (String, String, Option<String>);
 type Names = Arc<tokio::sync::OnceCell<HashSet<String>>>;
+type Once = Arc<tokio::sync::OnceCell<()>>;
 
 /// Where one resource lives on a member.
 struct Target {
@@ -211,26 +216,30 @@ impl Member<'_> {
         Some(typed(t, serde_json::to_value(live.as_ref()).unwrap_or_default()))
     }
 
-    /// Creates the default namespace when missing (looked for once per pass); never deletes it
-    /// (it may hold others' objects).
+    /// Creates the default namespace when missing (looked for once per member and pass, however
+    /// many units of the member run at once); never deletes it (it may hold others' objects).
     async fn ensure_namespace(&self) -> Result<(), Failure> {
+        if !self.makes_namespace {
+            return Ok(());
+        }
         let key = (self.name.to_string(), self.namespace.to_string());
-        if !self.makes_namespace || self.listing.namespaces.lock().unwrap().contains(&key) {
-            return Ok(());
-        }
-        let api = Api::<Namespace>::all(self.client.clone());
-        if api.get_opt(self.namespace).await.map_err(classify)?.is_some() {
-            self.listing.namespaces.lock().unwrap().insert(key);
-            return Ok(());
-        }
-        let ns: Namespace = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": self.namespace, "labels": {labels::MANAGED_BY: labels::MANAGER}}
-        }))
-        .expect("a valid Namespace");
-        match api.create(&PostParams::default(), &ns).await {
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-            other => other.map(|_| ()).map_err(classify),
-        }
+        let cell = self.listing.namespaces.lock().unwrap().entry(key).or_default().clone();
+        cell.get_or_try_init(|| async {
+            let api = Api::<Namespace>::all(self.client.clone());
+            if api.get_opt(self.namespace).await.map_err(classify)?.is_some() {
+                return Ok(());
+            }
+            let ns: Namespace = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": self.namespace, "labels": {labels::MANAGED_BY: labels::MANAGER}}
+            }))
+            .expect("a valid Namespace");
+            match api.create(&PostParams::default(), &ns).await {
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+                other => other.map(|_| ()).map_err(classify),
+            }
+        })
+        .await
+        .copied()
     }
 
     /// Whether the member has an object of `t`'s kind and name in its namespace, from a metadata
@@ -310,6 +319,7 @@ impl Member<'_> {
                         *written += 1;
                         let live = serde_json::to_value(live).unwrap_or_default();
                         self.applied.record(self.name, &self.key(obj), &drift::without_others(obj, &live), &live);
+                        out.written.insert(self.key(obj), live);
                     }
                 }
                 Err(f) => {
@@ -345,11 +355,17 @@ impl Member<'_> {
         tracing::debug!(cluster = self.name, crd = what, "CRD not established after 10 s");
     }
 
-    /// Reads every resource back: how many are present and how many ready.
-    pub async fn observe(&self, resources: &[Value]) -> Outcome {
+    /// Reads every resource back: how many are present and how many ready. `written` holds the
+    /// member's answers to this pass's writes: one is read from the watch only once the watch
+    /// has caught up with it.
+    pub async fn observe(&self, resources: &[Value], written: &HashMap<String, Value>) -> Outcome {
         let mut out = Outcome { reachable: true, ..Default::default() };
         for obj in resources {
-            let read = match self.read(obj).await {
+            let read = match written.get(&self.key(obj)) {
+                Some(answer) => self.newer_than(obj, answer).await,
+                None => self.read(obj).await,
+            };
+            let read = match read {
                 // The watch has not caught up with the apply yet: ask the member, where the
                 // status of the object as applied decides readiness.
                 Ok(Some(live))
@@ -393,6 +409,16 @@ impl Member<'_> {
             }
         }
         out
+    }
+
+    /// `obj` from the watch when the watch has caught up with `answer` (the member's answer to
+    /// the write of it), else `answer`.
+    async fn newer_than(&self, obj: &Value, answer: &Value) -> Result<Option<Value>, Failure> {
+        let cached = self.cached(&self.locate(obj).await?).await;
+        Ok(Some(match cached {
+            Some(live) if !self.applied.behind(self.name, &self.key(obj), &live) => live,
+            _ => answer.clone(),
+        }))
     }
 
     /// Deletes `resources` in reverse kind order; `present` counts what is still there.

@@ -177,7 +177,9 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
         Pass::Terminate | Pass::Deploy { .. } => {}
     }
     let ns = actx.namespace().unwrap_or_default();
+    let started = std::time::Instant::now();
     let (units, elsewhere) = units_here(&ctx, &actx).await?;
+    tracing::debug!(appcontext = %actx.name_any(), units = units.len(), elapsed = ?started.elapsed(), "pass started");
     // Nothing of it on this shard's clusters, unless what it replaced was (to prune).
     if units.is_empty() && !elsewhere.is_empty() && pass != (Pass::Deploy { prune: true }) {
         return Ok(Action::requeue(Duration::from_secs(60)));
@@ -207,6 +209,7 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
     } else if actx.metadata.deletion_timestamp.is_none() {
         write_status(&Api::namespaced(ctx.hub.clone(), &ns), actx.as_ref(), Some(&previous), &status).await?;
     }
+    tracing::debug!(appcontext = %actx.name_any(), elapsed = ?started.elapsed(), state = ?status.state, "pass done");
     let notes = announce::notes(&previous, &status, actx.spec.revision, pass == Pass::Terminate);
     announce::publish(&ctx.recorder, &actx, notes).await;
     if status.state == ContextState::Terminated {
@@ -551,7 +554,7 @@ async fn sync_unit(
         applied
     };
     if outcome.reachable {
-        let mut seen = member.observe(&unit.resources).await;
+        let mut seen = member.observe(&unit.resources, &outcome.written).await;
         let repaired = if seen.drifted.is_empty() { 0 } else { repair(ctx, actx, &member, &mut seen).await };
         let unit_id = (id(actx), unit.app.clone(), unit.cluster.clone());
         status.drift_repaired = {

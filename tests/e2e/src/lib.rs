@@ -600,6 +600,25 @@ fn wait_ready(limit: Duration) {
     }
 }
 
+/// The samples of `/metrics` on the bed's operator: `name{labels}` to value.
+pub async fn scrape() -> Result<std::collections::BTreeMap<String, f64>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect("127.0.0.1:18080").await?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").await?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await?;
+    let (head, body) = reply.split_once("\r\n\r\n").context("an HTTP reply")?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
+    anyhow::ensure!(head.contains("application/openmetrics-text"), "{head}");
+    anyhow::ensure!(body.ends_with("# EOF\n"), "an OpenMetrics document");
+    Ok(body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect())
+}
+
 /// The process id of the bed's operator.
 pub fn operator_pid() -> Result<u32> {
     let pidfile = Bed::get().dir.join("operator.pid");

@@ -130,6 +130,21 @@ async fn hub_requests(hub: &Client) -> Result<BTreeMap<String, u64>> {
     Ok(by_verb)
 }
 
+/// The operator's requests to members so far, by verb (its own counters).
+async fn member_requests() -> Result<BTreeMap<String, u64>> {
+    let prefix = r#"emco_api_requests_total{api="member",verb=""#;
+    Ok(scrape()
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.trim_end_matches("\"}").to_string(), v as u64)))
+        .collect())
+}
+
+/// `after - before`, by key, without the keys that did not move.
+fn moved(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after.iter().map(|(v, c)| (v.clone(), c - before.get(v).copied().unwrap_or(0))).filter(|(_, c)| *c > 0).collect()
+}
+
 /// Samples the RSS of `pid` every 100 ms until the flag is set; returns the peak.
 fn sample_peak(pid: u32, stop: Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
@@ -219,6 +234,9 @@ struct Run {
     update_p99: f64,
     hub_per_object: f64,
     hub_by_verb: BTreeMap<String, u64>,
+    member_fanout: BTreeMap<String, u64>,
+    member_per_object: f64,
+    member_update: BTreeMap<String, u64>,
     peak_rss_mib: f64,
     cpu_fanout: f64,
     ns: String,
@@ -262,7 +280,8 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     let (arrivals, watches) = watch_arrivals(members, &selector, APPS * PER_APP);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pid = operator_pid()?;
-    let (hub_before, cpu_before) = (hub_requests(hub).await?, cpu_seconds(pid));
+    let (hub_before, cpu_before, member_before) =
+        (hub_requests(hub).await?, cpu_seconds(pid), member_requests().await?);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = sample_peak(pid, stop.clone());
     let mut dig = dig_manifest(&ns, json!({"genericPlacementIntent": "gpi"}));
@@ -271,14 +290,11 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     apply(hub, &dig).await?;
     let fanout = wait_all(&arrivals, n, Duration::from_secs(600)).await?.duration_since(start).as_secs_f64();
     let (hub_after, cpu_after) = (hub_requests(hub).await?, cpu_seconds(pid));
+    let member_fanout = moved(&member_before, &member_requests().await?);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let peak = sampler.join().unwrap_or(0);
     watches.iter().for_each(|w| w.abort());
-    let hub_by_verb: BTreeMap<String, u64> = hub_after
-        .iter()
-        .map(|(v, c)| (v.clone(), c - hub_before.get(v).copied().unwrap_or(0)))
-        .filter(|(_, c)| *c > 0)
-        .collect();
+    let hub_by_verb = moved(&hub_before, &hub_after);
     let hub_total: u64 = hub_by_verb.values().sum();
 
     // Update: app0's value changes; one ConfigMap per member.
@@ -298,6 +314,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
         }));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let member_before = member_requests().await?;
     let start = Instant::now();
     apply(hub, &profile("2")).await?;
     while updated.lock().unwrap().len() < n {
@@ -309,6 +326,9 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tasks.iter().for_each(|t| t.abort());
+    // Until the pass that carried the update is over.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let member_update = moved(&member_before, &member_requests().await?);
     let delays: Vec<f64> = updated.lock().unwrap().values().map(|t| t.duration_since(start).as_secs_f64()).collect();
 
     // The direct baseline: the same rendered objects, straight to each member.
@@ -345,17 +365,25 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
         update_p99: percentile(delays, 0.99),
         hub_per_object: hub_total as f64 / (n * APPS * PER_APP) as f64,
         hub_by_verb,
+        member_per_object: member_fanout.values().sum::<u64>() as f64 / (n * APPS * PER_APP) as f64,
+        member_fanout,
+        member_update,
         peak_rss_mib: peak as f64 / (1 << 20) as f64,
         cpu_fanout: cpu_after - cpu_before,
     })
 }
 
+/// Terminates the run's DIG, then deletes its project and grant: what a run leaves behind would
+/// otherwise wake the controllers of every later run and of the rest measurement.
 async fn terminate(hub: &Client, ns: &str) -> Result<()> {
     set_dig_state(hub, ns, ns, "Terminated").await?;
     wait_dig(hub, ns, ns, "Terminated", Duration::from_secs(600), |s| {
         s.state == emco::api::orchestrator::DigState::Terminated
     })
     .await?;
+    let dp = kube::api::DeleteParams::default();
+    Api::<emco::api::orchestrator::Project>::all(hub.clone()).delete(ns, &dp).await?;
+    Api::<emco::api::dcm::ClusterGrant>::all(hub.clone()).delete(&format!("e2e-{ns}"), &dp).await?;
     Ok(())
 }
 
@@ -395,7 +423,7 @@ async fn scale_fan_out_update_and_cost() -> Result<()> {
     for run in 0..RUNS {
         let r = one_run(&hub, &members, run, run + 1 == RUNS).await?;
         println!(
-            "run {run}: fan-out {:.2} s (direct {:.2} s, {:.2}x), update P50 {:.3} s P99 {:.3} s, hub {:.3}/object {:?}, peak RSS {:.0} MiB, CPU {:.1} s",
+            "run {run}: fan-out {:.2} s (direct {:.2} s, {:.2}x), update P50 {:.3} s P99 {:.3} s, hub {:.3}/object {:?}, member requests fan-out {:?} update {:?}, peak RSS {:.0} MiB, CPU {:.1} s",
             r.fanout,
             r.direct,
             r.fanout / r.direct,
@@ -403,6 +431,8 @@ async fn scale_fan_out_update_and_cost() -> Result<()> {
             r.update_p99,
             r.hub_per_object,
             r.hub_by_verb,
+            r.member_fanout,
+            r.member_update,
             r.peak_rss_mib,
             r.cpu_fanout
         );
@@ -429,6 +459,8 @@ async fn scale_fan_out_update_and_cost() -> Result<()> {
          | ratio | {:.2}x |\n\
          | update propagation P50 / P99 | {:.3} s / {:.3} s |\n\
          | hub requests per object delivered | {:.3} |\n\
+         | member requests per object, fan-out | {:.2} |\n\
+         | member writes / reads in the update (N objects changed) | {:.0} / {:.0} |\n\
          | operator peak RSS during fan-out | {:.0} MiB |\n\
          | operator CPU during fan-out | {:.1} s |\n\
          | at rest (60 s, N x 200 objects under watch): CPU / RSS | {:.2} % of a core / {:.0} MiB |\n\
@@ -440,6 +472,10 @@ async fn scale_fan_out_update_and_cost() -> Result<()> {
         m(|r| r.update_p50),
         m(|r| r.update_p99),
         m(|r| r.hub_per_object),
+        m(|r| r.member_per_object),
+        m(|r| r.member_update.get("patch").copied().unwrap_or(0) as f64),
+        m(|r| (r.member_update.get("get").copied().unwrap_or(0) + r.member_update.get("list").copied().unwrap_or(0))
+            as f64),
         m(|r| r.peak_rss_mib),
         m(|r| r.cpu_fanout),
         rest_cpu,

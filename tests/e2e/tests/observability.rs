@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The Events `kubectl events --for <what>` lists, in order, as `reason: note`.
 fn event_reasons(ns: Option<&str>, what: &str) -> Result<Vec<String>> {
@@ -38,24 +37,6 @@ async fn wait_events(ns: Option<&str>, what: &str, wanted: &[&str]) -> Result<Ve
         })
     })
     .await
-}
-
-/// The samples of `/metrics` on the bed's operator: `name{labels}` to value.
-async fn scrape() -> Result<BTreeMap<String, f64>> {
-    let mut stream = tokio::net::TcpStream::connect("127.0.0.1:18080").await?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").await?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).await?;
-    let (head, body) = reply.split_once("\r\n\r\n").context("an HTTP reply")?;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.contains("application/openmetrics-text"), "{head}");
-    assert!(body.ends_with("# EOF\n"), "an OpenMetrics document");
-    Ok(body
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-        .collect())
 }
 
 #[tokio::test]
