@@ -140,7 +140,7 @@ pub struct Member<'a> {
 #[derive(Default)]
 pub struct Listing {
     /// By (member, namespace): made sure of by the first unit that needs it, the others wait.
-    namespaces: Mutex<HashMap<(String, String), Once>>,
+    namespaces: Mutex<HashMap<(String, String), Looked>>,
     /// By (member, kind, namespace): filled by the first unit that needs it.
     names: Mutex<HashMap<Place, Names>>,
 }
@@ -148,7 +148,7 @@ pub struct Listing {
 /// (member, kind, namespace).
 type Place = (String, String, Option<String>);
 type Names = Arc<tokio::sync::OnceCell<HashSet<String>>>;
-type Once = Arc<tokio::sync::OnceCell<()>>;
+type Looked = Arc<tokio::sync::OnceCell<()>>;
 
 /// Where one resource lives on a member.
 struct Target {
@@ -185,12 +185,6 @@ impl Member<'_> {
         };
         let (api, write) = (at(&self.client), at(&self.writer));
         Ok(Target { api, write, resource: served.resource, namespace, name })
-    }
-
-    /// `obj` as the member has it: from the monitor's watch when it has it, else asked directly
-    /// (just applied and not yet seen by the watch, or the watch not ready).
-    async fn read(&self, obj: &Value) -> Result<Option<Value>, Failure> {
-        self.read_at(&self.locate(obj).await?).await
     }
 
     /// `t` as the member has it: from the watch, else asked directly. Every copy carries
@@ -361,22 +355,7 @@ impl Member<'_> {
     pub async fn observe(&self, resources: &[Value], written: &HashMap<String, Value>) -> Outcome {
         let mut out = Outcome { reachable: true, ..Default::default() };
         for obj in resources {
-            let read = match written.get(&self.key(obj)) {
-                Some(answer) => self.newer_than(obj, answer).await,
-                None => self.read(obj).await,
-            };
-            let read = match read {
-                // The watch has not caught up with the apply yet: ask the member, where the
-                // status of the object as applied decides readiness.
-                Ok(Some(live))
-                    if ready::judged_by_status(obj["kind"].as_str().unwrap_or_default())
-                        && self.applied.behind(self.name, &self.key(obj), &live) =>
-                {
-                    async { self.fetch(&self.locate(obj).await?).await }.await
-                }
-                other => other,
-            };
-            match read {
+            match self.read_back(obj, written).await {
                 Ok(Some(live)) if shared(obj) && !self.owner.owns(&live) => {
                     out.present += 1;
                     out.ready += u32::from(ready::is_ready(&live));
@@ -411,14 +390,17 @@ impl Member<'_> {
         out
     }
 
-    /// `obj` from the watch when the watch has caught up with `answer` (the member's answer to
-    /// the write of it), else `answer`.
-    async fn newer_than(&self, obj: &Value, answer: &Value) -> Result<Option<Value>, Failure> {
-        let cached = self.cached(&self.locate(obj).await?).await;
-        Ok(Some(match cached {
-            Some(live) if !self.applied.behind(self.name, &self.key(obj), &live) => live,
-            _ => answer.clone(),
-        }))
+    /// `obj` as the member has it, asking the member only when nothing else will do: the watch's
+    /// copy unless it lags what rsync last wrote; then the member's answer to this pass's write,
+    /// or a lagging copy where readiness does not depend on status; else the member itself.
+    async fn read_back(&self, obj: &Value, written: &HashMap<String, Value>) -> Result<Option<Value>, Failure> {
+        let (t, key) = (self.locate(obj).await?, self.key(obj));
+        match (self.cached(&t).await, written.get(&key)) {
+            (Some(live), _) if !self.applied.behind(self.name, &key, &live) => Ok(Some(live)),
+            (_, Some(answer)) => Ok(Some(answer.clone())),
+            (Some(live), None) if !ready::judged_by_status(obj["kind"].as_str().unwrap_or_default()) => Ok(Some(live)),
+            _ => self.fetch(&t).await,
+        }
     }
 
     /// Deletes `resources` in reverse kind order; `present` counts what is still there.
