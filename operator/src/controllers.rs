@@ -100,6 +100,7 @@ async fn controllers(
         recorder: recorder.clone(),
         bundles: bundles.clone(),
         backoff: Default::default(),
+        recorded: Default::default(),
     });
     let ncm = Arc::new(crate::ncm::Context {
         hub: hub.clone(),

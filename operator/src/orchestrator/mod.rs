@@ -7,6 +7,7 @@ pub mod lifecycle;
 pub mod place;
 pub mod plan;
 pub mod project;
+pub mod recorded;
 pub mod resolve;
 pub mod revisions;
 pub mod status;
@@ -107,6 +108,7 @@ pub struct Context {
     pub recorder: kube::runtime::events::Recorder,
     pub bundles: Arc<crate::rsync::bundle::BundleCache>,
     pub backoff: Backoff,
+    pub recorded: recorded::Recorded,
 }
 
 pub async fn run(ctx: Arc<Context>) {
@@ -182,6 +184,10 @@ async fn reconcile(guard: Arc<DeserializeGuard<Dig>>, ctx: Arc<Context>) -> Resu
     let Some(dig) = crate::reconcile::readable(&guard, Some(&ctx.recorder)).await else {
         return Ok(Action::await_change());
     };
+    // The watch has not delivered this replica's last status write yet: its event wakes the DIG.
+    if ctx.recorded.behind(&dig) {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let api = Api::<Dig>::namespaced(ctx.hub.clone(), &dig.namespace().unwrap_or_default());
     let current = revisions::current_context(&ctx, &dig).await?;
     if let Some(c) = &current {
@@ -227,6 +233,7 @@ async fn reconcile(guard: Arc<DeserializeGuard<Dig>>, ctx: Arc<Context>) -> Resu
         condition::keep_times(&before.conditions, &mut status.conditions);
     }
     write_status(&api, dig.as_ref(), dig.status.as_ref(), &status).await?;
+    ctx.recorded.wrote(&dig, status.revision);
     // Best effort, after the new revision is recorded: a failure here never holds the DIG back.
     let mut trimmed = status.clone();
     match revisions::forget_old_revisions(&ctx, &dig, &mut trimmed).await {
@@ -326,7 +333,7 @@ async fn refuse(
 }
 
 /// Stores `plan` (made from inputs with `hash`) as the next revision and records it in the DIG
-/// status; the revision it replaces is superseded first.
+/// status; the revision it replaces is superseded before the new one exists.
 async fn advance(
     ctx: &Context,
     dig: &Dig,
@@ -338,11 +345,20 @@ async fn advance(
     let mut replaces = current.filter(|c| c.spec.operation != Operation::Terminate).cloned();
     let mut revision = status.revision.unwrap_or(0) + 1;
     let context = loop {
-        if let Some(old) = &replaces {
-            revisions::supersede(ctx, old, &revisions::context_name(&dig.name_any(), revision)).await?;
-        }
-        let name = replaces.as_ref().map(|c| c.name_any());
-        match revisions::store(&ctx.hub, dig, plan, revision, name, hash).await? {
+        // The bundles are written while the old revision is told it is replaced: the new context,
+        // which names them, comes after both.
+        let name = revisions::context_name(&dig.name_any(), revision);
+        let superseded = async {
+            match &replaces {
+                Some(old) => revisions::supersede(ctx, old, &name).await,
+                None => Ok(()),
+            }
+        };
+        let (superseded, apps) =
+            tokio::join!(superseded, revisions::write_bundles(&ctx.hub, &ctx.bundles, dig, plan, revision));
+        superseded?;
+        let replaced = replaces.as_ref().map(|c| c.name_any());
+        match revisions::create_context(&ctx.hub, dig, plan, apps?, revision, replaced, hash).await? {
             revisions::Stored::Context(c) => break c,
             revisions::Stored::Taken(live) => {
                 tracing::info!(dig = %key(dig), revision, "revision made from older inputs found; going on after it");

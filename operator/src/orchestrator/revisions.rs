@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use futures::future::{BoxFuture, FutureExt};
+use futures::{StreamExt, TryStreamExt};
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
@@ -40,17 +42,20 @@ pub enum Stored {
     Taken(AppContext),
 }
 
-/// Writes `plan`, made from inputs with hash `hash`, as revision `revision` of `dig`.
-pub async fn store(
+/// Bundle Secrets written at once.
+const BUNDLE_WRITES: usize = 8;
+
+/// Writes the bundles of `plan` as those of revision `revision` of `dig` (what an earlier try
+/// wrote already is not written again), keeps them in rsync's `cache`, and returns the context's
+/// apps naming them.
+pub async fn write_bundles(
     hub: &Client,
+    cache: &bundle::BundleCache,
     dig: &Dig,
     plan: &Plan,
     revision: u32,
-    replaces: Option<String>,
-    hash: &str,
-) -> kube::Result<Stored> {
+) -> kube::Result<Vec<ContextApp>> {
     let ns = dig.namespace().unwrap_or_default();
-    // What an earlier try wrote already is not written again (a retry after a crash goes on).
     let selector = format!("{}={},{}={revision}", labels::DIG, dig.name_any(), labels::REVISION);
     let written: BTreeSet<String> = Api::<Secret>::namespaced(hub.clone(), &ns)
         .list_metadata(&kube::api::ListParams::default().labels(&selector))
@@ -59,25 +64,21 @@ pub async fn store(
         .map(|s| s.name_any())
         .collect();
     let mut apps = Vec::new();
+    let mut unwritten = Vec::new();
     for app in &plan.apps {
         let mut clusters = Vec::new();
         for planned in &app.bundles {
             let name = format!("{}-r{revision}-{}-{}", dig.name_any(), app.name, planned.hash);
             let parts = bundle::encode(&planned.resources);
-            for (i, part) in parts.iter().enumerate() {
-                let owner = dig.controller_owner_ref(&()).expect("DIGs have a uid");
-                let name = bundle::part_name(&name, i as u32);
-                if written.contains(&name) {
-                    continue;
-                }
-                create_part(hub, owner, owner_labels(dig, revision), &ns, &name, part).await?;
-            }
+            let named = parts.iter().enumerate().map(|(i, part)| (bundle::part_name(&name, i as u32), part.clone()));
+            unwritten.extend(named.filter(|(name, _)| !written.contains(name)));
             let bundle = BundleRef {
-                name,
+                name: name.clone(),
                 parts: parts.len() as u32,
                 resources: planned.resources.len() as u32,
                 digest: Some(bundle::digest(&parts)),
             };
+            cache.keep(&ns, &name, planned.resources.clone());
             clusters
                 .extend(planned.clusters.iter().map(|c| ContextCluster { cluster: c.clone(), bundle: bundle.clone() }));
         }
@@ -94,6 +95,28 @@ pub async fn store(
             unlisted,
         });
     }
+    // Side by side (a revision writes one per app).
+    let owner = dig.controller_owner_ref(&()).expect("DIGs have a uid");
+    let writes: Vec<BoxFuture<kube::Result<()>>> = unwritten
+        .iter()
+        .map(|(name, part)| create_part(hub, owner.clone(), owner_labels(dig, revision), &ns, name, part).boxed())
+        .collect();
+    futures::stream::iter(writes).buffer_unordered(BUNDLE_WRITES).try_collect::<Vec<()>>().await?;
+    Ok(apps)
+}
+
+/// Creates revision `revision` of `dig`, made from inputs with hash `hash`, whose `apps` name
+/// the bundles [`write_bundles`] wrote.
+pub async fn create_context(
+    hub: &Client,
+    dig: &Dig,
+    plan: &Plan,
+    apps: Vec<ContextApp>,
+    revision: u32,
+    replaces: Option<String>,
+    hash: &str,
+) -> kube::Result<Stored> {
+    let ns = dig.namespace().unwrap_or_default();
     let operation = if replaces.is_some() { Operation::Update } else { Operation::Instantiate };
     let context = AppContext {
         metadata: ObjectMeta {
@@ -124,9 +147,6 @@ pub async fn store(
         let same = existing.annotations().get(INPUT_HASH).map(String::as_str) == Some(hash);
         if same { Stored::Context(existing) } else { Stored::Taken(existing) }
     };
-    if let Some(existing) = api.get_opt(&context.name_any()).await? {
-        return Ok(found(existing));
-    }
     match api.create(&PostParams::default(), &context).await {
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(found(api.get(&context.name_any()).await?)),
         other => other.map(Stored::Context),

@@ -114,6 +114,18 @@ impl BundleCache {
         }
         let (resources, size) = decode_sized(&bundle.name, &parts)?;
         let resources = Arc::new(resources);
+        self.insert(key, resources.clone(), size);
+        Ok(resources)
+    }
+
+    /// Keeps the resources of bundle `name` in `ns` as just written, so that rsync in this process
+    /// does not read back what the orchestrator wrote.
+    pub fn keep(&self, ns: &str, name: &str, resources: Resources) {
+        let size = serde_json::to_vec(resources.as_ref()).map_or(0, |json| json.len());
+        self.insert((ns.to_string(), name.to_string()), resources, size);
+    }
+
+    fn insert(&self, key: (String, String), resources: Resources, size: usize) {
         let mut loaded = self.loaded.lock().unwrap();
         while loaded.bytes + size > CACHE_BYTES {
             let Some(oldest) = loaded.order.pop_front() else { break };
@@ -121,11 +133,10 @@ impl BundleCache {
                 loaded.bytes -= n;
             }
         }
-        if size <= CACHE_BYTES && loaded.bundles.insert(key.clone(), (resources.clone(), size)).is_none() {
+        if size <= CACHE_BYTES && loaded.bundles.insert(key.clone(), (resources, size)).is_none() {
             loaded.order.push_back(key);
             loaded.bytes += size;
         }
-        Ok(resources)
     }
 }
 
@@ -150,6 +161,19 @@ mod tests {
         assert!(parts.len() > 1, "expected several parts, got {}", parts.len());
         assert!(parts.iter().all(|p| p.len() <= PART_BYTES));
         assert_eq!(decode("b", &parts).unwrap(), resources);
+    }
+
+    #[tokio::test]
+    async fn a_kept_bundle_is_served_without_asking_the_hub() {
+        // Nothing listens there: a read would fail.
+        let hub = Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+        let resources: Resources = Arc::new(vec![serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "a"}})]);
+        let cache = BundleCache::default();
+        cache.keep("p", "d-r2-app-h", resources.clone());
+        let bundle = BundleRef { name: "d-r2-app-h".into(), parts: 1, resources: 1, digest: None };
+        assert_eq!(cache.load(&hub, "p", &bundle).await.unwrap(), resources);
+        let elsewhere = BundleRef { name: "d-r2-other-h".into(), ..bundle };
+        assert!(cache.load(&hub, "p", &elsewhere).await.is_err(), "not kept: read from the hub");
     }
 
     fn gzip(bytes: &[u8]) -> Vec<u8> {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
-use futures::{StreamExt, stream};
+use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
@@ -34,7 +34,7 @@ use crate::api::clm::Cluster;
 use crate::api::condition::ConditionType;
 use crate::api::orchestrator::OpStatus;
 use crate::api::rsync::{
-    AppContext, AppContextStatus, AppStatus, ClusterStatus, Connectivity, ContextState, Operation,
+    AppContext, AppContextStatus, AppStatus, BundleRef, ClusterStatus, Connectivity, ContextState, Operation,
 };
 use crate::api::{condition, labels};
 use crate::finalizer;
@@ -45,6 +45,8 @@ use member::{Member, Outcome};
 
 /// (app, cluster) pairs worked on at once within one AppContext.
 const CONCURRENCY: usize = 16;
+/// Bundles read from the hub at once at the start of a pass.
+const BUNDLE_READS: usize = 8;
 /// On AppContexts and their bundle Secrets: nothing goes before what it applied is deleted.
 pub const FINALIZER: &str = "rsync.emco.io/terminate";
 
@@ -299,6 +301,20 @@ fn rollout_health(status: &AppContextStatus, taken: &BTreeSet<&str>) -> BTreeMap
 /// This shard's units, with their bundles; and the other shards' units with their resource counts.
 async fn units_here(ctx: &Context, actx: &AppContext) -> Result<(Vec<Unit>, BTreeMap<(String, String), u32>), Error> {
     let ns = actx.namespace().unwrap_or_default();
+    // Each bundle this shard needs, read side by side (most are in the cache already).
+    let needed: BTreeMap<&str, &BundleRef> = actx
+        .spec
+        .apps
+        .iter()
+        .flat_map(|a| &a.clusters)
+        .filter(|c| ctx.shards.owns(&c.cluster))
+        .map(|c| (c.bundle.name.as_str(), &c.bundle))
+        .collect();
+    let reads: Vec<BoxFuture<Result<_, Error>>> = needed
+        .into_values()
+        .map(|b| async { Ok((b.name.as_str(), ctx.bundles.load(&ctx.hub, &ns, b).await?)) }.boxed())
+        .collect();
+    let loaded: BTreeMap<&str, bundle::Resources> = stream::iter(reads).buffer_unordered(BUNDLE_READS).try_collect().await?;
     let (mut units, mut elsewhere) = (Vec::new(), BTreeMap::new());
     for app in &actx.spec.apps {
         for c in &app.clusters {
@@ -306,7 +322,7 @@ async fn units_here(ctx: &Context, actx: &AppContext) -> Result<(Vec<Unit>, BTre
                 elsewhere.insert((app.name.clone(), c.cluster.clone()), c.bundle.resources);
                 continue;
             }
-            let resources = ctx.bundles.load(&ctx.hub, &ns, &c.bundle).await?;
+            let resources = loaded[c.bundle.name.as_str()].clone();
             let (resources, hooks) = match resources.iter().any(hook::is_hook) {
                 false => (resources, Arc::default()),
                 true => {
@@ -549,8 +565,10 @@ async fn sync_unit(
     let mut outcome = if applied_before {
         Outcome { reachable: true, ..Default::default() }
     } else {
+        let started = std::time::Instant::now();
         let applied = member.apply(&unit.resources).await;
-        tracing::debug!(appcontext = %actx.name_any(), app = %unit.app, cluster = %unit.cluster, objects = applied.present, "applied");
+        let (objects, elapsed) = (applied.present, started.elapsed());
+        tracing::debug!(appcontext = %actx.name_any(), app = %unit.app, cluster = %unit.cluster, objects, ?elapsed, "applied");
         applied
     };
     if outcome.reachable {

@@ -4,7 +4,8 @@
 # test bed's hub as Clusters s0..s<N-1> (provider `scale`, label `scale`). For `just bench-scale`.
 #   scale.sh up N    start (or grow to) N members and register them
 #   scale.sh down    stop them, unregister them, remove their state
-# Needs the test bed's hub (`just up`) and openssl.
+# Needs the test bed's hub (`just up`) and openssl. SCALE_PROFILING=true serves Go's /debug/pprof on
+# the members (for a profile of a member during a bench; off by default).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 dir=$BED_DIR/scale
@@ -46,7 +47,7 @@ start_member() {
     --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$dir/pki/sa.pub" \
     --service-account-signing-key-file "$dir/pki/sa.key" --service-cluster-ip-range 10.96.0.0/16 \
     --watch-cache=false --enable-priority-and-fairness=false --endpoint-reconciler-type none \
-    --profiling=false -v 0 >"$dir/s$i.log" 2>&1 &
+    --profiling="${SCALE_PROFILING:-false}" -v 0 >"$dir/s$i.log" 2>&1 &
   echo $! >"$dir/s$i.pid"
   local token ca
   token=$(cut -d, -f1 "$dir/pki/tokens.csv")

@@ -27,7 +27,10 @@ use serde_json::{Value, json};
 
 const APPS: usize = 20;
 const PER_APP: usize = 10;
-const RUNS: usize = 3;
+/// Runs per figure; `BENCH_RUNS` overrides it for a quick look (the figures are then not medians of 3).
+fn run_count() -> usize {
+    std::env::var("BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3)
+}
 const CHART: &str = "apiVersion: v2\nname: scale\nversion: 0.1.0\n";
 const TEMPLATE: &str = r#"apiVersion: apps/v1
 kind: Deployment
@@ -157,6 +160,12 @@ fn sample_peak(pid: u32, stop: Arc<std::sync::atomic::AtomicBool>) -> std::threa
     })
 }
 
+/// A phase boundary on stderr with the wall clock, to line up with profiles taken beside the bench.
+fn mark(phase: &str) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    eprintln!("phase {phase} at {:.3}", now.as_secs_f64());
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -183,15 +192,26 @@ async fn scale_members(bed: &Bed) -> Result<Vec<(String, Client)>> {
     Ok(members)
 }
 
-/// Applies `objects` to every member in namespace `ns`, 16 (member, app) units at once, each
-/// unit's objects in order.
-async fn direct_apply(members: &[(String, Client)], ns: &str, apps: &[Vec<Value>]) -> Result<()> {
+/// How the direct baseline orders its (member, app) units.
+#[derive(Clone, Copy)]
+enum Order {
+    /// Every app of one member, then the next member: each member serves a burst.
+    MemberByMember,
+    /// Each app on every member, then the next app: the order rsync sends a level of apps in.
+    Interleaved,
+}
+
+/// Applies `objects` to every member in namespace `ns`, 16 (member, app) units at once in
+/// `order`, each unit's objects in order.
+async fn direct_apply(members: &[(String, Client)], ns: &str, apps: &[Vec<Value>], order: Order) -> Result<()> {
     for (_, client) in members {
         let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
         let _ = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await;
     }
-    let units: Vec<(Client, &Vec<Value>)> =
-        members.iter().flat_map(|(_, c)| apps.iter().map(move |a| (c.clone(), a))).collect();
+    let units: Vec<(Client, &Vec<Value>)> = match order {
+        Order::MemberByMember => members.iter().flat_map(|(_, c)| apps.iter().map(move |a| (c.clone(), a))).collect(),
+        Order::Interleaved => apps.iter().flat_map(|a| members.iter().map(move |(_, c)| (c.clone(), a))).collect(),
+    };
     let params = PatchParams::apply("bench-direct").force();
     let results: Vec<Result<()>> = futures::stream::iter(units)
         .map(|(client, objects)| {
@@ -227,9 +247,25 @@ async fn direct_apply(members: &[(String, Client)], ns: &str, apps: &[Vec<Value>
     results.into_iter().collect()
 }
 
+/// Deletes a direct baseline's copies (the members have no namespace controller to do it), so
+/// that runs do not pile objects up on the members.
+async fn remove_copies(members: &[(String, Client)], ns: &str) -> Result<()> {
+    let (dp, lp) = (kube::api::DeleteParams::default(), kube::api::ListParams::default());
+    for (_, client) in members {
+        Api::<ConfigMap>::namespaced(client.clone(), ns).delete_collection(&dp, &lp).await?;
+        Api::<Deployment>::namespaced(client.clone(), ns).delete_collection(&dp, &lp).await?;
+        let services = Api::<Service>::namespaced(client.clone(), ns);
+        for svc in services.list_metadata(&lp).await? {
+            services.delete(&svc.name_any(), &dp).await?;
+        }
+    }
+    Ok(())
+}
+
 struct Run {
     fanout: f64,
     direct: f64,
+    interleaved: f64,
     update_p50: f64,
     update_p99: f64,
     hub_per_object: f64,
@@ -286,9 +322,11 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     let sampler = sample_peak(pid, stop.clone());
     let mut dig = dig_manifest(&ns, json!({"genericPlacementIntent": "gpi"}));
     dig["spec"]["compositeProfile"] = json!("profile");
+    mark("fanout start");
     let start = Instant::now();
     apply(hub, &dig).await?;
     let fanout = wait_all(&arrivals, n, Duration::from_secs(600)).await?.duration_since(start).as_secs_f64();
+    mark("fanout done");
     let (hub_after, cpu_after) = (hub_requests(hub).await?, cpu_seconds(pid));
     let member_fanout = moved(&member_before, &member_requests().await?);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -331,28 +369,33 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     let member_update = moved(&member_before, &member_requests().await?);
     let delays: Vec<f64> = updated.lock().unwrap().values().map(|t| t.duration_since(start).as_secs_f64()).collect();
 
-    // The direct baseline: the same rendered objects, straight to each member.
+    // The direct baselines: the same rendered objects, straight to each member, in both orders.
     let actx_name = dig_status_context(hub, &ns).await?;
     let actx = Api::<emco::api::rsync::AppContext>::namespaced(hub.clone(), &ns).get(&actx_name).await?;
     let cache = emco::rsync::bundle::BundleCache::default();
-    let mut rendered = Vec::new();
+    let mut bundles = Vec::new();
     for app in &actx.spec.apps {
-        let bundle = &app.clusters[0].bundle;
-        let mut objects: Vec<Value> = cache.load(hub, &ns, bundle).await?.as_ref().clone();
-        for o in &mut objects {
-            o["metadata"]["labels"][emco::api::labels::DIG] = json!(format!("direct-{ns}"));
+        bundles.push(cache.load(hub, &ns, &app.clusters[0].bundle).await?.as_ref().clone());
+    }
+    let mut direct = [0.0; 2];
+    for (i, (order, tag)) in [(Order::MemberByMember, "direct"), (Order::Interleaved, "inter")].into_iter().enumerate() {
+        let target = format!("{tag}-{ns}");
+        let mut rendered: Vec<Vec<Value>> = bundles.clone();
+        for o in rendered.iter_mut().flatten() {
+            o["metadata"]["labels"][emco::api::labels::DIG] = json!(target);
             // Not the operator's: its member watches (label-selected) leave these out.
             o["metadata"]["labels"].as_object_mut().map(|l| l.remove(emco::api::labels::MANAGED_BY));
         }
-        rendered.push(objects);
+        let (arrivals, watches) = watch_arrivals(members, &format!("{}={target}", emco::api::labels::DIG), APPS * PER_APP);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        mark(&format!("{tag} start"));
+        let start = Instant::now();
+        direct_apply(members, &target, &rendered, order).await?;
+        direct[i] = wait_all(&arrivals, n, Duration::from_secs(600)).await?.duration_since(start).as_secs_f64();
+        mark(&format!("{tag} done"));
+        watches.iter().for_each(|w| w.abort());
+        remove_copies(members, &target).await?;
     }
-    let direct_selector = format!("{}=direct-{ns}", emco::api::labels::DIG);
-    let (arrivals, watches) = watch_arrivals(members, &direct_selector, APPS * PER_APP);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let start = Instant::now();
-    direct_apply(members, &format!("direct-{ns}"), &rendered).await?;
-    let direct = wait_all(&arrivals, n, Duration::from_secs(600)).await?.duration_since(start).as_secs_f64();
-    watches.iter().for_each(|w| w.abort());
 
     if !keep {
         terminate(hub, &ns).await?;
@@ -360,7 +403,8 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     Ok(Run {
         ns,
         fanout,
-        direct,
+        direct: direct[0],
+        interleaved: direct[1],
         update_p50: percentile(delays.clone(), 0.5),
         update_p99: percentile(delays, 0.99),
         hub_per_object: hub_total as f64 / (n * APPS * PER_APP) as f64,
@@ -384,7 +428,12 @@ async fn terminate(hub: &Client, ns: &str) -> Result<()> {
     let dp = kube::api::DeleteParams::default();
     Api::<emco::api::orchestrator::Project>::all(hub.clone()).delete(ns, &dp).await?;
     Api::<emco::api::dcm::ClusterGrant>::all(hub.clone()).delete(&format!("e2e-{ns}"), &dp).await?;
-    Ok(())
+    // Until the hub has deleted what the project held: that work would fall in the next run.
+    let namespaces = Api::<Namespace>::all(hub.clone());
+    wait_for(&format!("namespace {ns} gone"), Duration::from_secs(300), || async {
+        Ok(namespaces.get_opt(ns).await?.is_none().then_some(()))
+    })
+    .await
 }
 
 async fn dig_status_context(hub: &Client, ns: &str) -> Result<String> {
@@ -420,13 +469,16 @@ async fn scale_fan_out_update_and_cost() -> Result<()> {
     let members = scale_members(&bed).await?;
     let n = members.len();
     let mut runs = Vec::new();
-    for run in 0..RUNS {
-        let r = one_run(&hub, &members, run, run + 1 == RUNS).await?;
+    let total = run_count();
+    for run in 0..total {
+        let r = one_run(&hub, &members, run, run + 1 == total).await?;
         println!(
-            "run {run}: fan-out {:.2} s (direct {:.2} s, {:.2}x), update P50 {:.3} s P99 {:.3} s, hub {:.3}/object {:?}, member requests fan-out {:?} update {:?}, peak RSS {:.0} MiB, CPU {:.1} s",
+            "run {run}: fan-out {:.2} s (direct {:.2} s, {:.2}x; interleaved {:.2} s, {:.2}x), update P50 {:.3} s P99 {:.3} s, hub {:.3}/object {:?}, member requests fan-out {:?} update {:?}, peak RSS {:.0} MiB, CPU {:.1} s",
             r.fanout,
             r.direct,
             r.fanout / r.direct,
+            r.interleaved,
+            r.fanout / r.interleaved,
             r.update_p50,
             r.update_p99,
             r.hub_per_object,
@@ -441,22 +493,26 @@ async fn scale_fan_out_update_and_cost() -> Result<()> {
     // At rest: the last run's N x 200 objects deployed and under watch, nothing to do.
     let pid = operator_pid()?;
     let (cpu, hub_before) = (cpu_seconds(pid), hub_requests(&hub).await?);
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    let rest_cpu = (cpu_seconds(pid) - cpu) / 60.0 * 100.0;
+    // `BENCH_REST=0` skips it, for a quick look.
+    let rest = if std::env::var("BENCH_REST").as_deref() == Ok("0") { 1 } else { 60 };
+    tokio::time::sleep(Duration::from_secs(rest)).await;
+    let rest_cpu = (cpu_seconds(pid) - cpu) / rest as f64 * 100.0;
     let rest_rss = rss_bytes(pid) as f64 / (1 << 20) as f64;
     let hub_after = hub_requests(&hub).await?;
     let rest_hub: u64 = hub_after.iter().map(|(v, c)| c - hub_before.get(v).copied().unwrap_or(0)).sum();
-    println!("at rest: {rest_cpu:.2} % of a core, {rest_rss:.0} MiB, {rest_hub} hub requests in 60 s");
+    println!("at rest: {rest_cpu:.2} % of a core, {rest_rss:.0} MiB, {rest_hub} hub requests in {rest} s");
     if let Some(last) = runs.last() {
         terminate(&hub, &last.ns).await?;
     }
     let m = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
     let table = format!(
-        "scale bench, N = {n} members, {APPS} apps x {PER_APP} objects ({} objects), median of {RUNS} runs\n\
+        "scale bench, N = {n} members, {APPS} apps x {PER_APP} objects ({} objects), median of {total} runs\n\
          | figure | value |\n|---|---|\n\
          | fan-out (apply DIG -> all objects on every member) | {:.2} s |\n\
-         | direct baseline (same objects, SSA, same concurrency) | {:.2} s |\n\
+         | direct baseline, member by member (same objects, SSA, same concurrency) | {:.2} s |\n\
          | ratio | {:.2}x |\n\
+         | direct baseline, interleaved as rsync sends (same run) | {:.2} s |\n\
+         | ratio to interleaved | {:.2}x |\n\
          | update propagation P50 / P99 | {:.3} s / {:.3} s |\n\
          | hub requests per object delivered | {:.3} |\n\
          | member requests per object, fan-out | {:.2} |\n\
@@ -469,6 +525,8 @@ async fn scale_fan_out_update_and_cost() -> Result<()> {
         m(|r| r.fanout),
         m(|r| r.direct),
         m(|r| r.fanout / r.direct),
+        m(|r| r.interleaved),
+        m(|r| r.fanout / r.interleaved),
         m(|r| r.update_p50),
         m(|r| r.update_p99),
         m(|r| r.hub_per_object),
