@@ -147,6 +147,10 @@ pub async fn create_context(
         let same = existing.annotations().get(INPUT_HASH).map(String::as_str) == Some(hash);
         if same { Stored::Context(existing) } else { Stored::Taken(existing) }
     };
+    // Read first: a retry after a crash finds it without a write (a refused create is a write too).
+    if let Some(existing) = api.get_opt(&context.name_any()).await? {
+        return Ok(found(existing));
+    }
     match api.create(&PostParams::default(), &context).await {
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(found(api.get(&context.name_any()).await?)),
         other => other.map(Stored::Context),
