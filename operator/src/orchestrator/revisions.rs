@@ -64,21 +64,21 @@ pub async fn write_bundles(
         .map(|s| s.name_any())
         .collect();
     let mut apps = Vec::new();
-    let mut unwritten = Vec::new();
+    let (mut unwritten, mut kept) = (Vec::new(), Vec::new());
     for app in &plan.apps {
         let mut clusters = Vec::new();
         for planned in &app.bundles {
             let name = format!("{}-r{revision}-{}-{}", dig.name_any(), app.name, planned.hash);
             let parts = bundle::encode(&planned.resources);
-            let named = parts.iter().enumerate().map(|(i, part)| (bundle::part_name(&name, i as u32), part.clone()));
-            unwritten.extend(named.filter(|(name, _)| !written.contains(name)));
             let bundle = BundleRef {
                 name: name.clone(),
                 parts: parts.len() as u32,
                 resources: planned.resources.len() as u32,
                 digest: Some(bundle::digest(&parts)),
             };
-            cache.keep(&ns, &name, planned.resources.clone());
+            let named = parts.into_iter().enumerate().map(|(i, part)| (bundle::part_name(&name, i as u32), part));
+            unwritten.extend(named.filter(|(name, _)| !written.contains(name)));
+            kept.push((name, planned.resources.clone()));
             clusters
                 .extend(planned.clusters.iter().map(|c| ContextCluster { cluster: c.clone(), bundle: bundle.clone() }));
         }
@@ -102,6 +102,8 @@ pub async fn write_bundles(
         .map(|(name, part)| create_part(hub, owner.clone(), owner_labels(dig, revision), &ns, name, part).boxed())
         .collect();
     futures::stream::iter(writes).buffer_unordered(BUNDLE_WRITES).try_collect::<Vec<()>>().await?;
+    // Only what the hub holds: rsync reads these once a context names them.
+    kept.into_iter().for_each(|(name, resources)| cache.keep(&ns, &name, resources));
     Ok(apps)
 }
 
