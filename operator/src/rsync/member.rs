@@ -43,6 +43,7 @@ pub struct Outcome {
 }
 
 /// Why one request failed.
+#[derive(Clone)]
 enum Failure {
     /// The member did not answer: stop here, retry the whole unit later.
     Unreachable(String),
@@ -148,7 +149,7 @@ pub struct Listing {
 /// (member, kind, namespace).
 type Place = (String, String, Option<String>);
 type Names = Arc<tokio::sync::OnceCell<HashSet<String>>>;
-type Looked = Arc<tokio::sync::OnceCell<()>>;
+type Looked = Arc<tokio::sync::OnceCell<Result<(), Failure>>>;
 
 /// Where one resource lives on a member.
 struct Target {
@@ -211,14 +212,15 @@ impl Member<'_> {
     }
 
     /// Creates the default namespace when missing (looked for once per member and pass, however
-    /// many units of the member run at once); never deletes it (it may hold others' objects).
+    /// many units of the member run at once: a member that did not answer is not asked again by
+    /// each of its units in turn); never deletes it (it may hold others' objects).
     async fn ensure_namespace(&self) -> Result<(), Failure> {
         if !self.makes_namespace {
             return Ok(());
         }
         let key = (self.name.to_string(), self.namespace.to_string());
         let cell = self.listing.namespaces.lock().unwrap().entry(key).or_default().clone();
-        cell.get_or_try_init(|| async {
+        cell.get_or_init(|| async {
             let api = Api::<Namespace>::all(self.client.clone());
             if api.get_opt(self.namespace).await.map_err(classify)?.is_some() {
                 return Ok(());
@@ -233,7 +235,7 @@ impl Member<'_> {
             }
         })
         .await
-        .copied()
+        .clone()
     }
 
     /// Whether the member has an object of `t`'s kind and name in its namespace, from a metadata

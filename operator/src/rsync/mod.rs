@@ -314,7 +314,8 @@ async fn units_here(ctx: &Context, actx: &AppContext) -> Result<(Vec<Unit>, BTre
         .into_values()
         .map(|b| async { Ok((b.name.as_str(), ctx.bundles.load(&ctx.hub, &ns, b).await?)) }.boxed())
         .collect();
-    let loaded: BTreeMap<&str, bundle::Resources> = stream::iter(reads).buffer_unordered(BUNDLE_READS).try_collect().await?;
+    let loaded: BTreeMap<&str, bundle::Resources> =
+        stream::iter(reads).buffer_unordered(BUNDLE_READS).try_collect().await?;
     let (mut units, mut elsewhere) = (Vec::new(), BTreeMap::new());
     for app in &actx.spec.apps {
         for c in &app.clusters {
@@ -487,16 +488,21 @@ async fn deploy(
         let level: Vec<_> = left.iter().copied().filter(|a| a.depends_on.iter().all(|d| synced(&d.app))).collect();
         let level = if level.is_empty() { vec![left[0]] } else { level };
         left.retain(|a| !level.iter().any(|l| l.name == a.name));
-        let mut work = Vec::new();
+        let mut ready = Vec::new();
         for app in &level {
-            let app_units = units.iter().filter(|u| u.app == app.name);
+            let app_units = units.iter().copied().filter(|u| u.app == app.name);
             if machine::waiting_for(app, &since, now).is_empty() {
-                work.extend(app_units.map(|u| sync_unit(ctx, actx, u, previous_of(previous, u), &listing).boxed()));
+                ready.extend(app_units);
             } else {
                 results.extend(app_units.map(|u| (key(u), waiting(u, actx.metadata.generation))));
             }
         }
-        results.extend(bounded(work).await);
+        // Clusters that did not answer last time go last: their timeouts hold up no other.
+        ready.sort_by_key(|u| previous_of(previous, u).is_some_and(unreachable));
+        let work = order::by_cluster(ready, |u| &u.cluster).into_iter();
+        results.extend(
+            bounded(work.map(|u| sync_unit(ctx, actx, u, previous_of(previous, u), &listing).boxed()).collect()).await,
+        );
         for app in &level {
             for op in [OpStatus::Deployed, OpStatus::Ready] {
                 if dependency_met(&results, &app.name, op) {

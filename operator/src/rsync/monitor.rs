@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::api::labels;
 
@@ -30,6 +30,8 @@ struct Watch {
     client_key: String,
     resource: ApiResource,
     store: Store<DynamicObject>,
+    /// Whether the watch has listed once (the store is complete).
+    listed: watch::Receiver<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -57,24 +59,26 @@ impl Monitor {
         resource: &ApiResource,
     ) -> Option<Store<DynamicObject>> {
         let key = (cluster.to_string(), format!("{}/{}", resource.api_version, resource.kind));
-        let (store, new) = {
+        let (store, mut listed, new) = {
             let mut watches = self.watches.lock().unwrap();
             match watches.get(&key) {
-                Some(w) if w.client_key == client_key => (w.store.clone(), false),
+                Some(w) if w.client_key == client_key => (w.store.clone(), w.listed.clone(), false),
                 _ => {
                     let watch = self.start(client.clone(), resource, client_key);
-                    let store = watch.store.clone();
+                    let (store, listed) = (watch.store.clone(), watch.listed.clone());
                     if let Some(old) = watches.insert(key, watch) {
                         old.task.abort();
                     }
-                    (store, true)
+                    (store, listed, true)
                 }
             }
         };
+        // Not the store's `wait_until_ready`: it keeps one waker, the last poller's, so a unit
+        // that merely looked would take the wakeup from the one waiting (which then slept 5 s).
         let ready = if new {
-            tokio::time::timeout(Duration::from_secs(5), store.wait_until_ready()).await.is_ok_and(|r| r.is_ok())
+            tokio::time::timeout(Duration::from_secs(5), listed.wait_for(|l| *l)).await.is_ok_and(|r| r.is_ok())
         } else {
-            store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())
+            *listed.borrow()
         };
         ready.then_some(store)
     }
@@ -101,6 +105,7 @@ impl Monitor {
         let api: Api<DynamicObject> = Api::all_with(client, resource);
         let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
         let wake = self.wake.clone();
+        let (listed_tx, listed) = watch::channel(false);
         let events = watcher(api, watcher::Config::default().labels(&selector).page_size(LIST_PAGE))
             .default_backoff()
             .modify(|o| {
@@ -119,12 +124,15 @@ impl Monitor {
             let mut changes = Changes::default();
             while let Some(event) = events.next().await {
                 let Ok(event) = event else { continue };
+                if matches!(event, watcher::Event::InitDone) {
+                    listed_tx.send_replace(true);
+                }
                 for dig in changes.of(event) {
                     let _ = wake.send(dig);
                 }
             }
         });
-        Watch { client_key: client_key.to_string(), resource: resource.clone(), store, task }
+        Watch { client_key: client_key.to_string(), resource: resource.clone(), store, listed, task }
     }
 }
 

@@ -378,7 +378,8 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
         bundles.push(cache.load(hub, &ns, &app.clusters[0].bundle).await?.as_ref().clone());
     }
     let mut direct = [0.0; 2];
-    for (i, (order, tag)) in [(Order::MemberByMember, "direct"), (Order::Interleaved, "inter")].into_iter().enumerate() {
+    for (i, (order, tag)) in [(Order::MemberByMember, "direct"), (Order::Interleaved, "inter")].into_iter().enumerate()
+    {
         let target = format!("{tag}-{ns}");
         let mut rendered: Vec<Vec<Value>> = bundles.clone();
         for o in rendered.iter_mut().flatten() {
@@ -386,7 +387,8 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
             // Not the operator's: its member watches (label-selected) leave these out.
             o["metadata"]["labels"].as_object_mut().map(|l| l.remove(emco::api::labels::MANAGED_BY));
         }
-        let (arrivals, watches) = watch_arrivals(members, &format!("{}={target}", emco::api::labels::DIG), APPS * PER_APP);
+        let (arrivals, watches) =
+            watch_arrivals(members, &format!("{}={target}", emco::api::labels::DIG), APPS * PER_APP);
         tokio::time::sleep(Duration::from_secs(1)).await;
         mark(&format!("{tag} start"));
         let start = Instant::now();
