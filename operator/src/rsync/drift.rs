@@ -18,10 +18,13 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
-/// What rsync last saw of each object it applied: the projection's digest and the resourceVersion.
+/// What rsync last saw of each object it applied: the projection's digest and the resourceVersion;
+/// and the bundle each unit (a DIG's app on a cluster) last had in full.
 #[derive(Default)]
 pub struct Applied {
     seen: Mutex<HashMap<(String, String), Seen>>,
+    /// By (cluster, unit): the digest of the bundle last applied there in full.
+    delivered: Mutex<HashMap<(String, String), String>>,
 }
 
 #[derive(Clone)]
@@ -52,6 +55,25 @@ impl Applied {
     /// Forgets everything of `cluster` (it was deleted).
     pub fn forget_cluster(&self, cluster: &str) {
         self.seen.lock().unwrap().retain(|(c, _), _| c != cluster);
+        self.delivered.lock().unwrap().retain(|(c, _), _| c != cluster);
+    }
+
+    /// Records that `unit` on `cluster` holds bundle `digest` in full (`None`: it holds nothing
+    /// known any more).
+    pub fn deliver(&self, cluster: &str, unit: &str, digest: Option<&str>) {
+        let key = (cluster.to_string(), unit.to_string());
+        let mut delivered = self.delivered.lock().unwrap();
+        match digest {
+            Some(d) => delivered.insert(key, d.to_string()),
+            None => delivered.remove(&key),
+        };
+    }
+
+    /// Whether `unit` on `cluster` was last given bundle `digest` in full (known since this
+    /// replica started).
+    pub fn delivered(&self, cluster: &str, unit: &str, digest: &str) -> bool {
+        let key = (cluster.to_string(), unit.to_string());
+        self.delivered.lock().unwrap().get(&key).is_some_and(|d| d == digest)
     }
 
     /// Whether `live` is older than what the member answered rsync's last apply (a watch cache

@@ -144,6 +144,17 @@ pub struct Listing {
     namespaces: Mutex<HashMap<(String, String), Looked>>,
     /// By (member, kind, namespace): filled by the first unit that needs it.
     names: Mutex<HashMap<Place, Names>>,
+    /// By (member, kind): the watches to start when the pass ends (client key, client, kind).
+    unwatched: Mutex<HashMap<(String, String), (String, Client, ApiResource)>>,
+}
+
+impl Listing {
+    /// Starts the member watches this pass found missing.
+    pub fn start_watches(&self, monitor: &Monitor) {
+        for ((member, _), (client_key, client, resource)) in self.unwatched.lock().unwrap().drain() {
+            monitor.watch(&member, &client_key, &client, &resource);
+        }
+    }
 }
 
 /// (member, kind, namespace).
@@ -205,10 +216,30 @@ impl Member<'_> {
 
     /// `t` from the monitor's watch, when the watch has it.
     async fn cached(&self, t: &Target) -> Option<Value> {
-        let watch = self.members.watch_client(self.name).unwrap_or_else(|| self.client.clone());
-        let cache = self.monitor.cache(self.name, &self.client_key, &watch, &t.resource).await?;
+        let cache = self.monitor.cache(self.name, &self.client_key, &self.watch_client(), &t.resource).await?;
+        self.in_cache(t, &cache)
+    }
+
+    /// `t` from the monitor's watch when that watch has listed already. Else the watch starts
+    /// when the pass ends ([`Listing::start_watches`]): a watch started before a first delivery
+    /// would have the member send every object written back to rsync once more.
+    fn peeked(&self, t: &Target) -> Option<Value> {
+        let Some(cache) = self.monitor.peek(self.name, &self.client_key, &t.resource) else {
+            let key = (self.name.to_string(), format!("{}/{}", t.resource.api_version, t.resource.kind));
+            let watch = (self.client_key.clone(), self.watch_client(), t.resource.clone());
+            self.listing.unwatched.lock().unwrap().entry(key).or_insert(watch);
+            return None;
+        };
+        self.in_cache(t, &cache)
+    }
+
+    fn in_cache(&self, t: &Target, cache: &kube::runtime::reflector::Store<DynamicObject>) -> Option<Value> {
         let live = cache.get(&monitor::object_ref(&t.resource, t.namespace.as_deref(), &t.name))?;
         Some(typed(t, serde_json::to_value(live.as_ref()).unwrap_or_default()))
+    }
+
+    fn watch_client(&self) -> Client {
+        self.members.watch_client(self.name).unwrap_or_else(|| self.client.clone())
     }
 
     /// Creates the default namespace when missing (looked for once per member and pass, however
@@ -275,10 +306,13 @@ impl Member<'_> {
         for obj in ordered {
             let applied = async {
                 let t = self.locate(obj).await?;
-                // Ours and watched: the watch has it. Otherwise the listing says whether to read it.
-                let live = match self.cached(&t).await {
+                // An object the member has: its watch (started now, if need be), else a read.
+                let live = match self.peeked(&t) {
                     Some(live) => Some(live),
-                    None if self.listed(&t).await? => self.fetch(&t).await?,
+                    None if self.listed(&t).await? => match self.cached(&t).await {
+                        Some(live) => Some(live),
+                        None => self.fetch(&t).await?,
+                    },
                     None => None,
                 };
                 match live {
@@ -397,7 +431,9 @@ impl Member<'_> {
     /// or a lagging copy where readiness does not depend on status; else the member itself.
     async fn read_back(&self, obj: &Value, written: &HashMap<String, Value>) -> Result<Option<Value>, Failure> {
         let (t, key) = (self.locate(obj).await?, self.key(obj));
-        match (self.cached(&t).await, written.get(&key)) {
+        // Just written: the answer will do until a watch runs.
+        let watched = if written.contains_key(&key) { self.peeked(&t) } else { self.cached(&t).await };
+        match (watched, written.get(&key)) {
             (Some(live), _) if !self.applied.behind(self.name, &key, &live) => Ok(Some(live)),
             (_, Some(answer)) => Ok(Some(answer.clone())),
             (Some(live), None) if !ready::judged_by_status(obj["kind"].as_str().unwrap_or_default()) => Ok(Some(live)),

@@ -150,6 +150,13 @@ struct Unit {
     /// The app's resources there, its Helm hooks left out.
     resources: Arc<Vec<Value>>,
     hooks: Arc<Vec<Value>>,
+    /// The bundle's digest.
+    digest: Option<String>,
+}
+
+/// `<project>/<DIG>/<app>` of a unit: the same in every revision of its DIG.
+fn unit_key(actx: &AppContext, u: &Unit) -> String {
+    format!("{}/{}/{}", actx.namespace().unwrap_or_default(), actx.spec.owner.label(), u.app)
 }
 
 /// `<namespace>/<name>` of a context: its key in rsync's records and metrics, and the hook run.
@@ -331,7 +338,8 @@ async fn units_here(ctx: &Context, actx: &AppContext) -> Result<(Vec<Unit>, BTre
                     (Arc::new(kept), Arc::new(hooks))
                 }
             };
-            units.push(Unit { app: app.name.clone(), cluster: c.cluster.clone(), resources, hooks });
+            let (app, cluster, digest) = (app.name.clone(), c.cluster.clone(), c.bundle.digest.clone());
+            units.push(Unit { app, cluster, resources, hooks, digest });
         }
     }
     Ok((units, elsewhere))
@@ -497,12 +505,19 @@ async fn deploy(
                 results.extend(app_units.map(|u| (key(u), waiting(u, actx.metadata.generation))));
             }
         }
-        // Clusters that did not answer last time go last: their timeouts hold up no other.
-        ready.sort_by_key(|u| previous_of(previous, u).is_some_and(unreachable));
-        let work = order::by_cluster(ready, |u| &u.cluster).into_iter();
-        results.extend(
-            bounded(work.map(|u| sync_unit(ctx, actx, u, previous_of(previous, u), &listing).boxed()).collect()).await,
-        );
+        // Units whose bundle the cluster holds already go after those it does not (an update
+        // reaches what it changes first), clusters that did not answer last time last of all
+        // (their timeouts hold up no other).
+        let held =
+            |u: &Unit| u.digest.as_ref().is_some_and(|d| ctx.applied.delivered(&u.cluster, &unit_key(actx, u), d));
+        let tier = |u: &&Unit| 2 * u8::from(previous_of(previous, u).is_some_and(unreachable)) + u8::from(held(u));
+        let ready = order::by_cluster(ready, |u| (tier(u), u.cluster.as_str()));
+        let work = ready.iter().map(|u| sync_unit(ctx, actx, u, previous_of(previous, u), &listing).boxed());
+        results.extend(bounded(work.collect()).await);
+        for u in ready {
+            let full = results.get(&key(u)).is_some_and(|s| s.deployed == s.resources && s.failed.is_empty());
+            ctx.applied.deliver(&u.cluster, &unit_key(actx, u), u.digest.as_deref().filter(|_| full));
+        }
         for app in &level {
             for op in [OpStatus::Deployed, OpStatus::Ready] {
                 if dependency_met(&results, &app.name, op) {
@@ -515,6 +530,7 @@ async fn deploy(
             }
         }
     }
+    listing.start_watches(&ctx.monitor);
     results.extend(held);
     let mut status = summarize(actx, actx.spec.operation, results);
     for app in &mut status.apps {
@@ -795,6 +811,7 @@ async fn terminate_unit(ctx: &Context, actx: &AppContext, u: &Unit) -> ((String,
     let post = hook::of_phase(&u.hooks, hook::Phase::PostDelete);
     let earlier = u.hooks.iter().filter(|h| !post.contains(h));
     let out = member.delete(&u.resources.iter().chain(earlier).collect::<Vec<_>>()).await;
+    ctx.applied.deliver(&u.cluster, &unit_key(actx, u), None);
     status.connectivity = if out.reachable { Connectivity::Available } else { Connectivity::Retrying };
     status.deployed = if out.reachable { out.present } else { total };
     status.failed = out.failed;

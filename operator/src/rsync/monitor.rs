@@ -58,21 +58,7 @@ impl Monitor {
         client: &Client,
         resource: &ApiResource,
     ) -> Option<Store<DynamicObject>> {
-        let key = (cluster.to_string(), format!("{}/{}", resource.api_version, resource.kind));
-        let (store, mut listed, new) = {
-            let mut watches = self.watches.lock().unwrap();
-            match watches.get(&key) {
-                Some(w) if w.client_key == client_key => (w.store.clone(), w.listed.clone(), false),
-                _ => {
-                    let watch = self.start(client.clone(), resource, client_key);
-                    let (store, listed) = (watch.store.clone(), watch.listed.clone());
-                    if let Some(old) = watches.insert(key, watch) {
-                        old.task.abort();
-                    }
-                    (store, listed, true)
-                }
-            }
-        };
+        let (store, mut listed, new) = self.watch(cluster, client_key, client, resource);
         // Not the store's `wait_until_ready`: it keeps one waker, the last poller's, so a unit
         // that merely looked would take the wakeup from the one waiting (which then slept 5 s).
         let ready = if new {
@@ -81,6 +67,38 @@ impl Monitor {
             *listed.borrow()
         };
         ready.then_some(store)
+    }
+
+    /// The cache of `resource` objects on `cluster` when its watch has listed already; starts
+    /// no watch.
+    pub fn peek(&self, cluster: &str, client_key: &str, resource: &ApiResource) -> Option<Store<DynamicObject>> {
+        let watches = self.watches.lock().unwrap();
+        let w = watches.get(&(cluster.to_string(), format!("{}/{}", resource.api_version, resource.kind)))?;
+        (w.client_key == client_key && *w.listed.borrow()).then(|| w.store.clone())
+    }
+
+    /// The watch of `resource` on `cluster`, started unless it runs: its store, whether it has
+    /// listed, and whether it is new.
+    pub fn watch(
+        &self,
+        cluster: &str,
+        client_key: &str,
+        client: &Client,
+        resource: &ApiResource,
+    ) -> (Store<DynamicObject>, watch::Receiver<bool>, bool) {
+        let key = (cluster.to_string(), format!("{}/{}", resource.api_version, resource.kind));
+        let mut watches = self.watches.lock().unwrap();
+        match watches.get(&key) {
+            Some(w) if w.client_key == client_key => (w.store.clone(), w.listed.clone(), false),
+            _ => {
+                let watch = self.start(client.clone(), resource, client_key);
+                let (store, listed) = (watch.store.clone(), watch.listed.clone());
+                if let Some(old) = watches.insert(key, watch) {
+                    old.task.abort();
+                }
+                (store, listed, true)
+            }
+        }
     }
 
     /// Every kind watched on `cluster` with what its watch has seen so far.

@@ -52,23 +52,25 @@ pub fn install_order(resources: &mut [&serde_json::Value]) {
     resources.sort_by_key(|r| rank(r["kind"].as_str().unwrap_or_default()));
 }
 
-/// `units` cluster by cluster: each cluster's units back to back, clusters in the order they
-/// first appear, units in theirs. With the same number of units in flight, a member's API server
-/// serves a burst of its own requests for about half the CPU of the same requests spread thin
-/// over every member (measured on API servers sharing cores: 1.2x the direct baseline's time
-/// against 1.8x).
-pub fn by_cluster<T>(units: Vec<T>, cluster: impl Fn(&T) -> &str) -> Vec<T> {
-    let mut index: std::collections::HashMap<String, usize> = Default::default();
-    let mut groups: Vec<Vec<T>> = Vec::new();
+/// `units` cluster by cluster: each cluster's units back to back, lower tiers first, clusters in
+/// the order they first appear, units in theirs. With the same number of units in flight, a
+/// member's API server serves a burst of its own requests for about half the CPU of the same
+/// requests spread thin over every member (measured on API servers sharing cores: 1.2x the
+/// direct baseline's time against 1.8x).
+pub fn by_cluster<T>(units: Vec<T>, tier_and_cluster: impl Fn(&T) -> (u8, &str)) -> Vec<T> {
+    let mut index: std::collections::HashMap<(u8, String), usize> = Default::default();
+    let mut groups: Vec<(u8, Vec<T>)> = Vec::new();
     for u in units {
+        let (tier, cluster) = tier_and_cluster(&u);
         let next = index.len();
-        let at = *index.entry(cluster(&u).to_string()).or_insert(next);
+        let at = *index.entry((tier, cluster.to_string())).or_insert(next);
         if at == groups.len() {
-            groups.push(Vec::new());
+            groups.push((tier, Vec::new()));
         }
-        groups[at].push(u);
+        groups[at].1.push(u);
     }
-    groups.into_iter().flatten().collect()
+    groups.sort_by_key(|(tier, _)| *tier);
+    groups.into_iter().flat_map(|(_, units)| units).collect()
 }
 
 #[cfg(test)]
@@ -76,10 +78,14 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn cluster_by_cluster_in_order_of_appearance() {
-        let units = vec![("b", 1), ("a", 1), ("b", 2), ("c", 1), ("a", 2), ("b", 3)];
-        let ordered = super::by_cluster(units, |u| u.0);
-        assert_eq!(ordered, [("b", 1), ("b", 2), ("b", 3), ("a", 1), ("a", 2), ("c", 1)]);
+    fn cluster_by_cluster_in_order_of_appearance_lower_tiers_first() {
+        let units = vec![("b", 1, 0), ("a", 1, 0), ("b", 2, 0), ("c", 1, 0), ("a", 2, 0), ("b", 3, 0)];
+        let ordered = super::by_cluster(units, |u| (u.2, u.0));
+        assert_eq!(ordered, [("b", 1, 0), ("b", 2, 0), ("b", 3, 0), ("a", 1, 0), ("a", 2, 0), ("c", 1, 0)]);
+
+        let units = vec![("a", 1, 1), ("a", 2, 0), ("b", 1, 1), ("b", 2, 0), ("c", 1, 2), ("c", 2, 0)];
+        let ordered = super::by_cluster(units, |u| (u.2, u.0));
+        assert_eq!(ordered, [("a", 2, 0), ("b", 2, 0), ("c", 2, 0), ("a", 1, 1), ("b", 1, 1), ("c", 1, 2)]);
     }
 
     #[test]
