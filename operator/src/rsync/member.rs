@@ -145,7 +145,7 @@ pub struct Listing {
     /// By (member, kind, namespace): filled by the first unit that needs it.
     names: Mutex<HashMap<Place, Names>>,
     /// By (member, kind): the watches to start when the pass ends (client key, client, kind).
-    unwatched: Mutex<HashMap<(String, String), (String, Client, ApiResource)>>,
+    unwatched: Mutex<HashMap<(String, String), Unwatched>>,
 }
 
 impl Listing {
@@ -161,6 +161,8 @@ impl Listing {
 type Place = (String, String, Option<String>);
 type Names = Arc<tokio::sync::OnceCell<HashSet<String>>>;
 type Looked = Arc<tokio::sync::OnceCell<Result<(), Failure>>>;
+/// A member watch to start: (client key, client, kind).
+type Unwatched = (String, Client, ApiResource);
 
 /// Where one resource lives on a member.
 struct Target {
