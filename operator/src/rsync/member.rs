@@ -146,13 +146,37 @@ pub struct Listing {
     names: Mutex<HashMap<Place, Names>>,
     /// By (member, kind): the watches to start when the pass ends (client key, client, kind).
     unwatched: Mutex<HashMap<(String, String), Unwatched>>,
+    /// By member: its units of this pass not done yet.
+    remaining: Mutex<HashMap<String, usize>>,
 }
 
 impl Listing {
-    /// Starts the member watches this pass found missing.
-    pub fn start_watches(&self, monitor: &Monitor) {
-        for ((member, _), (client_key, client, resource)) in self.unwatched.lock().unwrap().drain() {
-            monitor.watch(&member, &client_key, &client, &resource);
+    /// The units of this pass, by the member each goes to.
+    pub fn expect<'a>(&self, members: impl Iterator<Item = &'a str>) {
+        let mut remaining = self.remaining.lock().unwrap();
+        members.for_each(|m| *remaining.entry(m.to_string()).or_default() += 1);
+    }
+
+    /// One unit on `member` is done: the member's missing watches start once all of its units
+    /// are (the member lists what the pass wrote once, rather than send each object back).
+    pub fn unit_done(&self, member: &str, monitor: &Monitor) {
+        let left = self.remaining.lock().unwrap().get_mut(member).map(|n| {
+            *n = n.saturating_sub(1);
+            *n
+        });
+        if left == Some(0) {
+            self.start_watches(monitor, Some(member));
+        }
+    }
+
+    /// Starts the member watches this pass found missing (on `member`, or on every member).
+    pub fn start_watches(&self, monitor: &Monitor, member: Option<&str>) {
+        let mut unwatched = self.unwatched.lock().unwrap();
+        let starting: Vec<_> = unwatched.keys().filter(|(m, _)| member.is_none_or(|only| m == only)).cloned().collect();
+        for key in starting {
+            if let Some((client_key, client, resource)) = unwatched.remove(&key) {
+                monitor.watch(&key.0, &client_key, &client, &resource);
+            }
         }
     }
 }
@@ -223,8 +247,8 @@ impl Member<'_> {
     }
 
     /// `t` from the monitor's watch when that watch has listed already. Else the watch starts
-    /// when the pass ends ([`Listing::start_watches`]): a watch started before a first delivery
-    /// would have the member send every object written back to rsync once more.
+    /// once the pass is done with the member ([`Listing::unit_done`]): a watch started before a
+    /// first delivery would have the member send every object written back to rsync once more.
     fn peeked(&self, t: &Target) -> Option<Value> {
         let Some(cache) = self.monitor.peek(self.name, &self.client_key, &t.resource) else {
             let key = (self.name.to_string(), format!("{}/{}", t.resource.api_version, t.resource.kind));

@@ -512,7 +512,15 @@ async fn deploy(
             |u: &Unit| u.digest.as_ref().is_some_and(|d| ctx.applied.delivered(&u.cluster, &unit_key(actx, u), d));
         let tier = |u: &&Unit| 2 * u8::from(previous_of(previous, u).is_some_and(unreachable)) + u8::from(held(u));
         let ready = order::by_cluster(ready, |u| (tier(u), u.cluster.as_str()));
-        let work = ready.iter().map(|u| sync_unit(ctx, actx, u, previous_of(previous, u), &listing).boxed());
+        listing.expect(ready.iter().map(|u| u.cluster.as_str()));
+        let work = ready.iter().map(|u| {
+            async {
+                let done = sync_unit(ctx, actx, u, previous_of(previous, u), &listing).await;
+                listing.unit_done(&u.cluster, &ctx.monitor);
+                done
+            }
+            .boxed()
+        });
         results.extend(bounded(work.collect()).await);
         for u in ready {
             let full = results.get(&key(u)).is_some_and(|s| s.deployed == s.resources && s.failed.is_empty());
@@ -530,7 +538,7 @@ async fn deploy(
             }
         }
     }
-    listing.start_watches(&ctx.monitor);
+    listing.start_watches(&ctx.monitor, None);
     results.extend(held);
     let mut status = summarize(actx, actx.spec.operation, results);
     for app in &mut status.apps {
