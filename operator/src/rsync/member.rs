@@ -277,22 +277,33 @@ impl Member<'_> {
         }
         let key = (self.name.to_string(), self.namespace.to_string());
         let cell = self.listing.namespaces.lock().unwrap().entry(key).or_default().clone();
-        cell.get_or_init(|| async {
-            let api = Api::<Namespace>::all(self.client.clone());
-            if api.get_opt(self.namespace).await.map_err(classify)?.is_some() {
-                return Ok(());
-            }
-            let ns: Namespace = serde_json::from_value(serde_json::json!({
-                "metadata": {"name": self.namespace, "labels": {labels::MANAGED_BY: labels::MANAGER}}
-            }))
-            .expect("a valid Namespace");
-            match api.create(&PostParams::default(), &ns).await {
-                Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-                other => other.map(|_| ()).map_err(classify),
-            }
-        })
-        .await
-        .clone()
+        // Kept for the pass: the namespace found or made, or the member not answering. A refusal
+        // (a 429 or 500 among them) is not: the next unit asks again.
+        let looked = cell
+            .get_or_try_init(|| async {
+                match self.make_namespace().await {
+                    Err(f @ Failure::Unreachable(_)) => Ok(Err(f)),
+                    Err(f) => Err(f),
+                    Ok(()) => Ok(Ok(())),
+                }
+            })
+            .await?;
+        looked.clone()
+    }
+
+    async fn make_namespace(&self) -> Result<(), Failure> {
+        let api = Api::<Namespace>::all(self.client.clone());
+        if api.get_opt(self.namespace).await.map_err(classify)?.is_some() {
+            return Ok(());
+        }
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": self.namespace, "labels": {labels::MANAGED_BY: labels::MANAGER}}
+        }))
+        .expect("a valid Namespace");
+        match api.create(&PostParams::default(), &ns).await {
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            other => other.map(|_| ()).map_err(classify),
+        }
     }
 
     /// Whether the member has an object of `t`'s kind and name in its namespace, from a metadata

@@ -508,9 +508,9 @@ async fn deploy(
         // Units whose bundle the cluster holds already go after those it does not (an update
         // reaches what it changes first), clusters that did not answer last time last of all
         // (their timeouts hold up no other).
-        let held =
+        let holds =
             |u: &Unit| u.digest.as_ref().is_some_and(|d| ctx.applied.delivered(&u.cluster, &unit_key(actx, u), d));
-        let tier = |u: &&Unit| 2 * u8::from(previous_of(previous, u).is_some_and(unreachable)) + u8::from(held(u));
+        let tier = |u: &&Unit| 2 * u8::from(previous_of(previous, u).is_some_and(unreachable)) + u8::from(holds(u));
         let ready = order::by_cluster(ready, |u| (tier(u), u.cluster.as_str()));
         listing.expect(ready.iter().map(|u| u.cluster.as_str()));
         let work = ready.iter().map(|u| {
@@ -921,7 +921,8 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
 async fn sweep(ctx: &Context, actx: &AppContext, cluster: &str, keep: Option<&BTreeSet<String>>) -> Vec<String> {
     let (project, dig) = (actx.namespace().unwrap_or_default(), &actx.spec.owner.label());
     let mut stale = Vec::new();
-    for (resource, store) in ctx.monitor.caches_of(cluster) {
+    let mut failures = Vec::new();
+    for (resource, store) in ctx.monitor.caches_of(cluster).await {
         for obj in store.state() {
             let labels = obj.labels();
             let ours = labels.get(labels::PROJECT) == Some(&project) && labels.get(labels::DIG) == Some(dig);
@@ -941,13 +942,14 @@ async fn sweep(ctx: &Context, actx: &AppContext, cluster: &str, keep: Option<&BT
         }
     }
     if stale.is_empty() {
-        return Vec::new();
+        return failures;
     }
     tracing::info!(appcontext = %actx.name_any(), cluster, objects = stale.len(), "pruning objects no revision names");
     match connect(ctx, actx, cluster, Work::Delete, &Default::default()).await {
-        Ok(m) => m.delete(&stale.iter().collect::<Vec<_>>()).await.failed,
-        Err(message) => vec![message],
+        Ok(m) => failures.extend(m.delete(&stale.iter().collect::<Vec<_>>()).await.failed),
+        Err(message) => failures.push(message),
     }
+    failures
 }
 
 /// Deletes what `old` applied and `keep` (per cluster) does not have; the failures.

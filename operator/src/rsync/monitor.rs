@@ -22,6 +22,9 @@ use crate::api::labels;
 /// Objects per page of a watch's list: a page of objects of the largest size is about 30 MiB.
 const LIST_PAGE: u32 = 20;
 
+/// How long a new watch is given for its first list.
+const LIST_WAIT: Duration = Duration::from_secs(5);
+
 /// An object of a DIG changed on a member: (project namespace, DIG name).
 pub type Wakeup = (String, String);
 
@@ -32,6 +35,7 @@ struct Watch {
     store: Store<DynamicObject>,
     /// Whether the watch has listed once (the store is complete).
     listed: watch::Receiver<bool>,
+    started: std::time::Instant,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -62,7 +66,7 @@ impl Monitor {
         // Not the store's `wait_until_ready`: it keeps one waker, the last poller's, so a unit
         // that merely looked would take the wakeup from the one waiting (which then slept 5 s).
         let ready = if new {
-            tokio::time::timeout(Duration::from_secs(5), listed.wait_for(|l| *l)).await.is_ok_and(|r| r.is_ok())
+            tokio::time::timeout(LIST_WAIT, listed.wait_for(|l| *l)).await.is_ok_and(|r| r.is_ok())
         } else {
             *listed.borrow()
         };
@@ -101,10 +105,20 @@ impl Monitor {
         }
     }
 
-    /// Every kind watched on `cluster` with what its watch has seen so far.
-    pub fn caches_of(&self, cluster: &str) -> Vec<(ApiResource, Store<DynamicObject>)> {
-        let watches = self.watches.lock().unwrap();
-        watches.iter().filter(|((c, _), _)| c == cluster).map(|(_, w)| (w.resource.clone(), w.store.clone())).collect()
+    /// Every kind watched on `cluster` with what its watch has seen, once it has listed: a watch
+    /// started in the last few seconds (by the pass before a prune, say) is given up to 5 s.
+    pub async fn caches_of(&self, cluster: &str) -> Vec<(ApiResource, Store<DynamicObject>)> {
+        let watches: Vec<_> = {
+            let watches = self.watches.lock().unwrap();
+            let of = watches.iter().filter(|((c, _), _)| c == cluster);
+            of.map(|(_, w)| (w.resource.clone(), w.store.clone(), w.listed.clone(), w.started)).collect()
+        };
+        let listed = watches.into_iter().map(|(resource, store, mut listed, started)| async move {
+            let wait = LIST_WAIT.saturating_sub(started.elapsed());
+            let done = tokio::time::timeout(wait, listed.wait_for(|l| *l)).await.is_ok_and(|r| r.is_ok());
+            done.then_some((resource, store))
+        });
+        futures::future::join_all(listed).await.into_iter().flatten().collect()
     }
 
     /// Stops the watches of a deleted cluster.
@@ -150,7 +164,8 @@ impl Monitor {
                 }
             }
         });
-        Watch { client_key: client_key.to_string(), resource: resource.clone(), store, listed, task }
+        let started = std::time::Instant::now();
+        Watch { client_key: client_key.to_string(), resource: resource.clone(), store, listed, started, task }
     }
 }
 
