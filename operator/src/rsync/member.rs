@@ -171,13 +171,13 @@ impl Listing {
 
     /// Starts the member watches this pass found missing (on `member`, or on every member).
     pub fn start_watches(&self, monitor: &Monitor, member: Option<&str>) {
-        let mut unwatched = self.unwatched.lock().unwrap();
-        let starting: Vec<_> = unwatched.keys().filter(|(m, _)| member.is_none_or(|only| m == only)).cloned().collect();
-        for key in starting {
-            if let Some((client_key, client, resource)) = unwatched.remove(&key) {
-                monitor.watch(&key.0, &client_key, &client, &resource);
+        self.unwatched.lock().unwrap().retain(|(m, _), (client_key, client, resource)| {
+            let starting = member.is_none_or(|only| m == only);
+            if starting {
+                monitor.watch(m, client_key, client, resource);
             }
-        }
+            !starting
+        });
     }
 }
 
@@ -251,9 +251,8 @@ impl Member<'_> {
     /// first delivery would have the member send every object written back to rsync once more.
     fn peeked(&self, t: &Target) -> Option<Value> {
         let Some(cache) = self.monitor.peek(self.name, &self.client_key, &t.resource) else {
-            let key = (self.name.to_string(), format!("{}/{}", t.resource.api_version, t.resource.kind));
             let watch = (self.client_key.clone(), self.watch_client(), t.resource.clone());
-            self.listing.unwatched.lock().unwrap().entry(key).or_insert(watch);
+            self.listing.unwatched.lock().unwrap().entry(monitor::watch_key(self.name, &t.resource)).or_insert(watch);
             return None;
         };
         self.in_cache(t, &cache)

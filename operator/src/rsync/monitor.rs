@@ -39,6 +39,11 @@ struct Watch {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The key of the watch of `resource` on `cluster`: (member, kind).
+pub fn watch_key(cluster: &str, resource: &ApiResource) -> (String, String) {
+    (cluster.to_string(), format!("{}/{}", resource.api_version, resource.kind))
+}
+
 /// The watches, by member and kind.
 pub struct Monitor {
     watches: Mutex<HashMap<(String, String), Watch>>,
@@ -77,7 +82,7 @@ impl Monitor {
     /// no watch.
     pub fn peek(&self, cluster: &str, client_key: &str, resource: &ApiResource) -> Option<Store<DynamicObject>> {
         let watches = self.watches.lock().unwrap();
-        let w = watches.get(&(cluster.to_string(), format!("{}/{}", resource.api_version, resource.kind)))?;
+        let w = watches.get(&watch_key(cluster, resource))?;
         (w.client_key == client_key && *w.listed.borrow()).then(|| w.store.clone())
     }
 
@@ -90,7 +95,7 @@ impl Monitor {
         client: &Client,
         resource: &ApiResource,
     ) -> (Store<DynamicObject>, watch::Receiver<bool>, bool) {
-        let key = (cluster.to_string(), format!("{}/{}", resource.api_version, resource.kind));
+        let key = watch_key(cluster, resource);
         let mut watches = self.watches.lock().unwrap();
         match watches.get(&key) {
             Some(w) if w.client_key == client_key => (w.store.clone(), w.listed.clone(), false),
