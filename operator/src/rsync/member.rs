@@ -100,6 +100,16 @@ impl Owner {
     }
 }
 
+/// Server-side applies `obj` at `t`. The answer is read straight into a JSON value: through
+/// `DynamicObject` it would be parsed into typed metadata (timestamps and all) and written back.
+async fn write(t: &Target, params: &PatchParams, obj: &Value) -> Result<Value, Failure> {
+    let mut req = kube::core::Request::new(t.write.resource_url())
+        .patch(&t.name, params, &Patch::Apply(obj))
+        .map_err(|e| Failure::Refused(e.to_string()))?;
+    req.extensions_mut().insert("patch");
+    t.write.clone().into_client().request::<Value>(req).await.map_err(classify)
+}
+
 /// `live` with the `apiVersion` and `kind` of `t` (objects of a watch's initial list come without).
 fn typed(t: &Target, mut live: Value) -> Value {
     live["apiVersion"] = Value::from(t.resource.api_version.as_str());
@@ -159,21 +169,23 @@ impl Listing {
 
     /// One unit on `member` is done: the member's missing watches start once all of its units
     /// are (the member lists what the pass wrote once, rather than send each object back).
-    pub fn unit_done(&self, member: &str, monitor: &Monitor) {
+    pub fn unit_done(&self, member: &str, monitor: &Monitor, current: impl Fn(&str, &str) -> bool) {
         let left = self.remaining.lock().unwrap().get_mut(member).map(|n| {
             *n = n.saturating_sub(1);
             *n
         });
         if left == Some(0) {
-            self.start_watches(monitor, Some(member));
+            self.start_watches(monitor, Some(member), current);
         }
     }
 
-    /// Starts the member watches this pass found missing (on `member`, or on every member).
-    pub fn start_watches(&self, monitor: &Monitor, member: Option<&str>) {
+    /// Starts the member watches this pass found missing (on `member`, or on every member), with
+    /// the client the pass used while `current(member, client key)` holds: not once the member
+    /// moved to another shard, nor over a watch a later pass started with a newer kubeconfig.
+    pub fn start_watches(&self, monitor: &Monitor, member: Option<&str>, current: impl Fn(&str, &str) -> bool) {
         self.unwatched.lock().unwrap().retain(|(m, _), (client_key, client, resource)| {
             let starting = member.is_none_or(|only| m == only);
-            if starting {
+            if starting && current(m, client_key) {
                 monitor.watch(m, client_key, client, resource);
             }
             !starting
@@ -367,23 +379,17 @@ impl Member<'_> {
                     // Fields another manager took over stay theirs.
                     Some(live) => {
                         let theirs = with_digest(&drift::without_others(obj, &live), obj);
-                        return t
-                            .write
-                            .patch(&t.name, &params, &Patch::Apply(&theirs))
-                            .await
-                            .map(Some)
-                            .map_err(classify);
+                        return write(&t, &params, &theirs).await.map(Some);
                     }
                     None => {}
                 }
-                t.write.patch(&t.name, &params, &Patch::Apply(with_digest(obj, obj))).await.map(Some).map_err(classify)
+                write(&t, &params, &with_digest(obj, obj)).await.map(Some)
             };
             match applied.await {
                 Ok(live) => {
                     out.present += 1;
                     if let Some(live) = live {
                         *written += 1;
-                        let live = serde_json::to_value(live).unwrap_or_default();
                         self.applied.record(self.name, &self.key(obj), &drift::without_others(obj, &live), &live);
                         out.written.insert(self.key(obj), live);
                     }

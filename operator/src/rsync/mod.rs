@@ -156,7 +156,11 @@ struct Unit {
 
 /// `<project>/<DIG>/<app>` of a unit: the same in every revision of its DIG.
 fn unit_key(actx: &AppContext, u: &Unit) -> String {
-    format!("{}/{}/{}", actx.namespace().unwrap_or_default(), actx.spec.owner.label(), u.app)
+    app_key(actx, &u.app)
+}
+
+fn app_key(actx: &AppContext, app: &str) -> String {
+    format!("{}/{}/{app}", actx.namespace().unwrap_or_default(), actx.spec.owner.label())
 }
 
 /// `<namespace>/<name>` of a context: its key in rsync's records and metrics, and the hook run.
@@ -486,6 +490,7 @@ async fn deploy(
     let mut since: BTreeMap<(String, OpStatus), Time> = BTreeMap::new();
     let now = k8s_openapi::jiff::Timestamp::now();
     let listing = member::Listing::default();
+    let current = |m: &str, client_key: &str| ctx.shards.owns(m) && ctx.members.client_key(m) == client_key;
     // GitOps members take the whole revision in one commit; their tool orders what it applies.
     let (through_git, units): (Vec<&Unit>, Vec<&Unit>) = units.iter().partition(|u| git::is_git(ctx, &u.cluster));
     results.extend(git::sync(ctx, actx, &through_git, false).await);
@@ -516,7 +521,7 @@ async fn deploy(
         let work = ready.iter().map(|u| {
             async {
                 let done = sync_unit(ctx, actx, u, previous_of(previous, u), &listing).await;
-                listing.unit_done(&u.cluster, &ctx.monitor);
+                listing.unit_done(&u.cluster, &ctx.monitor, current);
                 done
             }
             .boxed()
@@ -538,7 +543,7 @@ async fn deploy(
             }
         }
     }
-    listing.start_watches(&ctx.monitor, None);
+    listing.start_watches(&ctx.monitor, None, current);
     results.extend(held);
     let mut status = summarize(actx, actx.spec.operation, results);
     for app in &mut status.apps {
@@ -855,6 +860,8 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
     let mut pruned = Vec::new();
     let mut next = actx.spec.replaces.clone();
     let mut chain_clusters = Vec::new();
+    // (cluster, app) of the replaced contexts that this revision no longer has.
+    let mut chain_units = BTreeSet::new();
     while let Some(old_name) = next.clone() {
         let Some(old) = api.get_opt(&old_name).await? else { break };
         let first = pruned.is_empty();
@@ -863,6 +870,14 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
             break;
         }
         chain_clusters.extend(old.spec.apps.iter().flat_map(|a| &a.clusters).map(|c| c.cluster.clone()));
+        chain_units.extend(
+            old.spec
+                .apps
+                .iter()
+                .flat_map(|a| a.clusters.iter().map(|c| (c.cluster.clone(), &a.name)))
+                .filter(|(c, app)| !units.iter().any(|u| u.cluster == *c && u.app == **app))
+                .map(|(c, app)| (c, app.clone())),
+        );
         let failed = prune_one(ctx, &old, &keep, &done).await?;
         // Sharded, the replaced contexts go once every shard has pruned (below).
         if failed.is_empty() && !sharded {
@@ -871,6 +886,9 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
         failures.extend(failed);
         next = old.spec.replaces.clone().filter(|n| !pruned.contains(n) && *n != actx.name_any());
         pruned.push(old_name);
+    }
+    for (cluster, app) in &chain_units {
+        ctx.applied.deliver(cluster, &app_key(actx, app), None);
     }
     // What no context names any more (a replaced context already deleted, say): every object of
     // this DIG the member watches show, on every cluster it may be on, that this revision lacks.
