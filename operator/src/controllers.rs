@@ -60,9 +60,9 @@ async fn controllers(
         .default_backoff()
         .reflect(clusters_writer)
         .touched_objects();
-    let (monitor, wakeups) = Monitor::new();
-    let (monitor, applied, bundles) =
-        (Arc::new(monitor), Arc::new(Applied::default()), Arc::new(BundleCache::default()));
+    let applied = Arc::new(Applied::default());
+    let (monitor, wakeups) = Monitor::new(applied.clone());
+    let (monitor, bundles) = (Arc::new(monitor), Arc::new(BundleCache::default()));
     let members = Members::new(operator_namespace.clone(), secrets.clone());
     let recorder = Recorder::new(hub.clone(), Reporter { controller: MANAGER.into(), instance: None });
     let fence = Arc::new(render::fence::Fence::from_env().map_err(anyhow::Error::msg)?);

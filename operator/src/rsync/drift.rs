@@ -47,6 +47,14 @@ impl Applied {
         self.seen.lock().unwrap().insert((cluster.to_string(), key.to_string()), seen);
     }
 
+    /// Whether rsync has seen `resource_version` of object `key` on `cluster` (the answer to its
+    /// write, or a pass's look).
+    pub fn knows(&self, cluster: &str, key: &str, resource_version: &str) -> bool {
+        let Ok(version) = resource_version.parse::<u64>() else { return false };
+        let seen = self.seen.lock().unwrap();
+        seen.get(&(cluster.to_string(), key.to_string())).is_some_and(|s| s.resource_version == Some(version))
+    }
+
     /// Forgets an object rsync deleted.
     pub fn forget(&self, cluster: &str, key: &str) {
         self.seen.lock().unwrap().remove(&(cluster.to_string(), key.to_string()));
@@ -386,5 +394,16 @@ mod tests {
         applied.record("m", "c", &desired(), &cm(json!({"k": "v"}), "20"));
         assert!(!applied.drifted("m", "c", &desired(), &cm(json!({"k": "old"}), "19")));
         assert!(applied.drifted("m", "c", &desired(), &cm(json!({"k": "edited"}), "21")));
+    }
+
+    #[test]
+    fn the_version_a_write_answered_is_known_and_no_other() {
+        let applied = Applied::default();
+        assert!(!applied.knows("m", "c", "20"), "nothing written yet");
+        applied.record("m", "c", &cm(json!({"k": "v"}), "20"), &cm(json!({"k": "v"}), "20"));
+        assert!(applied.knows("m", "c", "20"));
+        assert!(!applied.knows("m", "c", "21"), "a later change is news");
+        assert!(!applied.knows("other", "c", "20"));
+        assert!(!applied.knows("m", "c", ""));
     }
 }

@@ -7,7 +7,7 @@
 //! fields) and list in small pages: a member user's big objects cost the operator next to nothing.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -17,6 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
+use super::drift::Applied;
 use crate::api::labels;
 
 /// Objects per page of a watch's list: a page of objects of the largest size is about 30 MiB.
@@ -48,13 +49,16 @@ pub fn watch_key(cluster: &str, resource: &ApiResource) -> (String, String) {
 pub struct Monitor {
     watches: Mutex<HashMap<(String, String), Watch>>,
     wake: mpsc::UnboundedSender<Wakeup>,
+    applied: Arc<Applied>,
 }
 
 impl Monitor {
     /// A monitor whose wakeups arrive on the returned receiver.
-    pub fn new() -> (Monitor, mpsc::UnboundedReceiver<Wakeup>) {
+    /// A monitor whose wakeups arrive on the returned receiver; `applied` says which versions
+    /// rsync has seen already (its own writes' answers), which wake nothing.
+    pub fn new(applied: Arc<Applied>) -> (Monitor, mpsc::UnboundedReceiver<Wakeup>) {
         let (wake, rx) = mpsc::unbounded_channel();
-        (Monitor { watches: Default::default(), wake }, rx)
+        (Monitor { watches: Default::default(), wake, applied }, rx)
     }
 
     /// The cache of `resource` objects on `cluster` that the operator manages, once it has listed
@@ -100,7 +104,7 @@ impl Monitor {
         match watches.get(&key) {
             Some(w) if w.client_key == client_key => (w.store.clone(), w.listed.clone(), false),
             _ => {
-                let watch = self.start(client.clone(), resource, client_key);
+                let watch = self.start(cluster, client.clone(), resource, client_key);
                 let (store, listed) = (watch.store.clone(), watch.listed.clone());
                 if let Some(old) = watches.insert(key, watch) {
                     old.task.abort();
@@ -136,12 +140,14 @@ impl Monitor {
         });
     }
 
-    fn start(&self, client: Client, resource: &ApiResource, client_key: &str) -> Watch {
+    fn start(&self, cluster: &str, client: Client, resource: &ApiResource, client_key: &str) -> Watch {
         let writer: Writer<DynamicObject> = Writer::new(resource.clone());
         let store = writer.as_reader();
         let api: Api<DynamicObject> = Api::all_with(client, resource);
         let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
         let wake = self.wake.clone();
+        let (applied, cluster, group) = (self.applied.clone(), cluster.to_string(), resource.group.clone());
+        let kind = resource.kind.clone();
         let (listed_tx, listed) = watch::channel(false);
         let events = watcher(api, watcher::Config::default().labels(&selector).page_size(LIST_PAGE))
             .default_backoff()
@@ -161,10 +167,19 @@ impl Monitor {
             let mut changes = Changes::default();
             while let Some(event) = events.next().await {
                 let Ok(event) = event else { continue };
+                // A version rsync has seen already (its write's answer) is no news: the member
+                // sends back every object rsync writes.
+                let news = match &event {
+                    watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                        let key = format!("{group}/{kind}/{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+                        !applied.knows(&cluster, &key, o.resource_version().as_deref().unwrap_or_default())
+                    }
+                    _ => true,
+                };
                 if matches!(event, watcher::Event::InitDone) {
                     listed_tx.send_replace(true);
                 }
-                for dig in changes.of(event) {
+                for dig in changes.of(event).into_iter().filter(|_| news) {
                     let _ = wake.send(dig);
                 }
             }
