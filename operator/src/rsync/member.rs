@@ -154,7 +154,8 @@ pub struct Listing {
     namespaces: Mutex<HashMap<(String, String), Looked>>,
     /// By (member, kind, namespace): filled by the first unit that needs it.
     names: Mutex<HashMap<Place, Names>>,
-    /// By (member, kind): the watches to start when the pass ends (client key, client, kind).
+    /// By (member, kind): the watches to start once the pass is done with the member (client
+    /// key, client, kind).
     unwatched: Mutex<HashMap<(String, String), Unwatched>>,
     /// By member: its units of this pass not done yet.
     remaining: Mutex<HashMap<String, usize>>,
@@ -565,11 +566,17 @@ pub fn describe(obj: &Value) -> String {
 pub fn identity(obj: &Value, default_namespace: &str) -> String {
     let group = obj["apiVersion"].as_str().unwrap_or_default().rsplit_once('/').map_or("", |(g, _)| g);
     let ns = obj["metadata"]["namespace"].as_str().unwrap_or(default_namespace);
-    format!(
-        "{group}/{}/{ns}/{}",
+    object_key(
+        group,
         obj["kind"].as_str().unwrap_or_default(),
-        obj["metadata"]["name"].as_str().unwrap_or_default()
+        ns,
+        obj["metadata"]["name"].as_str().unwrap_or_default(),
     )
+}
+
+/// `<group>/<kind>/<namespace>/<name>`: an object's key in what rsync remembers of a member.
+pub fn object_key(group: &str, kind: &str, namespace: &str, name: &str) -> String {
+    format!("{group}/{kind}/{namespace}/{name}")
 }
 
 /// How far a phase's hooks got on one member.

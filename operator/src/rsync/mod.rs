@@ -860,7 +860,7 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
     let mut pruned = Vec::new();
     let mut next = actx.spec.replaces.clone();
     let mut chain_clusters = Vec::new();
-    // (cluster, app) of the replaced contexts that this revision no longer has.
+    // (cluster, app) of the replaced contexts: those this revision no longer has hold no bundle.
     let mut chain_units = BTreeSet::new();
     while let Some(old_name) = next.clone() {
         let Some(old) = api.get_opt(&old_name).await? else { break };
@@ -870,14 +870,8 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
             break;
         }
         chain_clusters.extend(old.spec.apps.iter().flat_map(|a| &a.clusters).map(|c| c.cluster.clone()));
-        chain_units.extend(
-            old.spec
-                .apps
-                .iter()
-                .flat_map(|a| a.clusters.iter().map(|c| (c.cluster.clone(), &a.name)))
-                .filter(|(c, app)| !units.iter().any(|u| u.cluster == *c && u.app == **app))
-                .map(|(c, app)| (c, app.clone())),
-        );
+        chain_units
+            .extend(old.spec.apps.iter().flat_map(|a| a.clusters.iter().map(|c| (c.cluster.clone(), a.name.clone()))));
         let failed = prune_one(ctx, &old, &keep, &done).await?;
         // Sharded, the replaced contexts go once every shard has pruned (below).
         if failed.is_empty() && !sharded {
@@ -887,6 +881,7 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
         next = old.spec.replaces.clone().filter(|n| !pruned.contains(n) && *n != actx.name_any());
         pruned.push(old_name);
     }
+    chain_units.retain(|(c, app)| !units.iter().any(|u| u.cluster == *c && u.app == *app));
     for (cluster, app) in &chain_units {
         ctx.applied.deliver(cluster, &app_key(actx, app), None);
     }
@@ -939,7 +934,6 @@ async fn prune(ctx: &Context, actx: &AppContext, units: &[Unit], status: &mut Ap
 async fn sweep(ctx: &Context, actx: &AppContext, cluster: &str, keep: Option<&BTreeSet<String>>) -> Vec<String> {
     let (project, dig) = (actx.namespace().unwrap_or_default(), &actx.spec.owner.label());
     let mut stale = Vec::new();
-    let mut failures = Vec::new();
     for (resource, store) in ctx.monitor.caches_of(cluster).await {
         for obj in store.state() {
             let labels = obj.labels();
@@ -960,14 +954,13 @@ async fn sweep(ctx: &Context, actx: &AppContext, cluster: &str, keep: Option<&BT
         }
     }
     if stale.is_empty() {
-        return failures;
+        return Vec::new();
     }
     tracing::info!(appcontext = %actx.name_any(), cluster, objects = stale.len(), "pruning objects no revision names");
     match connect(ctx, actx, cluster, Work::Delete, &Default::default()).await {
-        Ok(m) => failures.extend(m.delete(&stale.iter().collect::<Vec<_>>()).await.failed),
-        Err(message) => failures.push(message),
+        Ok(m) => m.delete(&stale.iter().collect::<Vec<_>>()).await.failed,
+        Err(message) => vec![message],
     }
-    failures
 }
 
 /// Deletes what `old` applied and `keep` (per cluster) does not have; the failures.

@@ -53,7 +53,6 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// A monitor whose wakeups arrive on the returned receiver.
     /// A monitor whose wakeups arrive on the returned receiver; `applied` says which versions
     /// rsync has seen already (its own writes' answers), which wake nothing.
     pub fn new(applied: Arc<Applied>) -> (Monitor, mpsc::UnboundedReceiver<Wakeup>) {
@@ -171,7 +170,8 @@ impl Monitor {
                 // sends back every object rsync writes.
                 let news = match &event {
                     watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                        let key = format!("{group}/{kind}/{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+                        let key =
+                            super::member::object_key(&group, &kind, &o.namespace().unwrap_or_default(), &o.name_any());
                         !applied.knows(&cluster, &key, o.resource_version().as_deref().unwrap_or_default())
                     }
                     _ => true,
