@@ -258,14 +258,29 @@ pub async fn supersede(ctx: &Context, old: &AppContext, by: &str) -> kube::Resul
         return Ok(());
     }
     let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &old.namespace().unwrap_or_default());
-    api.patch(&old.name_any(), &PatchParams::default(), &Patch::Merge(json!({"spec": {"supersededBy": by}}))).await?;
-    Ok(())
+    let patch = Patch::Merge(json!({"spec": {"supersededBy": by}}));
+    match api.patch(&old.name_any(), &PatchParams::default(), &patch).await {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()), // gone already: nothing to tell
+        other => other.map(|_| ()),
+    }
 }
 
-/// The AppContext of the DIG's current revision, if any.
+/// The AppContext of the DIG's current revision, if any. When the next revision exists though
+/// the DIG does not name it yet (a store stopped between making it and recording it), the
+/// current one is marked superseded now, as that store would have: it is no longer up to date,
+/// whatever the inputs say, and the next store takes the existing revision over.
 pub async fn current_context(ctx: &Context, dig: &Dig) -> kube::Result<Option<AppContext>> {
     let Some(name) = dig.status.as_ref().and_then(|s| s.app_context.clone()) else { return Ok(None) };
-    Api::<AppContext>::namespaced(ctx.hub.clone(), &dig.namespace().unwrap_or_default()).get_opt(&name).await
+    let api = Api::<AppContext>::namespaced(ctx.hub.clone(), &dig.namespace().unwrap_or_default());
+    let Some(mut current) = api.get_opt(&name).await? else { return Ok(None) };
+    if current.spec.superseded_by.is_none() {
+        let next = context_name(&dig.name_any(), current.spec.revision + 1);
+        if api.get_metadata_opt(&next).await?.is_some() {
+            supersede(ctx, &current, &next).await?;
+            current.spec.superseded_by = Some(next);
+        }
+    }
+    Ok(Some(current))
 }
 
 /// Asks rsync to remove what `context` applied.

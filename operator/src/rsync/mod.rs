@@ -1159,9 +1159,9 @@ const GIT_POLL: Duration = Duration::from_secs(2);
 /// And once it is ready there.
 const GIT_RESYNC: Duration = Duration::from_secs(30);
 
-/// When to look again: soon while work is under way (250 ms or twice the pass's time, whichever
-/// is longer, backing off to 5 s), rarely once all is ready, with exponential backoff while a
-/// cluster is unreachable or refuses resources.
+/// When to look again: soon while work is under way (250 ms, backing off to 5 s, and never
+/// sooner than twice the pass's time), rarely once all is ready, with exponential backoff while
+/// a cluster is unreachable or refuses resources.
 fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus, pass: Duration) -> Action {
     let key = format!("appcontext/{}", id(actx));
     let poll = format!("poll/{key}");
@@ -1196,10 +1196,10 @@ fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus, pass: 
             // Changes on the members wake us (monitor): once everything is applied and only
             // readiness is awaited, the watches say when it comes, and the poll backs off to the
             // safety net of a ready context (a pass over 10,000 objects a minute was 1.6 % of a
-            // core at rest). It starts at twice the pass's time: polling a big context takes no
-            // more than a third of a core (at 50 clusters a pass over 1,000 units is 0.3 s, and
-            // polls every 0.25 s delayed the next revision's plan).
-            let first = Duration::from_millis(250).max(2 * pass);
+            // core at rest). No poll comes sooner than twice the pass's time: polling a big
+            // context takes no more than a third of a core (at 50 clusters a pass over 1,000
+            // units is 0.3 s, and polls every 0.25 s delayed the next revision's plan).
+            let soonest = 2 * pass;
             let applied =
                 status.deployed_counts.get("Pending") == Some(&0) && status.deployed_counts.get("Failed") == Some(&0);
             let cap = match (applied, through_git) {
@@ -1207,7 +1207,7 @@ fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus, pass: 
                 (true, false) => RESYNC,
                 (false, false) => Duration::from_secs(5),
             };
-            Action::requeue(ctx.backoff.next(&poll, first, cap))
+            Action::requeue(ctx.backoff.next(&poll, Duration::from_millis(250), cap).max(soonest).min(cap))
         }
     }
 }

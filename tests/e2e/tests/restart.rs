@@ -47,3 +47,55 @@ async fn a_restart_right_after_apply_finishes_the_same_revision() -> Result<()> 
     }
     Ok(())
 }
+
+/// A store stopped between making the next revision and recording it (a crash, a failed write):
+/// the next revision exists, names the current one as replaced, and the DIG does not know it.
+/// The operator marks the current revision superseded, goes on after the one it finds, and the
+/// members keep the sample.
+#[tokio::test]
+async fn a_revision_made_but_not_recorded_is_taken_over() -> Result<()> {
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let ns = format!("interrupted-{}", unique_suffix());
+    project(&hub, &ns).await?;
+    apply_sample(&hub, &ns, &ns).await?;
+    wait_dig(&hub, &ns, &ns, "revision 1 ready", Duration::from_secs(120), |s| {
+        s.revision == Some(1) && complete(&s.ready)
+    })
+    .await?;
+    let stop = std::process::Command::new("bash").arg(repo_root().join("tests/e2e/hub.sh")).arg("stop").output()?;
+    assert!(stop.status.success(), "stop failed: {}", String::from_utf8_lossy(&stop.stderr));
+
+    // What the interrupted store left: revision 2, from other inputs, replacing revision 1.
+    let contexts = Api::<AppContext>::namespaced(hub.clone(), &ns);
+    let first = contexts.get(&format!("{ns}-1")).await?;
+    let mut next = AppContext::new(&format!("{ns}-2"), first.spec.clone());
+    next.metadata.namespace = Some(ns.clone());
+    next.metadata.owner_references = first.metadata.owner_references.clone();
+    next.metadata.finalizers = first.metadata.finalizers.clone();
+    let mut labels = first.metadata.labels.clone().unwrap_or_default();
+    labels.insert(emco::api::labels::REVISION.into(), "2".into());
+    next.metadata.labels = Some(labels);
+    next.metadata.annotations = Some([("emco.io/input-hash".to_string(), "interrupted".to_string())].into());
+    next.spec.revision = 2;
+    next.spec.operation = emco::api::rsync::Operation::Update;
+    next.spec.replaces = Some(format!("{ns}-1"));
+    contexts.create(&Default::default(), &next).await?;
+    restart_operator()?;
+
+    let status = wait_dig(&hub, &ns, &ns, "revision 3 ready", Duration::from_secs(120), |s| {
+        s.revision == Some(3) && complete(&s.ready)
+    })
+    .await?;
+    assert_eq!(status.app_context.as_deref(), Some(format!("{ns}-3").as_str()));
+    for (n, by) in [(1, 2), (2, 3)] {
+        let context = contexts.get(&format!("{ns}-{n}")).await?;
+        assert_eq!(context.spec.superseded_by, Some(format!("{ns}-{by}")), "revision {n} is marked replaced");
+    }
+    for member in ["edge01", "edge02"] {
+        let deployments =
+            Api::<Deployment>::namespaced(bed.client(member).await, &ns).list(&Default::default()).await?;
+        assert_eq!(deployments.items.len(), 3, "edge Deployments on {member}");
+    }
+    Ok(())
+}
