@@ -352,6 +352,9 @@ async fn advance(
             revisions::Stored::Context(c) => break c,
             revisions::Stored::Taken(live) => {
                 tracing::info!(dig = %key(dig), revision, "revision made from older inputs found; going on after it");
+                // In the history, so that it is forgotten in its turn.
+                let (app_context, generation) = (live.name_any(), dig.metadata.generation.unwrap_or(0));
+                status.history.push(Revision { revision, app_context, generation, time: Time(Timestamp::now()) });
                 superseded.extend(replaces.replace(live.clone()).map(|old| (old, live.name_any())));
                 revision += 1;
             }

@@ -275,7 +275,12 @@ pub async fn current_context(ctx: &Context, dig: &Dig) -> kube::Result<Option<Ap
     let Some(mut current) = api.get_opt(&name).await? else { return Ok(None) };
     if current.spec.superseded_by.is_none() {
         let next = context_name(&dig.name_any(), current.spec.revision + 1);
-        if api.get_metadata_opt(&next).await?.is_some() {
+        // This DIG's own (not one left by a deleted DIG of the same name) and not going away.
+        let ours = |m: &kube::core::PartialObjectMeta<AppContext>| {
+            let owners = m.metadata.owner_references.iter().flatten();
+            m.metadata.deletion_timestamp.is_none() && owners.into_iter().any(|o| Some(&o.uid) == dig.uid().as_ref())
+        };
+        if api.get_metadata_opt(&next).await?.is_some_and(|m| ours(&m)) {
             supersede(ctx, &current, &next).await?;
             current.spec.superseded_by = Some(next);
         }
@@ -286,11 +291,22 @@ pub async fn current_context(ctx: &Context, dig: &Dig) -> kube::Result<Option<Ap
 /// Asks rsync to remove what `context` applied.
 /// An update still under way has not pruned the revisions it replaces: those still holding rsync's
 /// finalizer are terminated too, or what only they applied would stay on the members.
+/// A newer revision the DIG never recorded (a store cut short, see [`current_context`]) replaces
+/// `context`: it is terminated as well.
 pub async fn terminate(hub: &Client, context: &AppContext) -> kube::Result<()> {
+    let api = Api::<AppContext>::namespaced(hub.clone(), &context.namespace().unwrap_or_default());
+    let mut context = context.clone();
+    let mut newer_seen = vec![context.name_any()];
+    while let Some(next) = context.spec.superseded_by.clone().filter(|n| !newer_seen.contains(n)) {
+        match api.get_opt(&next).await? {
+            Some(newer) if newer.spec.replaces.as_ref() == Some(&context.name_any()) => context = newer,
+            _ => break,
+        }
+        newer_seen.push(next);
+    }
     if context.spec.operation == Operation::Terminate {
         return Ok(());
     }
-    let api = Api::<AppContext>::namespaced(hub.clone(), &context.namespace().unwrap_or_default());
     let patch = json!({"spec": {"operation": "Terminate"}});
     api.patch(&context.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     let mut seen = vec![context.name_any()];

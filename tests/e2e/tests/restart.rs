@@ -63,24 +63,8 @@ async fn a_revision_made_but_not_recorded_is_taken_over() -> Result<()> {
         s.revision == Some(1) && complete(&s.ready)
     })
     .await?;
-    let stop = std::process::Command::new("bash").arg(repo_root().join("tests/e2e/hub.sh")).arg("stop").output()?;
-    assert!(stop.status.success(), "stop failed: {}", String::from_utf8_lossy(&stop.stderr));
-
-    // What the interrupted store left: revision 2, from other inputs, replacing revision 1.
     let contexts = Api::<AppContext>::namespaced(hub.clone(), &ns);
-    let first = contexts.get(&format!("{ns}-1")).await?;
-    let mut next = AppContext::new(&format!("{ns}-2"), first.spec.clone());
-    next.metadata.namespace = Some(ns.clone());
-    next.metadata.owner_references = first.metadata.owner_references.clone();
-    next.metadata.finalizers = first.metadata.finalizers.clone();
-    let mut labels = first.metadata.labels.clone().unwrap_or_default();
-    labels.insert(emco::api::labels::REVISION.into(), "2".into());
-    next.metadata.labels = Some(labels);
-    next.metadata.annotations = Some([("emco.io/input-hash".to_string(), "interrupted".to_string())].into());
-    next.spec.revision = 2;
-    next.spec.operation = emco::api::rsync::Operation::Update;
-    next.spec.replaces = Some(format!("{ns}-1"));
-    contexts.create(&Default::default(), &next).await?;
+    interrupt_a_store(&contexts, &ns).await?;
     restart_operator()?;
 
     let status = wait_dig(&hub, &ns, &ns, "revision 3 ready", Duration::from_secs(120), |s| {
@@ -96,6 +80,62 @@ async fn a_revision_made_but_not_recorded_is_taken_over() -> Result<()> {
         let deployments =
             Api::<Deployment>::namespaced(bed.client(member).await, &ns).list(&Default::default()).await?;
         assert_eq!(deployments.items.len(), 3, "edge Deployments on {member}");
+    }
+    Ok(())
+}
+
+/// With the operator stopped, leaves what a store cut short would: revision 2 of DIG `ns`, made
+/// from other inputs, replacing revision 1, and not recorded in the DIG.
+async fn interrupt_a_store(contexts: &Api<AppContext>, ns: &str) -> Result<()> {
+    let stop = std::process::Command::new("bash").arg(repo_root().join("tests/e2e/hub.sh")).arg("stop").output()?;
+    assert!(stop.status.success(), "stop failed: {}", String::from_utf8_lossy(&stop.stderr));
+
+    let first = contexts.get(&format!("{ns}-1")).await?;
+    let mut next = AppContext::new(&format!("{ns}-2"), first.spec.clone());
+    next.metadata.namespace = Some(ns.to_string());
+    next.metadata.owner_references = first.metadata.owner_references.clone();
+    next.metadata.finalizers = first.metadata.finalizers.clone();
+    let mut labels = first.metadata.labels.clone().unwrap_or_default();
+    labels.insert(emco::api::labels::REVISION.into(), "2".into());
+    next.metadata.labels = Some(labels);
+    next.metadata.annotations = Some([("emco.io/input-hash".to_string(), "interrupted".to_string())].into());
+    next.spec.revision = 2;
+    next.spec.operation = emco::api::rsync::Operation::Update;
+    next.spec.replaces = Some(format!("{ns}-1"));
+    contexts.create(&Default::default(), &next).await?;
+    Ok(())
+}
+
+/// The same cut-short store, then the DIG terminated before the operator is back: the revision
+/// the DIG never recorded is terminated too, and nothing of the sample stays on the members.
+#[tokio::test]
+async fn a_terminate_reaches_a_revision_made_but_not_recorded() -> Result<()> {
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let ns = format!("interrupted-end-{}", unique_suffix());
+    project(&hub, &ns).await?;
+    apply_sample(&hub, &ns, &ns).await?;
+    wait_dig(&hub, &ns, &ns, "revision 1 ready", Duration::from_secs(120), |s| {
+        s.revision == Some(1) && complete(&s.ready)
+    })
+    .await?;
+    let contexts = Api::<AppContext>::namespaced(hub.clone(), &ns);
+    interrupt_a_store(&contexts, &ns).await?;
+    set_dig_state(&hub, &ns, &ns, "Terminated").await?;
+    restart_operator()?;
+
+    wait_dig(&hub, &ns, &ns, "terminated", Duration::from_secs(120), |s| s.state == DigState::Terminated).await?;
+    for n in [1, 2] {
+        let context = contexts.get(&format!("{ns}-{n}")).await?;
+        assert_eq!(context.spec.operation, emco::api::rsync::Operation::Terminate, "revision {n} is terminated");
+    }
+    for member in ["edge01", "edge02", "cloud01"] {
+        let client = bed.client(member).await;
+        wait_for(&format!("nothing of the sample on {member}"), Duration::from_secs(60), || {
+            let api = Api::<Deployment>::namespaced(client.clone(), &ns);
+            async move { Ok(api.list(&Default::default()).await?.items.is_empty().then_some(())) }
+        })
+        .await?;
     }
     Ok(())
 }
