@@ -56,15 +56,7 @@ async fn a_restart_right_after_apply_finishes_the_same_revision() -> Result<()> 
 async fn a_revision_made_but_not_recorded_is_taken_over() -> Result<()> {
     let bed = Bed::get();
     let hub = bed.hub().await;
-    let ns = format!("interrupted-{}", unique_suffix());
-    project(&hub, &ns).await?;
-    apply_sample(&hub, &ns, &ns).await?;
-    wait_dig(&hub, &ns, &ns, "revision 1 ready", Duration::from_secs(120), |s| {
-        s.revision == Some(1) && complete(&s.ready)
-    })
-    .await?;
-    let contexts = Api::<AppContext>::namespaced(hub.clone(), &ns);
-    interrupt_a_store(&contexts, &ns).await?;
+    let (ns, contexts) = interrupted_sample(&hub, "interrupted").await?;
     restart_operator()?;
 
     let status = wait_dig(&hub, &ns, &ns, "revision 3 ready", Duration::from_secs(120), |s| {
@@ -84,15 +76,24 @@ async fn a_revision_made_but_not_recorded_is_taken_over() -> Result<()> {
     Ok(())
 }
 
-/// With the operator stopped, leaves what a store cut short would: revision 2 of DIG `ns`, made
-/// from other inputs, replacing revision 1, and not recorded in the DIG.
-async fn interrupt_a_store(contexts: &Api<AppContext>, ns: &str) -> Result<()> {
+/// The sample deployed as revision 1, then, with the operator stopped, what a store cut short
+/// would leave: revision 2, made from other inputs, replacing revision 1, and not recorded in
+/// the DIG. The namespace (and DIG name) and its AppContexts.
+async fn interrupted_sample(hub: &kube::Client, prefix: &str) -> Result<(String, Api<AppContext>)> {
+    let ns = format!("{prefix}-{}", unique_suffix());
+    project(hub, &ns).await?;
+    apply_sample(hub, &ns, &ns).await?;
+    wait_dig(hub, &ns, &ns, "revision 1 ready", Duration::from_secs(120), |s| {
+        s.revision == Some(1) && complete(&s.ready)
+    })
+    .await?;
+    let contexts = Api::<AppContext>::namespaced(hub.clone(), &ns);
     let stop = std::process::Command::new("bash").arg(repo_root().join("tests/e2e/hub.sh")).arg("stop").output()?;
     assert!(stop.status.success(), "stop failed: {}", String::from_utf8_lossy(&stop.stderr));
 
     let first = contexts.get(&format!("{ns}-1")).await?;
     let mut next = AppContext::new(&format!("{ns}-2"), first.spec.clone());
-    next.metadata.namespace = Some(ns.to_string());
+    next.metadata.namespace = Some(ns.clone());
     next.metadata.owner_references = first.metadata.owner_references.clone();
     next.metadata.finalizers = first.metadata.finalizers.clone();
     let mut labels = first.metadata.labels.clone().unwrap_or_default();
@@ -103,7 +104,7 @@ async fn interrupt_a_store(contexts: &Api<AppContext>, ns: &str) -> Result<()> {
     next.spec.operation = emco::api::rsync::Operation::Update;
     next.spec.replaces = Some(format!("{ns}-1"));
     contexts.create(&Default::default(), &next).await?;
-    Ok(())
+    Ok((ns, contexts))
 }
 
 /// The same cut-short store, then the DIG terminated before the operator is back: the revision
@@ -112,15 +113,7 @@ async fn interrupt_a_store(contexts: &Api<AppContext>, ns: &str) -> Result<()> {
 async fn a_terminate_reaches_a_revision_made_but_not_recorded() -> Result<()> {
     let bed = Bed::get();
     let hub = bed.hub().await;
-    let ns = format!("interrupted-end-{}", unique_suffix());
-    project(&hub, &ns).await?;
-    apply_sample(&hub, &ns, &ns).await?;
-    wait_dig(&hub, &ns, &ns, "revision 1 ready", Duration::from_secs(120), |s| {
-        s.revision == Some(1) && complete(&s.ready)
-    })
-    .await?;
-    let contexts = Api::<AppContext>::namespaced(hub.clone(), &ns);
-    interrupt_a_store(&contexts, &ns).await?;
+    let (ns, contexts) = interrupted_sample(&hub, "interrupted-end").await?;
     set_dig_state(&hub, &ns, &ns, "Terminated").await?;
     restart_operator()?;
 
