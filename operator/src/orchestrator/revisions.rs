@@ -277,8 +277,8 @@ pub async fn current_context(ctx: &Context, dig: &Dig) -> kube::Result<Option<Ap
         let next = context_name(&dig.name_any(), current.spec.revision + 1);
         // This DIG's own (not one left by a deleted DIG of the same name) and not going away.
         let ours = |m: &kube::core::PartialObjectMeta<AppContext>| {
-            let owners = m.metadata.owner_references.iter().flatten();
-            m.metadata.deletion_timestamp.is_none() && owners.into_iter().any(|o| Some(&o.uid) == dig.uid().as_ref())
+            let mut owners = m.metadata.owner_references.iter().flatten();
+            m.metadata.deletion_timestamp.is_none() && owners.any(|o| Some(&o.uid) == dig.uid().as_ref())
         };
         if api.get_metadata_opt(&next).await?.is_some_and(|m| ours(&m)) {
             supersede(ctx, &current, &next).await?;

@@ -1160,8 +1160,8 @@ const GIT_POLL: Duration = Duration::from_secs(2);
 const GIT_RESYNC: Duration = Duration::from_secs(30);
 
 /// When to look again: soon while work is under way (250 ms, backing off to 5 s, and not sooner
-/// than twice the pass's time unless that is past the cap), rarely once all is ready, with exponential backoff while
-/// a cluster is unreachable or refuses resources.
+/// than twice the pass's time unless that is past the cap), rarely once all is ready, with
+/// exponential backoff while a cluster is unreachable or refuses resources.
 fn next_look(ctx: &Context, actx: &AppContext, status: &AppContextStatus, pass: Duration) -> Action {
     let key = format!("appcontext/{}", id(actx));
     let poll = format!("poll/{key}");
