@@ -125,17 +125,18 @@ fn apps(actx: &AppContext, filter: &Filter) -> Vec<AppReport> {
             continue;
         }
         let clusters: Vec<ClusterReport> = app
-            .clusters
-            .iter()
-            .filter(|c| wanted(&c.cluster, &filter.cluster))
-            .map(|c| {
-                let seen = observed.and_then(|a| a.clusters.iter().find(|s| s.cluster == c.cluster)).cloned();
-                let seen = seen.unwrap_or(ClusterStatus { resources: c.bundle.resources, ..Default::default() });
+            .placements()
+            .into_iter()
+            .filter(|(c, _)| wanted(c, &filter.cluster))
+            .map(|(cluster, bundle)| {
+                let seen = observed.and_then(|a| a.clusters.iter().find(|s| s.cluster == cluster)).cloned();
+                let total = bundle.map_or(0, |b| b.resources);
+                let seen = seen.unwrap_or(ClusterStatus { resources: total, ..Default::default() });
                 let detail = filter.detail || filter.resource.is_some();
                 let resource_status =
                     if detail { resources.iter().map(|r| resource(r, &seen)).collect() } else { Vec::new() };
                 ClusterReport {
-                    cluster: c.cluster.clone(),
+                    cluster: cluster.to_string(),
                     connectivity: format!("{:?}", seen.connectivity),
                     resources: seen.resources,
                     deployed: seen.deployed,

@@ -1,7 +1,7 @@
 //! `rsync.emco.io`: the AppContext, one per DIG revision: what goes to which member cluster, and
 //! how far it got. Rendered manifests live in bundle Secrets, never in this object.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -96,6 +96,10 @@ pub struct ContextApp {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<ContextDependency>,
     pub clusters: Vec<ContextCluster>,
+    /// The app's rendered resources, each bundle naming the clusters it goes to (clusters that get
+    /// identical resources share one): the bundle is written once per app, not once per cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bundles: Vec<BundleRef>,
     /// What the app applies (over all its clusters), for people and `kubectl emco status`: the
     /// first 100 resources; the bundles hold them all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -147,12 +151,25 @@ pub struct ContextDependency {
     pub wait_seconds: u32,
 }
 
-/// One app on one cluster: which bundle of rendered resources to apply there.
+impl ContextApp {
+    /// Each cluster of the app with the bundle it gets (none: the context names none for it).
+    pub fn placements(&self) -> Vec<(&str, Option<&BundleRef>)> {
+        let by_cluster: HashMap<&str, &BundleRef> =
+            self.bundles.iter().flat_map(|b| b.clusters.iter().map(move |c| (c.as_str(), b))).collect();
+        let of = |c: &str| by_cluster.get(c).copied();
+        self.clusters.iter().map(|c| (c.cluster.as_str(), c.bundle.as_ref().or_else(|| of(&c.cluster)))).collect()
+    }
+}
+
+/// One cluster an app goes to.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ContextCluster {
     pub cluster: String,
-    pub bundle: BundleRef,
+    /// The cluster's bundle, as contexts written before the app's `bundles` named their clusters
+    /// have it (read, no longer written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<BundleRef>,
 }
 
 /// Rendered resources, stored gzipped in `parts` hub Secrets named `<name>-<i>` (each under 1 MiB),
@@ -168,6 +185,9 @@ pub struct BundleRef {
     /// project admin can write Secrets in the namespace, not AppContexts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// The clusters that get it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<String>,
 }
 
 /// rsync's state machine (seed 003): Created, Instantiating, Instantiated, InstantiateFailed,
@@ -321,4 +341,23 @@ pub struct ClusterStatus {
     /// The Helm hook phases that ran on this cluster for this context (`pre-install`, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cluster_gets_the_bundle_naming_it_or_the_one_it_carries() {
+        let app: ContextApp = serde_json::from_value(serde_json::json!({
+            "name": "a",
+            "clusters": [{"cluster": "x"}, {"cluster": "y"}, {"cluster": "z"},
+                         {"cluster": "old", "bundle": {"name": "b0", "parts": 1, "resources": 3}}],
+            "bundles": [{"name": "b1", "parts": 1, "resources": 2, "clusters": ["x", "y"]}]
+        }))
+        .unwrap();
+        let named: Vec<(&str, Option<&str>)> =
+            app.placements().into_iter().map(|(c, b)| (c, b.map(|b| b.name.as_str()))).collect();
+        assert_eq!(named, [("x", Some("b1")), ("y", Some("b1")), ("z", None), ("old", Some("b0"))]);
+    }
 }

@@ -83,7 +83,7 @@ async fn create(
 ) -> kube::Result<AppContext> {
     let ns = lc.namespace().unwrap_or_default();
     let owner = lc.controller_owner_ref(&()).expect("logical clouds have a uid");
-    let mut clusters = Vec::new();
+    let (mut clusters, mut refs) = (Vec::new(), Vec::new());
     for (b, (resources, on)) in bundles.iter().enumerate() {
         let name = format!("{}.lc.r{revision}-{hash}-{b}", lc.name_any());
         let parts = bundle::encode(resources);
@@ -96,8 +96,10 @@ async fn create(
             parts: parts.len() as u32,
             resources: resources.len() as u32,
             digest: Some(bundle::digest(&parts)),
+            clusters: on.clone(),
         };
-        clusters.extend(on.iter().map(|c| ContextCluster { cluster: c.clone(), bundle: bundle.clone() }));
+        clusters.extend(on.iter().map(|c| ContextCluster { cluster: c.clone(), bundle: None }));
+        refs.push(bundle);
     }
     let operation = if replaces.is_some() { Operation::Update } else { Operation::Instantiate };
     let context = AppContext {
@@ -119,7 +121,14 @@ async fn create(
             superseded_by: None,
             namespace: lc.spec.namespace.clone().unwrap_or_default(),
             logical_cloud: None,
-            apps: vec![ContextApp { name: APP.into(), depends_on: vec![], clusters, resources: vec![], unlisted: 0 }],
+            apps: vec![ContextApp {
+                name: APP.into(),
+                depends_on: vec![],
+                clusters,
+                bundles: refs,
+                resources: vec![],
+                unlisted: 0,
+            }],
             rollout: None,
         },
         status: None,

@@ -201,8 +201,9 @@ async fn create<N: Network>(
         parts: parts.len() as u32,
         resources: objects.len() as u32,
         digest: Some(bundle::digest(&parts)),
+        clusters: vec![net.cluster().to_string()],
     };
-    let cluster = ContextCluster { cluster: net.cluster().to_string(), bundle };
+    let cluster = ContextCluster { cluster: net.cluster().to_string(), bundle: None };
     let context = AppContext {
         metadata: ObjectMeta {
             name: Some(base),
@@ -226,6 +227,7 @@ async fn create<N: Network>(
                 name: APP.into(),
                 depends_on: vec![],
                 clusters: vec![cluster],
+                bundles: vec![bundle],
                 resources: objects.iter().map(ResourceRef::of).collect(),
                 unlisted: 0,
             }],

@@ -66,21 +66,24 @@ pub async fn write_bundles(
     let mut apps = Vec::new();
     let (mut unwritten, mut kept) = (Vec::new(), Vec::new());
     for app in &plan.apps {
-        let mut clusters = Vec::new();
+        let (mut clusters, mut bundles) = (Vec::new(), Vec::new());
         for planned in &app.bundles {
             let name = format!("{}-r{revision}-{}-{}", dig.name_any(), app.name, planned.hash);
             let parts = bundle::encode(&planned.resources);
+            let mut on = planned.clusters.clone();
+            on.sort();
             let bundle = BundleRef {
                 name: name.clone(),
                 parts: parts.len() as u32,
                 resources: planned.resources.len() as u32,
                 digest: Some(bundle::digest(&parts)),
+                clusters: on,
             };
             let named = parts.into_iter().enumerate().map(|(i, part)| (bundle::part_name(&name, i as u32), part));
             unwritten.extend(named.filter(|(name, _)| !written.contains(name)));
             kept.push((name, planned.resources.clone()));
-            clusters
-                .extend(planned.clusters.iter().map(|c| ContextCluster { cluster: c.clone(), bundle: bundle.clone() }));
+            clusters.extend(planned.clusters.iter().map(|c| ContextCluster { cluster: c.clone(), bundle: None }));
+            bundles.push(bundle);
         }
         clusters.sort_by(|a, b| a.cluster.cmp(&b.cluster));
         let all: BTreeSet<ResourceRef> =
@@ -91,6 +94,7 @@ pub async fn write_bundles(
             name: app.name.clone(),
             depends_on: app.depends_on.clone(),
             clusters,
+            bundles,
             resources,
             unlisted,
         });
@@ -226,14 +230,16 @@ pub async fn rollback_plan(
     let mut apps = Vec::new();
     for app in &old.spec.apps {
         let mut bundles: Vec<(String, plan::PlannedBundle)> = Vec::new();
-        for c in app.clusters.iter().filter(|c| usable.contains(&c.cluster)) {
-            if let Some((_, b)) = bundles.iter_mut().find(|(name, _)| *name == c.bundle.name) {
-                b.clusters.push(c.cluster.clone());
+        for (cluster, bundle) in app.placements().into_iter().filter(|(c, _)| usable.iter().any(|u| u == c)) {
+            let bundle =
+                bundle.ok_or_else(|| unavailable(format!("app {} names no bundle for {cluster}", app.name)))?;
+            if let Some((_, b)) = bundles.iter_mut().find(|(name, _)| *name == bundle.name) {
+                b.clusters.push(cluster.to_string());
                 continue;
             }
-            let resources = ctx.bundles.load(&ctx.hub, &ns, &c.bundle).await.map_err(|e| unavailable(e.to_string()))?;
-            let planned = plan::PlannedBundle::new(resources.clone(), vec![c.cluster.clone()]);
-            bundles.push((c.bundle.name.clone(), planned));
+            let resources = ctx.bundles.load(&ctx.hub, &ns, bundle).await.map_err(|e| unavailable(e.to_string()))?;
+            let planned = plan::PlannedBundle::new(resources.clone(), vec![cluster.to_string()]);
+            bundles.push((bundle.name.clone(), planned));
         }
         let bundles = bundles.into_iter().map(|(_, b)| b).collect();
         apps.push(plan::PlannedApp { name: app.name.clone(), depends_on: app.depends_on.clone(), bundles });

@@ -170,7 +170,7 @@ mod tests {
         let resources: Resources = Arc::new(vec![serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "a"}})]);
         let cache = BundleCache::default();
         cache.keep("p", "d-r2-app-h", resources.clone());
-        let bundle = BundleRef { name: "d-r2-app-h".into(), parts: 1, resources: 1, digest: None };
+        let bundle = BundleRef { name: "d-r2-app-h".into(), parts: 1, resources: 1, digest: None, clusters: vec![] };
         assert_eq!(cache.load(&hub, "p", &bundle).await.unwrap(), resources);
         let elsewhere = BundleRef { name: "d-r2-other-h".into(), ..bundle };
         assert!(cache.load(&hub, "p", &elsewhere).await.is_err(), "not kept: read from the hub");

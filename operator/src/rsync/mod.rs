@@ -77,6 +77,8 @@ pub struct Context {
 pub enum Error {
     #[error(transparent)]
     Bundle(#[from] bundle::BundleError),
+    #[error("app {0} names no bundle for cluster {1}")]
+    NoBundle(String, String),
     #[error("hub API: {0}")]
     Hub(#[from] kube::Error),
 }
@@ -330,15 +332,16 @@ fn rollout_health(status: &AppContextStatus, taken: &BTreeSet<&str>) -> BTreeMap
 /// This shard's units, with their bundles; and the other shards' units with their resource counts.
 async fn units_here(ctx: &Context, actx: &AppContext) -> Result<(Vec<Unit>, BTreeMap<(String, String), u32>), Error> {
     let ns = actx.namespace().unwrap_or_default();
+    let placed: Vec<(&crate::api::rsync::ContextApp, Vec<(&str, Option<&BundleRef>)>)> =
+        actx.spec.apps.iter().map(|a| (a, a.placements())).collect();
+    let mut needed: BTreeMap<&str, &BundleRef> = BTreeMap::new();
+    for (app, clusters) in &placed {
+        for (cluster, bundle) in clusters.iter().filter(|(c, _)| ctx.shards.owns(c)) {
+            let bundle = bundle.ok_or_else(|| Error::NoBundle(app.name.clone(), cluster.to_string()))?;
+            needed.insert(bundle.name.as_str(), bundle);
+        }
+    }
     // Each bundle this shard needs, read side by side (most are in the cache already).
-    let needed: BTreeMap<&str, &BundleRef> = actx
-        .spec
-        .apps
-        .iter()
-        .flat_map(|a| &a.clusters)
-        .filter(|c| ctx.shards.owns(&c.cluster))
-        .map(|c| (c.bundle.name.as_str(), &c.bundle))
-        .collect();
     let reads: Vec<BoxFuture<Result<_, Error>>> = needed
         .into_values()
         .map(|b| async { Ok((b.name.as_str(), ctx.bundles.load(&ctx.hub, &ns, b).await?)) }.boxed())
@@ -346,13 +349,14 @@ async fn units_here(ctx: &Context, actx: &AppContext) -> Result<(Vec<Unit>, BTre
     let loaded: BTreeMap<&str, bundle::Resources> =
         stream::iter(reads).buffer_unordered(BUNDLE_READS).try_collect().await?;
     let (mut units, mut elsewhere) = (Vec::new(), BTreeMap::new());
-    for app in &actx.spec.apps {
-        for c in &app.clusters {
-            if !ctx.shards.owns(&c.cluster) {
-                elsewhere.insert((app.name.clone(), c.cluster.clone()), c.bundle.resources);
+    for (app, clusters) in placed {
+        for (cluster, bundle) in clusters {
+            let Some(bundle) = bundle else { continue };
+            if !ctx.shards.owns(cluster) {
+                elsewhere.insert((app.name.clone(), cluster.to_string()), bundle.resources);
                 continue;
             }
-            let resources = loaded[c.bundle.name.as_str()].clone();
+            let resources = loaded[bundle.name.as_str()].clone();
             let (resources, hooks) = match resources.iter().any(hook::is_hook) {
                 false => (resources, Arc::default()),
                 true => {
@@ -360,7 +364,7 @@ async fn units_here(ctx: &Context, actx: &AppContext) -> Result<(Vec<Unit>, BTre
                     (Arc::new(kept), Arc::new(hooks))
                 }
             };
-            let (app, cluster, digest) = (app.name.clone(), c.cluster.clone(), c.bundle.digest.clone());
+            let (app, cluster, digest) = (app.name.clone(), cluster.to_string(), bundle.digest.clone());
             units.push(Unit { app, cluster, resources, hooks, digest });
         }
     }
@@ -992,12 +996,11 @@ async fn prune_one(
     let ns = old.namespace().unwrap_or_default();
     let mut failures = Vec::new();
     for app in &old.spec.apps {
-        let here = |c: &&crate::api::rsync::ContextCluster| {
-            ctx.shards.owns(&c.cluster) && !done.contains(&c.cluster) && !git::is_git(ctx, &c.cluster)
-        };
-        for c in app.clusters.iter().filter(here) {
-            let resources = ctx.bundles.load(&ctx.hub, &ns, &c.bundle).await?;
-            let kept = keep.get(c.cluster.as_str());
+        let here = |c: &str| ctx.shards.owns(c) && !done.contains(c) && !git::is_git(ctx, c);
+        for (cluster, bundle) in app.placements().into_iter().filter(|(c, _)| here(c)) {
+            let bundle = bundle.ok_or_else(|| Error::NoBundle(app.name.clone(), cluster.to_string()))?;
+            let resources = ctx.bundles.load(&ctx.hub, &ns, bundle).await?;
+            let kept = keep.get(cluster);
             let dropped: Vec<&Value> = resources
                 .iter()
                 .filter(|r| !hook::is_hook(r))
@@ -1006,7 +1009,7 @@ async fn prune_one(
             if dropped.is_empty() {
                 continue;
             }
-            match connect(ctx, old, &c.cluster, Work::Delete, &Default::default()).await {
+            match connect(ctx, old, cluster, Work::Delete, &Default::default()).await {
                 Ok(m) => failures.extend(m.delete(&dropped).await.failed),
                 Err(message) => failures.push(message),
             }

@@ -377,7 +377,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     let cache = emco::rsync::bundle::BundleCache::default();
     let mut bundles = Vec::new();
     for app in &actx.spec.apps {
-        bundles.push(cache.load(hub, &ns, &app.clusters[0].bundle).await?.as_ref().clone());
+        bundles.push(cache.load(hub, &ns, &app.bundles[0]).await?.as_ref().clone());
     }
     let mut direct = [0.0; 2];
     for (i, (order, tag)) in [(Order::MemberByMember, "direct"), (Order::Interleaved, "inter")].into_iter().enumerate()

@@ -45,7 +45,7 @@ async fn a_multi_mebibyte_app_deploys_through_bundles_under_one_mebibyte() -> Re
             .await?;
 
     let context = Api::<AppContext>::namespaced(hub.clone(), &ns).get(status.app_context.as_deref().unwrap()).await?;
-    let bundle = &context.spec.apps[0].clusters[0].bundle;
+    let bundle = &context.spec.apps[0].bundles[0];
     assert!(bundle.parts >= 3, "about 2 MiB of gzipped resources need several parts, got {}", bundle.parts);
     assert!(serde_json::to_vec(&context)?.len() < 16 * 1024, "the AppContext must stay small");
     let selector = format!("{}={ns}", emco::api::labels::DIG);
