@@ -125,7 +125,11 @@ where
     if let Some(version) = resource_version {
         patch["metadata"] = serde_json::json!({"resourceVersion": version});
     }
-    api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch)).await?;
+    // No strict decode of the body: it could only find duplicate keys, which a serialized map
+    // cannot have, and it parses the whole body a second time (an AppContext status runs to
+    // hundreds of KB).
+    let params = PatchParams::apply(MANAGER).force().validation_ignore();
+    api.patch_status(name, &params, &Patch::Apply(patch)).await?;
     Ok(())
 }
 

@@ -151,9 +151,12 @@ pub struct ContextDependency {
     pub wait_seconds: u32,
 }
 
+/// Each cluster of an app with the bundle it gets.
+pub type Placements<'a> = Vec<(&'a str, Option<&'a BundleRef>)>;
+
 impl ContextApp {
     /// Each cluster of the app with the bundle it gets (none: the context names none for it).
-    pub fn placements(&self) -> Vec<(&str, Option<&BundleRef>)> {
+    pub fn placements(&self) -> Placements<'_> {
         let by_cluster: HashMap<&str, &BundleRef> =
             self.bundles.iter().flat_map(|b| b.clusters.iter().map(move |c| (c.as_str(), b))).collect();
         let of = |c: &str| by_cluster.get(c).copied();

@@ -84,6 +84,12 @@ impl Applied {
         self.delivered.lock().unwrap().get(&key).is_some_and(|d| d == digest)
     }
 
+    /// Whether `unit` on `cluster` was given some bundle in full (known since this replica
+    /// started).
+    pub fn delivered_before(&self, cluster: &str, unit: &str) -> bool {
+        self.delivered.lock().unwrap().contains_key(&(cluster.to_string(), unit.to_string()))
+    }
+
     /// Whether `live` is older than what the member answered rsync's last apply (a watch cache
     /// lagging behind): its status says nothing of the object as applied.
     pub fn behind(&self, cluster: &str, key: &str, live: &Value) -> bool {

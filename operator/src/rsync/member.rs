@@ -86,6 +86,13 @@ impl Owner {
         if name.len() <= 128 { name } else { format!("{FIELD_MANAGER}/{}", crate::hex::digest(name.as_bytes(), 16)) }
     }
 
+    /// Server-side apply as this DIG, taking over conflicting fields. Without the member's
+    /// strict decode of the body (`fieldValidation=Ignore`): its only finding for an apply is a
+    /// duplicate key, which a serialized map cannot have, and it parses every body a second time.
+    pub fn apply_params(&self) -> PatchParams {
+        PatchParams::apply(&self.field_manager()).force().validation_ignore()
+    }
+
     /// Why `live` may not be touched, naming who it belongs to.
     fn refusal(&self, live: &Value) -> Failure {
         let l = &live["metadata"]["labels"];
@@ -351,7 +358,7 @@ impl Member<'_> {
         }
         let mut ordered: Vec<&Value> = resources.iter().collect();
         order::install_order(&mut ordered);
-        let params = PatchParams::apply(&self.owner.field_manager()).force();
+        let params = self.owner.apply_params();
         for obj in ordered {
             let applied = async {
                 let t = self.locate(obj).await?;
@@ -638,7 +645,7 @@ impl Member<'_> {
             }
             let mut obj = hook.clone();
             obj["metadata"]["annotations"][hook::RUN] = Value::String(run.to_string());
-            let params = PatchParams::apply(&self.owner.field_manager()).force();
+            let params = self.owner.apply_params();
             let started = t.write.patch(&t.name, &params, &Patch::Apply(&obj)).await.map_err(classify)?;
             let started = typed(&t, serde_json::to_value(started).unwrap_or_default());
             return self.finish(&t, hook, &started, &what).await;

@@ -45,6 +45,9 @@ use member::{Member, Outcome};
 
 /// (app, cluster) pairs worked on at once within one AppContext.
 const CONCURRENCY: usize = 16;
+/// The same, when every pair was delivered in full before (an update): each writes only what
+/// changed, mostly one object or none, so more go at once.
+const UPDATE_CONCURRENCY: usize = 64;
 /// Bundles read from the hub at once at the start of a pass.
 const BUNDLE_READS: usize = 8;
 /// On AppContexts and their bundle Secrets: nothing goes before what it applied is deleted.
@@ -332,7 +335,7 @@ fn rollout_health(status: &AppContextStatus, taken: &BTreeSet<&str>) -> BTreeMap
 /// This shard's units, with their bundles; and the other shards' units with their resource counts.
 async fn units_here(ctx: &Context, actx: &AppContext) -> Result<(Vec<Unit>, BTreeMap<(String, String), u32>), Error> {
     let ns = actx.namespace().unwrap_or_default();
-    let placed: Vec<(&crate::api::rsync::ContextApp, Vec<(&str, Option<&BundleRef>)>)> =
+    let placed: Vec<(&crate::api::rsync::ContextApp, crate::api::rsync::Placements)> =
         actx.spec.apps.iter().map(|a| (a, a.placements())).collect();
     let mut needed: BTreeMap<&str, &BundleRef> = BTreeMap::new();
     for (app, clusters) in &placed {
@@ -512,7 +515,7 @@ async fn deploy(
     let mut since: BTreeMap<(String, OpStatus), Time> = BTreeMap::new();
     let now = k8s_openapi::jiff::Timestamp::now();
     let listing = member::Listing::default();
-    let current = |m: &str, client_key: &str| ctx.shards.owns(m) && ctx.members.client_key(m) == client_key;
+    let current = |m: &str, client_key: &str| watched_here(ctx, m, client_key);
     // GitOps members take the whole revision in one commit; their tool orders what it applies.
     let (through_git, units): (Vec<&Unit>, Vec<&Unit>) = units.iter().partition(|u| git::is_git(ctx, &u.cluster));
     results.extend(git::sync(ctx, actx, &through_git, false).await);
@@ -539,16 +542,15 @@ async fn deploy(
             |u: &Unit| u.digest.as_ref().is_some_and(|d| ctx.applied.delivered(&u.cluster, &unit_key(actx, u), d));
         let tier = |u: &&Unit| 2 * u8::from(previous_of(previous, u).is_some_and(unreachable)) + u8::from(holds(u));
         let ready = order::by_cluster(ready, |u| (tier(u), u.cluster.as_str()));
+        let update = ready.iter().all(|u| ctx.applied.delivered_before(&u.cluster, &unit_key(actx, u)));
+        let at_once = if update { UPDATE_CONCURRENCY } else { CONCURRENCY };
         listing.expect(ready.iter().map(|u| u.cluster.as_str()));
-        let work = ready.iter().map(|u| {
-            async {
-                let done = sync_unit(ctx, actx, u, previous_of(previous, u), &listing).await;
-                listing.unit_done(&u.cluster, &ctx.monitor, current);
-                done
-            }
-            .boxed()
-        });
-        results.extend(bounded(work.collect()).await);
+        // The units to write go first and alone: the many an update leaves as they are (no
+        // write) would take the cores the members need for the changes.
+        let first = ready.iter().take_while(|u| tier(u) == 0).count();
+        for part in [&ready[..first], &ready[first..]] {
+            results.extend(sync_units(ctx, actx, part, previous, &listing, at_once).await);
+        }
         for u in ready {
             let full = results.get(&key(u)).is_some_and(|s| s.deployed == s.resources && s.failed.is_empty());
             ctx.applied.deliver(&u.cluster, &unit_key(actx, u), u.digest.as_deref().filter(|_| full));
@@ -573,6 +575,33 @@ async fn deploy(
         app.ready_since = since.get(&(app.name.clone(), OpStatus::Ready)).cloned();
     }
     status
+}
+
+/// [`sync_unit`] on each of `units`, `at_once` at a time; each cluster's watches start once its
+/// units are done.
+async fn sync_units(
+    ctx: &Context,
+    actx: &AppContext,
+    units: &[&Unit],
+    previous: &AppContextStatus,
+    listing: &member::Listing,
+    at_once: usize,
+) -> Vec<((String, String), ClusterStatus)> {
+    let current = |m: &str, client_key: &str| watched_here(ctx, m, client_key);
+    let work = units.iter().map(|u| {
+        async move {
+            let done = sync_unit(ctx, actx, u, previous_of(previous, u), listing).await;
+            listing.unit_done(&u.cluster, &ctx.monitor, current);
+            done
+        }
+        .boxed()
+    });
+    bounded_by(work.collect(), at_once).await
+}
+
+/// Whether member `m`'s watches, started with client `client_key`, are still this replica's.
+fn watched_here(ctx: &Context, m: &str, client_key: &str) -> bool {
+    ctx.shards.owns(m) && ctx.members.client_key(m) == client_key
 }
 
 /// A unit waiting for a dependency: nothing done yet.
@@ -858,7 +887,12 @@ async fn terminate_unit(ctx: &Context, actx: &AppContext, u: &Unit) -> ((String,
 
 /// Runs `work` with at most `CONCURRENCY` at once.
 async fn bounded<'a, T>(work: Vec<BoxFuture<'a, T>>) -> Vec<T> {
-    stream::iter(work).buffer_unordered(CONCURRENCY).collect().await
+    bounded_by(work, CONCURRENCY).await
+}
+
+/// Runs `work` with at most `at_once` at once.
+async fn bounded_by<'a, T>(work: Vec<BoxFuture<'a, T>>, at_once: usize) -> Vec<T> {
+    stream::iter(work).buffer_unordered(at_once).collect().await
 }
 
 /// After an update is applied: deletes, on each cluster, what the replaced contexts applied and
