@@ -45,8 +45,8 @@ use member::{Member, Outcome};
 
 /// (app, cluster) pairs worked on at once within one AppContext.
 const CONCURRENCY: usize = 16;
-/// The same, when every pair was delivered in full before (an update): each writes only what
-/// changed, mostly one object or none, so more go at once.
+/// The same for the pairs whose bundle changed, when each was delivered in full before (an
+/// update): each writes only the objects whose content changed.
 const UPDATE_CONCURRENCY: usize = 64;
 /// Bundles read from the hub at once at the start of a pass.
 const BUNDLE_READS: usize = 8;
@@ -80,8 +80,6 @@ pub struct Context {
 pub enum Error {
     #[error(transparent)]
     Bundle(#[from] bundle::BundleError),
-    #[error("app {0} names no bundle for cluster {1}")]
-    NoBundle(String, String),
     #[error("hub API: {0}")]
     Hub(#[from] kube::Error),
 }
@@ -214,15 +212,19 @@ async fn reconcile(actx: Arc<AppContext>, ctx: Arc<Context>) -> Result<Action, E
     }
     let ns = actx.namespace().unwrap_or_default();
     let started = std::time::Instant::now();
-    let (units, elsewhere) = units_here(&ctx, &actx).await?;
+    let Here { units, elsewhere, unbundled } = units_here(&ctx, &actx).await?;
     tracing::debug!(appcontext = %actx.name_any(), units = units.len(), elapsed = ?started.elapsed(), "pass started");
     // Nothing of it on this shard's clusters, unless what it replaced was (to prune).
-    if units.is_empty() && !elsewhere.is_empty() && pass != (Pass::Deploy { prune: true }) {
+    if units.is_empty() && unbundled.is_empty() && !elsewhere.is_empty() && pass != (Pass::Deploy { prune: true }) {
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
     let previous = actx.status.clone().unwrap_or_default();
     let operation = if pass == Pass::Terminate { Operation::Terminate } else { actx.spec.operation };
-    let others = shard_entries(&previous, &elsewhere, actx.metadata.generation, operation);
+    let mut others = shard_entries(&previous, &elsewhere, actx.metadata.generation, operation);
+    // A pair without a bundle fails on its own; on terminate it has nothing known to delete.
+    if pass != Pass::Terminate {
+        others.extend(unbundled.into_iter().map(|pair| unbundled_status(pair, actx.metadata.generation)));
+    }
     let mut wake = None;
     let mut status = match (pass, &actx.spec.rollout) {
         (Pass::Terminate, _) => terminate(&ctx, &actx, &units, others).await,
@@ -332,15 +334,34 @@ fn rollout_health(status: &AppContextStatus, taken: &BTreeSet<&str>) -> BTreeMap
     health
 }
 
-/// This shard's units, with their bundles; and the other shards' units with their resource counts.
-async fn units_here(ctx: &Context, actx: &AppContext) -> Result<(Vec<Unit>, BTreeMap<(String, String), u32>), Error> {
+/// What a pass works from.
+struct Here {
+    /// This shard's units, with their bundles.
+    units: Vec<Unit>,
+    /// The other shards' (app, cluster) pairs, with their resource counts.
+    elsewhere: BTreeMap<(String, String), u32>,
+    /// This shard's pairs the context names no bundle for.
+    unbundled: Vec<(String, String)>,
+}
+
+/// The status of a pair the context names no bundle for: failed, nothing applied.
+fn unbundled_status((app, cluster): (String, String), generation: Option<i64>) -> ((String, String), ClusterStatus) {
+    let status = ClusterStatus {
+        cluster: cluster.clone(),
+        failed: vec![format!("the AppContext names no bundle for app {app} on cluster {cluster}")],
+        observed_generation: generation,
+        ..Default::default()
+    };
+    ((app, cluster), status)
+}
+
+async fn units_here(ctx: &Context, actx: &AppContext) -> Result<Here, Error> {
     let ns = actx.namespace().unwrap_or_default();
     let placed: Vec<(&crate::api::rsync::ContextApp, crate::api::rsync::Placements)> =
         actx.spec.apps.iter().map(|a| (a, a.placements())).collect();
     let mut needed: BTreeMap<&str, &BundleRef> = BTreeMap::new();
-    for (app, clusters) in &placed {
-        for (cluster, bundle) in clusters.iter().filter(|(c, _)| ctx.shards.owns(c)) {
-            let bundle = bundle.ok_or_else(|| Error::NoBundle(app.name.clone(), cluster.to_string()))?;
+    for (cluster, bundle) in placed.iter().flat_map(|(_, clusters)| clusters) {
+        if let Some(bundle) = bundle.filter(|_| ctx.shards.owns(cluster)) {
             needed.insert(bundle.name.as_str(), bundle);
         }
     }
@@ -351,14 +372,21 @@ async fn units_here(ctx: &Context, actx: &AppContext) -> Result<(Vec<Unit>, BTre
         .collect();
     let loaded: BTreeMap<&str, bundle::Resources> =
         stream::iter(reads).buffer_unordered(BUNDLE_READS).try_collect().await?;
-    let (mut units, mut elsewhere) = (Vec::new(), BTreeMap::new());
+    let (mut units, mut elsewhere, mut unbundled) = (Vec::new(), BTreeMap::new(), Vec::new());
     for (app, clusters) in placed {
         for (cluster, bundle) in clusters {
-            let Some(bundle) = bundle else { continue };
-            if !ctx.shards.owns(cluster) {
-                elsewhere.insert((app.name.clone(), cluster.to_string()), bundle.resources);
-                continue;
-            }
+            let pair = (app.name.clone(), cluster.to_string());
+            let bundle = match (ctx.shards.owns(cluster), bundle) {
+                (false, bundle) => {
+                    elsewhere.insert(pair, bundle.map_or(0, |b| b.resources));
+                    continue;
+                }
+                (true, None) => {
+                    unbundled.push(pair);
+                    continue;
+                }
+                (true, Some(bundle)) => bundle,
+            };
             let resources = loaded[bundle.name.as_str()].clone();
             let (resources, hooks) = match resources.iter().any(hook::is_hook) {
                 false => (resources, Arc::default()),
@@ -367,11 +395,11 @@ async fn units_here(ctx: &Context, actx: &AppContext) -> Result<(Vec<Unit>, BTre
                     (Arc::new(kept), Arc::new(hooks))
                 }
             };
-            let (app, cluster, digest) = (app.name.clone(), cluster.to_string(), bundle.digest.clone());
+            let ((app, cluster), digest) = (pair, bundle.digest.clone());
             units.push(Unit { app, cluster, resources, hooks, digest });
         }
     }
-    Ok((units, elsewhere))
+    Ok(Here { units, elsewhere, unbundled })
 }
 
 /// The entries of other shards' units as `status` has them, when found at `generation`; else
@@ -541,16 +569,19 @@ async fn deploy(
         let holds =
             |u: &Unit| u.digest.as_ref().is_some_and(|d| ctx.applied.delivered(&u.cluster, &unit_key(actx, u), d));
         let tier = |u: &&Unit| 2 * u8::from(previous_of(previous, u).is_some_and(unreachable)) + u8::from(holds(u));
-        let ready = order::by_cluster(ready, |u| (tier(u), u.cluster.as_str()));
-        let update = ready.iter().all(|u| ctx.applied.delivered_before(&u.cluster, &unit_key(actx, u)));
-        let at_once = if update { UPDATE_CONCURRENCY } else { CONCURRENCY };
+        let tiered: Vec<(u8, &Unit)> = ready.into_iter().map(|u| (tier(&u), u)).collect();
+        let tiered = order::by_cluster(tiered, |(t, u)| (*t, u.cluster.as_str()));
+        let first = tiered.iter().take_while(|(t, _)| *t == 0).count();
+        let ready: Vec<&Unit> = tiered.into_iter().map(|(_, u)| u).collect();
         listing.expect(ready.iter().map(|u| u.cluster.as_str()));
         // The units to write go first and alone: the many an update leaves as they are (no
-        // write) would take the cores the members need for the changes.
-        let first = ready.iter().take_while(|u| tier(u) == 0).count();
-        for part in [&ready[..first], &ready[first..]] {
-            results.extend(sync_units(ctx, actx, part, previous, &listing, at_once).await);
-        }
+        // write) would take the cores the members need for the changes. When each of them was
+        // delivered in full before (an update), it writes only what changed: more go at once.
+        let (changed, rest) = ready.split_at(first);
+        let update = changed.iter().all(|u| ctx.applied.delivered_before(&u.cluster, &unit_key(actx, u)));
+        let at_once = if update { UPDATE_CONCURRENCY } else { CONCURRENCY };
+        results.extend(sync_units(ctx, actx, changed, previous, &listing, at_once).await);
+        results.extend(sync_units(ctx, actx, rest, previous, &listing, CONCURRENCY).await);
         for u in ready {
             let full = results.get(&key(u)).is_some_and(|s| s.deployed == s.resources && s.failed.is_empty());
             ctx.applied.deliver(&u.cluster, &unit_key(actx, u), u.digest.as_deref().filter(|_| full));
@@ -1032,7 +1063,10 @@ async fn prune_one(
     for app in &old.spec.apps {
         let here = |c: &str| ctx.shards.owns(c) && !done.contains(c) && !git::is_git(ctx, c);
         for (cluster, bundle) in app.placements().into_iter().filter(|(c, _)| here(c)) {
-            let bundle = bundle.ok_or_else(|| Error::NoBundle(app.name.clone(), cluster.to_string()))?;
+            let Some(bundle) = bundle else {
+                failures.push(format!("{} names no bundle for app {} on cluster {cluster}", old.name_any(), app.name));
+                continue;
+            };
             let resources = ctx.bundles.load(&ctx.hub, &ns, bundle).await?;
             let kept = keep.get(cluster);
             let dropped: Vec<&Value> = resources
@@ -1076,8 +1110,12 @@ fn dependency_met(results: &BTreeMap<(String, String), ClusterStatus>, app: &str
 }
 
 /// A cluster rsync could not work on (not one merely waiting for a dependency).
+/// A pair whose member did not answer, or could not be connected to (a failure before any
+/// answer). A pair the context names no bundle for has nothing to send (no resources) and failed
+/// on its own, whatever the member.
 fn unreachable(c: &ClusterStatus) -> bool {
-    c.connectivity == Connectivity::Retrying || (c.connectivity == Connectivity::Unknown && !c.failed.is_empty())
+    let connect_failed = c.connectivity == Connectivity::Unknown && !c.failed.is_empty() && c.resources > 0;
+    c.connectivity == Connectivity::Retrying || connect_failed
 }
 
 fn key(u: &Unit) -> (String, String) {

@@ -245,3 +245,45 @@ async fn projects_cannot_claim_system_or_foreign_namespaces() -> Result<()> {
     projects.delete(&name, &Default::default()).await?;
     Ok(())
 }
+
+/// An AppContext that names no bundle for one of its clusters (written by hand, or by a tool
+/// that does not know the shape): that pair fails with a message on the context, the others are
+/// applied, and deleting it still goes through rsync's terminate to the end.
+#[tokio::test]
+async fn an_appcontext_cluster_without_a_bundle_fails_that_pair_only() -> Result<()> {
+    let bed = Bed::get();
+    let hub = bed.hub().await;
+    let ns = format!("nobundle-{}", unique_suffix());
+    project(&hub, &ns).await?;
+    // Revision 1 of a real DIG gives real bundles to point at.
+    Probe::new(json!({"app": "probe", "allOf": [{"cluster": "edge01"}]})).apply(&hub, &bed, &ns).await?;
+    let status = wait_dig(&hub, &ns, &ns, "deployed", Duration::from_secs(60), |s| s.deployed.is_some()).await?;
+    let contexts = Api::<AppContext>::namespaced(hub.clone(), &ns);
+    let made = contexts.get(status.app_context.as_deref().unwrap()).await?;
+    // The same DIG's objects (so they are its own on edge01), and edge02 with no bundle.
+    let mut spec = made.spec.clone();
+    spec.apps[0].clusters.push(serde_json::from_value(json!({"cluster": "edge02"}))?);
+    let mut by_hand = AppContext::new(&format!("{ns}-byhand"), spec);
+    by_hand.metadata.finalizers = Some(vec![emco::rsync::FINALIZER.into()]);
+    contexts.create(&Default::default(), &by_hand).await?;
+
+    let failed = wait_for("the pair without a bundle to fail", Duration::from_secs(30), || async {
+        let s = contexts.get(&format!("{ns}-byhand")).await?.status.unwrap_or_default();
+        let edge02 = s.apps.iter().flat_map(|a| &a.clusters).find(|c| c.cluster == "edge02").cloned();
+        let edge01 = s.apps.iter().flat_map(|a| &a.clusters).find(|c| c.cluster == "edge01").cloned();
+        Ok(match (edge01, edge02) {
+            (Some(one), Some(two)) if one.deployed == one.resources && !two.failed.is_empty() => Some((s.state, two)),
+            _ => None,
+        })
+    })
+    .await?;
+    assert_eq!(failed.0, emco::api::rsync::ContextState::InstantiateFailed);
+    assert!(failed.1.failed[0].contains("names no bundle"), "{:?}", failed.1.failed);
+
+    contexts.delete(&format!("{ns}-byhand"), &Default::default()).await?;
+    wait_for("the context to be terminated and gone", Duration::from_secs(30), || async {
+        Ok(contexts.get_opt(&format!("{ns}-byhand")).await?.is_none().then_some(()))
+    })
+    .await?;
+    Ok(())
+}
