@@ -355,6 +355,8 @@ fn unbundled_status((app, cluster): (String, String), generation: Option<i64>) -
     ((app, cluster), status)
 }
 
+/// This shard's units with their bundles (read side by side), the other shards' pairs, and the
+/// pairs without a bundle.
 async fn units_here(ctx: &Context, actx: &AppContext) -> Result<Here, Error> {
     let ns = actx.namespace().unwrap_or_default();
     let placed: Vec<(&crate::api::rsync::ContextApp, crate::api::rsync::Placements)> =
@@ -1109,10 +1111,9 @@ fn dependency_met(results: &BTreeMap<(String, String), ClusterStatus>, app: &str
     })
 }
 
-/// A cluster rsync could not work on (not one merely waiting for a dependency).
-/// A pair whose member did not answer, or could not be connected to (a failure before any
-/// answer). A pair the context names no bundle for has nothing to send (no resources) and failed
-/// on its own, whatever the member.
+/// A cluster rsync could not work on: its member did not answer, or could not be connected to (a
+/// failure before any answer). Not one merely waiting for a dependency, nor a pair the context
+/// names no bundle for (nothing to send, no resources: it failed on its own, whatever the member).
 fn unreachable(c: &ClusterStatus) -> bool {
     let connect_failed = c.connectivity == Connectivity::Unknown && !c.failed.is_empty() && c.resources > 0;
     c.connectivity == Connectivity::Retrying || connect_failed
