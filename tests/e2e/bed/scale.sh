@@ -5,7 +5,9 @@
 #   scale.sh up N    start (or grow to) N members and register them
 #   scale.sh down    stop them, unregister them, remove their state
 # Needs the test bed's hub (`just up`) and openssl. SCALE_PROFILING=true serves Go's /debug/pprof on
-# the members (for a profile of a member during a bench; off by default).
+# the members (for a profile of a member during a bench; off by default). The members do not compact
+# their etcd (a compaction at a random moment is noise in a timed phase): the bench compacts it
+# before each phase.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 dir=$BED_DIR/scale
@@ -40,13 +42,14 @@ start_etcd() {
 start_member() {
   local i=$1 port=$((base_port + $1))
   [ -f "$dir/s$i.pid" ] && kill -0 "$(cat "$dir/s$i.pid")" 2>/dev/null && return
-  nohup "$BIN_DIR/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" --etcd-prefix "/s$i" \
+  GOMAXPROCS=${SCALE_GOMAXPROCS:-1} nohup "$BIN_DIR/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" --etcd-prefix "/s$i" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$port" \
     --tls-cert-file "$dir/pki/serving.crt" --tls-private-key-file "$dir/pki/serving.key" \
     --client-ca-file "$dir/pki/ca.crt" --token-auth-file "$dir/pki/tokens.csv" --authorization-mode RBAC \
     --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$dir/pki/sa.pub" \
     --service-account-signing-key-file "$dir/pki/sa.key" --service-cluster-ip-range 10.96.0.0/16 \
     --watch-cache=false --enable-priority-and-fairness=false --endpoint-reconciler-type none \
+    --etcd-compaction-interval 0 \
     --profiling="${SCALE_PROFILING:-false}" -v 0 >"$dir/s$i.log" 2>&1 &
   echo $! >"$dir/s$i.pid"
   local token ca

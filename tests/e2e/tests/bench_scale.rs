@@ -163,6 +163,46 @@ fn sample_peak(pid: u32, stop: Arc<std::sync::atomic::AtomicBool>) -> std::threa
 }
 
 /// A phase boundary on stderr with the wall clock, to line up with profiles taken beside the bench.
+/// Busy share of all cores over `window`, from `/proc/stat`.
+async fn busy(window: Duration) -> f64 {
+    let sample = || -> (u64, u64) {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let v: Vec<u64> =
+            stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        (v.iter().sum(), idle)
+    };
+    let (t0, i0) = sample();
+    tokio::time::sleep(window).await;
+    let (t1, i1) = sample();
+    1.0 - (i1 - i0) as f64 / (t1 - t0).max(1) as f64
+}
+
+/// Before a measured phase: compacts the scale bed's etcd (the members do not, see scale.sh), then
+/// waits (up to 60 s) until the machine is quiet, 2 s in a row under 40 % busy, so that no phase
+/// pays for the work the one before left behind (deletes, compaction, garbage collection).
+async fn settle(phase: &str) {
+    let etcd = "http://127.0.0.1:23790/v3/kv";
+    let revision = std::process::Command::new("curl")
+        .args(["-sf", "-X", "POST", &format!("{etcd}/range"), "-d", r#"{"key":"AA=="}"#])
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+        .and_then(|v| v["header"]["revision"].as_str().map(String::from));
+    if let Some(rev) = revision {
+        let body = format!(r#"{{"revision":"{rev}","physical":true}}"#);
+        let _ = std::process::Command::new("curl")
+            .args(["-sf", "-X", "POST", &format!("{etcd}/compaction"), "-d", &body])
+            .output();
+    }
+    let start = Instant::now();
+    let mut quiet = 0;
+    while quiet < 2 && start.elapsed() < Duration::from_secs(60) {
+        quiet = if busy(Duration::from_secs(1)).await < 0.4 { quiet + 1 } else { 0 };
+    }
+    eprintln!("settled before {phase} in {:.1} s", start.elapsed().as_secs_f64());
+}
+
 fn mark(phase: &str) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     eprintln!("phase {phase} at {:.3}", now.as_secs_f64());
@@ -317,6 +357,8 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     let selector = format!("{}={ns}", emco::api::labels::DIG);
     let (arrivals, watches) = watch_arrivals(members, &selector, APPS * PER_APP);
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let gcs_before = member_gcs(members).await;
+    settle("fanout").await;
     let pid = operator_pid()?;
     let (hub_before, cpu_before, member_before) =
         (hub_requests(hub).await?, cpu_seconds(pid), member_requests().await?);
@@ -329,6 +371,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     apply(hub, &dig).await?;
     let fanout = wait_all(&arrivals, n, Duration::from_secs(600)).await?.duration_since(start).as_secs_f64();
     mark("fanout done");
+    eprintln!("member GCs in the fan-out (3 members): {}", member_gcs(members).await - gcs_before);
     let (hub_after, cpu_after) = (hub_requests(hub).await?, cpu_seconds(pid));
     let member_fanout = moved(&member_before, &member_requests().await?);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -354,6 +397,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
         }));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
+    settle("update").await;
     let member_before = member_requests().await?;
     let start = Instant::now();
     apply(hub, &profile("2")).await?;
@@ -380,8 +424,15 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
         bundles.push(cache.load(hub, &ns, &app.bundles[0]).await?.as_ref().clone());
     }
     let mut direct = [0.0; 2];
-    for (i, (order, tag)) in [(Order::MemberByMember, "direct"), (Order::Interleaved, "inter")].into_iter().enumerate()
-    {
+    // `BENCH_DIRECT_REPEAT=k` measures the member-by-member baseline k times in a row (each
+    // printed; the first one counts), to see its spread apart from the fan-out's.
+    let repeat: usize = std::env::var("BENCH_DIRECT_REPEAT").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
+    let mut phases: Vec<(Order, String)> = (0..repeat.max(1))
+        .map(|j| (Order::MemberByMember, if j == 0 { "direct".to_string() } else { format!("direct{j}") }))
+        .collect();
+    phases.push((Order::Interleaved, "inter".to_string()));
+    for (j, (order, tag)) in phases.into_iter().enumerate() {
+        let i = usize::from(matches!(order, Order::Interleaved));
         let target = format!("{tag}-{ns}");
         let mut rendered: Vec<Vec<Value>> = bundles.clone();
         for o in rendered.iter_mut().flatten() {
@@ -395,10 +446,15 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
         let (arrivals, watches) =
             watch_arrivals(members, &format!("{}={target}", emco::api::labels::DIG), APPS * PER_APP);
         tokio::time::sleep(Duration::from_secs(1)).await;
+        settle(&tag).await;
         mark(&format!("{tag} start"));
         let start = Instant::now();
         direct_apply(members, &target, &rendered, order).await?;
-        direct[i] = wait_all(&arrivals, n, Duration::from_secs(600)).await?.duration_since(start).as_secs_f64();
+        let took = wait_all(&arrivals, n, Duration::from_secs(600)).await?.duration_since(start).as_secs_f64();
+        eprintln!("{tag}: {took:.2} s");
+        if j == 0 || i == 1 {
+            direct[i] = took;
+        }
         mark(&format!("{tag} done"));
         watches.iter().for_each(|w| w.abort());
         remove_copies(members, &target).await?;
@@ -447,6 +503,48 @@ async fn dig_status_context(hub: &Client, ns: &str) -> Result<String> {
     dig(hub, ns, ns).await?.status.and_then(|s| s.app_context).context("the DIG has no AppContext")
 }
 
+/// Warms the members up before the first run (`BENCH_WARMUP=0` skips it): the bench's 20 apps
+/// rendered in-process and applied directly to every member, then deleted; nothing is measured.
+/// Each run measures the direct baseline after the fan-out, on members the fan-out has warmed; a
+/// fan-out on members that have served nothing yet is dearer (run 0 without it: members 24.6
+/// CPU-s, against 16.6–20.5 in later runs and 20.3 in a run 0 after a warm-up).
+async fn warm_up(members: &[(String, Client)]) -> Result<()> {
+    let tgz = chart_tgz(
+        "scale",
+        &[("Chart.yaml", CHART), ("values.yaml", "name: x\nvalue: \"1\"\n"), ("templates/all.yaml", TEMPLATE)],
+    );
+    let chart = emco::render::chart::load_chart(&tgz)?;
+    let ctx = emco::render::RenderContext {
+        release_name: "warm".into(),
+        release_namespace: "warm".into(),
+        revision: 1,
+        kube_version: "v1.35.0".into(),
+        api_versions: vec![],
+    };
+    let mut apps = Vec::new();
+    for a in 0..APPS {
+        let values = serde_json::from_value(json!({"name": format!("app{a}"), "value": "1"}))?;
+        apps.push(emco::render::render_app(&chart, &values, &ctx)?);
+    }
+    let start = Instant::now();
+    direct_apply(members, "warm", &apps, Order::MemberByMember).await?;
+    remove_copies(members, "warm").await?;
+    eprintln!("warmed the members up in {:.1} s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Garbage collections so far of three members (first, middle, last), from their metrics.
+async fn member_gcs(members: &[(String, Client)]) -> u64 {
+    let mut gcs = 0;
+    for (_, client) in [&members[0], &members[members.len() / 2], &members[members.len() - 1]] {
+        let req = http::Request::get("/metrics").body(Vec::new()).expect("a request");
+        let text = client.request_text(req).await.unwrap_or_default();
+        let count = text.lines().find_map(|l| l.strip_prefix("go_gc_duration_seconds_count "));
+        gcs += count.and_then(|c| c.trim().parse::<f64>().ok()).unwrap_or(0.0) as u64;
+    }
+    gcs
+}
+
 /// Objects per second rendered in-process for a chart of 200 objects.
 fn render_rate() -> Result<f64> {
     let template = "{{- range $i := until 200 }}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{{ $i }}\ndata:\n  value: {{ $.Values.value | quote }}\n{{- end }}\n";
@@ -477,6 +575,9 @@ async fn scale_fan_out_update_and_cost() -> Result<()> {
     let n = members.len();
     let mut runs = Vec::new();
     let total = run_count();
+    if std::env::var("BENCH_WARMUP").as_deref() != Ok("0") {
+        warm_up(&members).await?;
+    }
     for run in 0..total {
         let r = one_run(&hub, &members, run, run + 1 == total).await?;
         println!(
