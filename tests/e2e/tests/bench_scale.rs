@@ -514,13 +514,7 @@ async fn warm_up(members: &[(String, Client)]) -> Result<()> {
         &[("Chart.yaml", CHART), ("values.yaml", "name: x\nvalue: \"1\"\n"), ("templates/all.yaml", TEMPLATE)],
     );
     let chart = emco::render::chart::load_chart(&tgz)?;
-    let ctx = emco::render::RenderContext {
-        release_name: "warm".into(),
-        release_namespace: "warm".into(),
-        revision: 1,
-        kube_version: "v1.35.0".into(),
-        api_versions: vec![],
-    };
+    let ctx = release("warm");
     let mut apps = Vec::new();
     for a in 0..APPS {
         let values = serde_json::from_value(json!({"name": format!("app{a}"), "value": "1"}))?;
@@ -545,19 +539,24 @@ async fn member_gcs(members: &[(String, Client)]) -> u64 {
     gcs
 }
 
+/// The release facts of an in-process render: release `name` in namespace `name`.
+fn release(name: &str) -> emco::render::RenderContext {
+    emco::render::RenderContext {
+        release_name: name.into(),
+        release_namespace: name.into(),
+        revision: 1,
+        kube_version: "v1.35.0".into(),
+        api_versions: vec![],
+    }
+}
+
 /// Objects per second rendered in-process for a chart of 200 objects.
 fn render_rate() -> Result<f64> {
     let template = "{{- range $i := until 200 }}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{{ $i }}\ndata:\n  value: {{ $.Values.value | quote }}\n{{- end }}\n";
     let tgz =
         chart_tgz("render", &[("Chart.yaml", CHART), ("values.yaml", "value: x\n"), ("templates/cms.yaml", template)]);
     let chart = emco::render::chart::load_chart(&tgz)?;
-    let ctx = emco::render::RenderContext {
-        release_name: "r".into(),
-        release_namespace: "n".into(),
-        revision: 1,
-        kube_version: "v1.35.0".into(),
-        api_versions: vec![],
-    };
+    let ctx = release("r");
     let start = Instant::now();
     let mut objects = 0;
     while start.elapsed() < Duration::from_secs(2) {
