@@ -162,47 +162,41 @@ fn sample_peak(pid: u32, stop: Arc<std::sync::atomic::AtomicBool>) -> std::threa
     })
 }
 
-/// A phase boundary on stderr with the wall clock, to line up with profiles taken beside the bench.
-/// Busy share of all cores over `window`, from `/proc/stat`.
+/// Busy share of all cores over `window`, from `/proc/stat` (user to steal; guest time is in user).
 async fn busy(window: Duration) -> f64 {
     let sample = || -> (u64, u64) {
         let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let v: Vec<u64> =
-            stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+        let fields = stat.lines().next().unwrap_or_default().split_whitespace().skip(1).take(8);
+        let v: Vec<u64> = fields.filter_map(|x| x.parse().ok()).collect();
         let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
         (v.iter().sum(), idle)
     };
     let (t0, i0) = sample();
     tokio::time::sleep(window).await;
     let (t1, i1) = sample();
-    1.0 - (i1 - i0) as f64 / (t1 - t0).max(1) as f64
+    1.0 - i1.saturating_sub(i0) as f64 / t1.saturating_sub(t0).max(1) as f64
 }
 
-/// Before a measured phase: compacts the scale bed's etcd (the members do not, see scale.sh), then
-/// waits (up to 60 s) until the machine is quiet, 2 s in a row under 40 % busy, so that no phase
-/// pays for the work the one before left behind (deletes, compaction, garbage collection).
+/// Before a measured phase: waits (up to 60 s) until the machine is quiet and the operator idle,
+/// 2 s in a row under 40 % busy with the operator under 5 % of a core, so that no phase pays for
+/// work the one before left behind (deletes, garbage collection, an update's last pass).
 async fn settle(phase: &str) {
-    let etcd = "http://127.0.0.1:23790/v3/kv";
-    let revision = std::process::Command::new("curl")
-        .args(["-sf", "-X", "POST", &format!("{etcd}/range"), "-d", r#"{"key":"AA=="}"#])
-        .output()
-        .ok()
-        .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
-        .and_then(|v| v["header"]["revision"].as_str().map(String::from));
-    if let Some(rev) = revision {
-        let body = format!(r#"{{"revision":"{rev}","physical":true}}"#);
-        let _ = std::process::Command::new("curl")
-            .args(["-sf", "-X", "POST", &format!("{etcd}/compaction"), "-d", &body])
-            .output();
-    }
+    let operator = operator_pid().ok();
     let start = Instant::now();
     let mut quiet = 0;
     while quiet < 2 && start.elapsed() < Duration::from_secs(60) {
-        quiet = if busy(Duration::from_secs(1)).await < 0.4 { quiet + 1 } else { 0 };
+        let before = operator.map(cpu_seconds).unwrap_or(0.0);
+        let machine = busy(Duration::from_secs(1)).await;
+        let idle = operator.map(cpu_seconds).unwrap_or(0.0) - before < 0.05;
+        quiet = if machine < 0.4 && idle { quiet + 1 } else { 0 };
     }
-    eprintln!("settled before {phase} in {:.1} s", start.elapsed().as_secs_f64());
+    match quiet {
+        2 => eprintln!("settled before {phase} in {:.1} s", start.elapsed().as_secs_f64()),
+        _ => eprintln!("warning: the machine was not quiet within 60 s before {phase}"),
+    }
 }
 
+/// A phase boundary on stderr with the wall clock, to line up with profiles taken beside the bench.
 fn mark(phase: &str) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     eprintln!("phase {phase} at {:.3}", now.as_secs_f64());
@@ -243,13 +237,20 @@ enum Order {
     Interleaved,
 }
 
-/// Applies `objects` to every member in namespace `ns`, 16 (member, app) units at once in
-/// `order`, each unit's objects in order.
-async fn direct_apply(members: &[(String, Client)], ns: &str, apps: &[Vec<Value>], order: Order) -> Result<()> {
+/// Creates namespace `ns` on every member, before a direct baseline's clock starts. (rsync makes
+/// the fan-out's namespaces inside its clock; made one member after another here, they used to
+/// take the baseline up to 2.5 s at a fraction of the cores, which flattered the fan-out.)
+async fn make_namespace(members: &[(String, Client)], ns: &str) -> Result<()> {
     for (_, client) in members {
         let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
         let _ = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await;
     }
+    Ok(())
+}
+
+/// Applies `objects` to every member in namespace `ns` (made already), 16 (member, app) units at
+/// once in `order`, each unit's objects in order.
+async fn direct_apply(members: &[(String, Client)], ns: &str, apps: &[Vec<Value>], order: Order) -> Result<()> {
     let units: Vec<(Client, &Vec<Value>)> = match order {
         Order::MemberByMember => members.iter().flat_map(|(_, c)| apps.iter().map(move |a| (c.clone(), a))).collect(),
         Order::Interleaved => apps.iter().flat_map(|a| members.iter().map(move |(_, c)| (c.clone(), a))).collect(),
@@ -357,8 +358,8 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     let selector = format!("{}={ns}", emco::api::labels::DIG);
     let (arrivals, watches) = watch_arrivals(members, &selector, APPS * PER_APP);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let gcs_before = member_gcs(members).await;
     settle("fanout").await;
+    let gcs_before = member_gcs(members).await;
     let pid = operator_pid()?;
     let (hub_before, cpu_before, member_before) =
         (hub_requests(hub).await?, cpu_seconds(pid), member_requests().await?);
@@ -371,7 +372,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     apply(hub, &dig).await?;
     let fanout = wait_all(&arrivals, n, Duration::from_secs(600)).await?.duration_since(start).as_secs_f64();
     mark("fanout done");
-    eprintln!("member GCs in the fan-out (3 members): {}", member_gcs(members).await - gcs_before);
+    eprintln!("member GCs in the fan-out (3 members): {}", member_gcs(members).await.saturating_sub(gcs_before));
     let (hub_after, cpu_after) = (hub_requests(hub).await?, cpu_seconds(pid));
     let member_fanout = moved(&member_before, &member_requests().await?);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -446,6 +447,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
         let (arrivals, watches) =
             watch_arrivals(members, &format!("{}={target}", emco::api::labels::DIG), APPS * PER_APP);
         tokio::time::sleep(Duration::from_secs(1)).await;
+        make_namespace(members, &target).await?;
         settle(&tag).await;
         mark(&format!("{tag} start"));
         let start = Instant::now();
@@ -521,6 +523,7 @@ async fn warm_up(members: &[(String, Client)]) -> Result<()> {
         apps.push(emco::render::render_app(&chart, &values, &ctx)?);
     }
     let start = Instant::now();
+    make_namespace(members, "warm").await?;
     direct_apply(members, "warm", &apps, Order::MemberByMember).await?;
     remove_copies(members, "warm").await?;
     eprintln!("warmed the members up in {:.1} s", start.elapsed().as_secs_f64());
