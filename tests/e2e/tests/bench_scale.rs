@@ -65,6 +65,14 @@ data:
 {{- end }}
 "#;
 
+/// The bench's chart: one app's Deployment, Service and 8 ConfigMaps.
+fn scale_chart() -> Vec<u8> {
+    chart_tgz(
+        "scale",
+        &[("Chart.yaml", CHART), ("values.yaml", "name: x\nvalue: \"1\"\n"), ("templates/all.yaml", TEMPLATE)],
+    )
+}
+
 /// When each member held its full set of objects (by label selector), as seen by its watches.
 #[derive(Default)]
 struct Arrivals {
@@ -326,10 +334,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     let n = members.len();
     let ns = format!("scale{run}-{}", unique_suffix());
     project(hub, &ns).await?;
-    let tgz = chart_tgz(
-        "scale",
-        &[("Chart.yaml", CHART), ("values.yaml", "name: x\nvalue: \"1\"\n"), ("templates/all.yaml", TEMPLATE)],
-    );
+    let tgz = scale_chart();
     apply(hub, &chart_configmap(&ns, "scale-chart", &tgz)).await?;
     let apps: Vec<Value> = (0..APPS)
         .map(|a| json!({"name": format!("app{a}"), "chart": {"configMap": {"name": "scale-chart"}}}))
@@ -428,12 +433,11 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     // `BENCH_DIRECT_REPEAT=k` measures the member-by-member baseline k times in a row (each
     // printed; the first one counts), to see its spread apart from the fan-out's.
     let repeat: usize = std::env::var("BENCH_DIRECT_REPEAT").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
-    let mut phases: Vec<(Order, String)> = (0..repeat.max(1))
-        .map(|j| (Order::MemberByMember, if j == 0 { "direct".to_string() } else { format!("direct{j}") }))
-        .collect();
-    phases.push((Order::Interleaved, "inter".to_string()));
-    for (j, (order, tag)) in phases.into_iter().enumerate() {
-        let i = usize::from(matches!(order, Order::Interleaved));
+    // Each phase: its order, its tag, and the slot of `direct` its time goes in (repeats: none).
+    let mut phases: Vec<(Order, String, Option<usize>)> = vec![(Order::MemberByMember, "direct".into(), Some(0))];
+    phases.extend((1..repeat).map(|j| (Order::MemberByMember, format!("direct{j}"), None)));
+    phases.push((Order::Interleaved, "inter".into(), Some(1)));
+    for (order, tag, slot) in phases {
         let target = format!("{tag}-{ns}");
         let mut rendered: Vec<Vec<Value>> = bundles.clone();
         for o in rendered.iter_mut().flatten() {
@@ -454,7 +458,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
         direct_apply(members, &target, &rendered, order).await?;
         let took = wait_all(&arrivals, n, Duration::from_secs(600)).await?.duration_since(start).as_secs_f64();
         eprintln!("{tag}: {took:.2} s");
-        if j == 0 || i == 1 {
+        if let Some(i) = slot {
             direct[i] = took;
         }
         mark(&format!("{tag} done"));
@@ -511,10 +515,7 @@ async fn dig_status_context(hub: &Client, ns: &str) -> Result<String> {
 /// fan-out on members that have served nothing yet is dearer (run 0 without it: members 24.6
 /// CPU-s, against 16.6–20.5 in later runs and 20.3 in a run 0 after a warm-up).
 async fn warm_up(members: &[(String, Client)]) -> Result<()> {
-    let tgz = chart_tgz(
-        "scale",
-        &[("Chart.yaml", CHART), ("values.yaml", "name: x\nvalue: \"1\"\n"), ("templates/all.yaml", TEMPLATE)],
-    );
+    let tgz = scale_chart();
     let chart = emco::render::chart::load_chart(&tgz)?;
     let ctx = release("warm");
     let mut apps = Vec::new();
