@@ -48,6 +48,11 @@ struct Reason {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Via {
+    via: &'static str,
+}
+
 fn seconds() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
@@ -63,6 +68,7 @@ struct Metrics {
     applied: Counter,
     apply_failures: Family<Reason, Counter>,
     retries: Counter,
+    watched: Family<Via, Counter>,
     render_seconds: Histogram,
     render_refusals: Family<Reason, Counter>,
     clusters: Family<State, Gauge>,
@@ -83,6 +89,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         applied: Counter::default(),
         apply_failures: Family::default(),
         retries: Counter::default(),
+        watched: Family::default(),
         render_seconds: seconds(),
         render_refusals: Family::default(),
         clusters: Family::default(),
@@ -110,6 +117,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "rsync_retries",
         "AppContext passes that will be retried (a failure or an unreachable member)",
         m.retries.clone(),
+    );
+    r.register(
+        "rsync_member_watch_objects",
+        "Objects the member watches received, by how (list: a watch's list; event: one change)",
+        m.watched.clone(),
     );
     r.register("render_duration_seconds", "Time to render one app's chart", m.render_seconds.clone());
     r.register("render_refusals", "Renders refused, by reason", m.render_refusals.clone());
@@ -207,6 +219,11 @@ pub fn applied(started: Instant, written: u64) {
 /// A request to a member failed, for `reason` (Unreachable, Refused, NotServed, Gone, Changed).
 pub fn member_failure(reason: &'static str) {
     METRICS.apply_failures.get_or_create(&Reason { reason }).inc();
+}
+
+/// An object a member watch received: `via` "list" or "event".
+pub fn watched(via: &'static str) {
+    METRICS.watched.get_or_create(&Via { via }).inc();
 }
 
 /// An AppContext pass that will be retried.

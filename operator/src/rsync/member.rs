@@ -25,6 +25,10 @@ pub const FIELD_MANAGER: &str = "emco-rsync";
 pub const ADOPT: &str = "emco.io/adopt";
 /// At most this many failures are reported per app and cluster.
 const MAX_FAILURES: usize = 10;
+/// A first delivery of at least this many objects to a member pauses its watches, when they hold
+/// no more than [`PAUSE_RATIO`] times as many: the member lists them all again afterwards.
+const PAUSE_FROM: usize = 16;
+const PAUSE_RATIO: usize = 8;
 
 /// How one app fared on one cluster.
 #[derive(Debug, Default, Clone)]
@@ -166,6 +170,8 @@ pub struct Listing {
     unwatched: Mutex<HashMap<(String, String), Unwatched>>,
     /// By member: its units of this pass not done yet.
     remaining: Mutex<HashMap<String, usize>>,
+    /// By member: its watches paused while its first units of the pass, how many are left, run.
+    paused: Mutex<HashMap<String, (usize, monitor::Paused)>>,
 }
 
 impl Listing {
@@ -175,9 +181,37 @@ impl Listing {
         members.for_each(|m| *remaining.entry(m.to_string()).or_default() += 1);
     }
 
-    /// One unit on `member` is done: the member's missing watches start once all of its units
-    /// are (the member lists what the pass wrote once, rather than send each object back).
+    /// Pauses the watches of each member to which `units` (member, and objects delivered for
+    /// the first time) give many objects, next to what the watches hold, until those units are
+    /// done: the member lists what they wrote once, rather than send each object back as it is
+    /// written. Call it before the units start; they must be the member's first to finish.
+    pub fn pause_watches<'a>(&self, monitor: &Monitor, units: impl Iterator<Item = (&'a str, usize)>) {
+        let mut by_member: HashMap<&str, (usize, usize)> = HashMap::new();
+        for (member, objects) in units {
+            let (units, total) = by_member.entry(member).or_default();
+            (*units, *total) = (*units + 1, *total + objects);
+        }
+        let mut paused = self.paused.lock().unwrap();
+        for (member, (units, objects)) in by_member {
+            if objects >= PAUSE_FROM && objects * PAUSE_RATIO >= monitor.held(member) {
+                paused.entry(member.to_string()).or_insert_with(|| (units, monitor.pause(member)));
+            }
+        }
+    }
+
+    /// One unit on `member` is done: its paused watches resume once the units that paused them
+    /// are, its missing watches start once all of its units are (the member lists what the pass
+    /// wrote once, rather than send each object back).
     pub fn unit_done(&self, member: &str, monitor: &Monitor, current: impl Fn(&str, &str) -> bool) {
+        {
+            let mut paused = self.paused.lock().unwrap();
+            if let Some((units, _)) = paused.get_mut(member) {
+                *units = units.saturating_sub(1);
+                if *units == 0 {
+                    paused.remove(member);
+                }
+            }
+        }
         let left = self.remaining.lock().unwrap().get_mut(member).map(|n| {
             *n = n.saturating_sub(1);
             *n

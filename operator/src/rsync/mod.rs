@@ -582,6 +582,10 @@ async fn deploy(
         let (changed, rest) = ready.split_at(first);
         let update = changed.iter().all(|u| ctx.applied.delivered_before(&u.cluster, &unit_key(actx, u)));
         let at_once = if update { UPDATE_CONCURRENCY } else { CONCURRENCY };
+        // A member given many objects for the first time sends none of them back meanwhile.
+        let first = |u: &&Unit| !ctx.applied.delivered_before(&u.cluster, &unit_key(actx, u));
+        let objects = changed.iter().map(|u| (u.cluster.as_str(), if first(u) { u.resources.len() } else { 0 }));
+        listing.pause_watches(&ctx.monitor, objects);
         results.extend(sync_units(ctx, actx, changed, previous, &listing, at_once).await);
         results.extend(sync_units(ctx, actx, rest, previous, &listing, CONCURRENCY).await);
         for u in ready {

@@ -78,6 +78,8 @@ fn scale_chart() -> Vec<u8> {
 struct Arrivals {
     seen: HashMap<String, HashSet<String>>,
     done: HashMap<String, Instant>,
+    /// When the first object reached a member.
+    first: Option<Instant>,
 }
 
 /// Watches the three kinds on every member for objects matching `selector`; the member is done
@@ -99,6 +101,7 @@ fn watch_arrivals(
                         std::pin::pin!(watcher(api, watcher::Config::default().labels(&selector)).applied_objects());
                     while let Some(Ok(obj)) = events.next().await {
                         let mut a = arrivals.lock().unwrap();
+                        a.first.get_or_insert_with(Instant::now);
                         let set = a.seen.entry(name.clone()).or_default();
                         set.insert(format!("{}/{}/{}", $label, obj.namespace().unwrap_or_default(), obj.name_any()));
                         if set.len() >= want && !a.done.contains_key(&name) {
@@ -377,6 +380,9 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     apply(hub, &dig).await?;
     let fanout = wait_all(&arrivals, n, Duration::from_secs(600)).await?.duration_since(start).as_secs_f64();
     mark("fanout done");
+    if let Some(first) = arrivals.lock().unwrap().first {
+        eprintln!("first object on a member {:.2} s after the apply", first.duration_since(start).as_secs_f64());
+    }
     eprintln!("member GCs in the fan-out (3 members): {}", member_gcs(members).await.saturating_sub(gcs_before));
     let (hub_after, cpu_after) = (hub_requests(hub).await?, cpu_seconds(pid));
     let member_fanout = moved(&member_before, &member_requests().await?);
