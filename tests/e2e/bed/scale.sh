@@ -7,7 +7,7 @@
 # Needs the test bed's hub (`just up`) and openssl. SCALE_PROFILING=true serves Go's /debug/pprof on
 # the members (for a profile of a member during a bench; off by default). The members do not compact
 # their etcd: a compaction at a random moment is noise in a timed phase, and one that passes a quiet
-# watch's resourceVersion makes it list again later (a bench's history is a few hundred MB).
+# watch's resourceVersion makes it list again later. The bench compacts between runs, one run back.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 dir=$BED_DIR/scale

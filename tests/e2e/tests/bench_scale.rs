@@ -207,6 +207,26 @@ async fn settle(phase: &str) {
     }
 }
 
+/// The scale bed's etcd (its gRPC gateway) at `path`, posted `body`: the answer as JSON.
+fn scale_etcd(path: &str, body: &str) -> Option<Value> {
+    let url = format!("http://127.0.0.1:23790/v3/{path}");
+    let out = std::process::Command::new("curl").args(["-sf", "-X", "POST", &url, "-d", body]).output().ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The scale etcd's current revision.
+fn etcd_revision() -> Option<u64> {
+    scale_etcd("kv/range", r#"{"key":"AA=="}"#)?["header"]["revision"].as_str()?.parse().ok()
+}
+
+/// Compacts the scale etcd up to `revision`: the members do not (see scale.sh), and without it
+/// every range over a prefix walks each key the bench ever wrote there, so later phases cost etcd
+/// more than earlier ones. The revision is one run old, older than what any quiet watch has seen.
+fn compact(revision: u64) {
+    let done = scale_etcd("kv/compaction", &format!(r#"{{"revision":"{revision}","physical":true}}"#));
+    eprintln!("etcd compacted to revision {revision}: {}", if done.is_some() { "ok" } else { "failed" });
+}
+
 /// A phase boundary on stderr with the wall clock, to line up with profiles taken beside the bench.
 fn mark(phase: &str) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -587,7 +607,12 @@ async fn scale_fan_out_update_and_cost() -> Result<()> {
     if std::env::var("BENCH_WARMUP").as_deref() != Ok("0") {
         warm_up(&members).await?;
     }
+    let mut last_start = None;
     for run in 0..total {
+        if let Some(revision) = last_start {
+            compact(revision);
+        }
+        last_start = etcd_revision();
         let r = one_run(&hub, &members, run, run + 1 == total).await?;
         println!(
             "run {run}: fan-out {:.2} s (direct {:.2} s, {:.2}x; interleaved {:.2} s, {:.2}x), update P50 {:.3} s P99 {:.3} s, hub {:.3}/object {:?}, member requests fan-out {:?} update {:?}, peak RSS {:.0} MiB, CPU {:.1} s",
