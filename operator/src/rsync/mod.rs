@@ -580,11 +580,12 @@ async fn deploy(
         // write) would take the cores the members need for the changes. When each of them was
         // delivered in full before (an update), it writes only what changed: more go at once.
         let (changed, rest) = ready.split_at(first);
-        let update = changed.iter().all(|u| ctx.applied.delivered_before(&u.cluster, &unit_key(actx, u)));
-        let at_once = if update { UPDATE_CONCURRENCY } else { CONCURRENCY };
+        let first: Vec<bool> =
+            changed.iter().map(|u| !ctx.applied.delivered_before(&u.cluster, &unit_key(actx, u))).collect();
+        let at_once = if first.contains(&true) { CONCURRENCY } else { UPDATE_CONCURRENCY };
         // A member given many objects for the first time sends none of them back meanwhile.
-        let first = |u: &&Unit| !ctx.applied.delivered_before(&u.cluster, &unit_key(actx, u));
-        let objects = changed.iter().map(|u| (u.cluster.as_str(), if first(u) { u.resources.len() } else { 0 }));
+        let objects =
+            changed.iter().zip(&first).map(|(u, f)| (u.cluster.as_str(), if *f { u.resources.len() } else { 0 }));
         listing.pause_watches(&ctx.monitor, objects);
         results.extend(sync_units(ctx, actx, changed, previous, &listing, at_once).await);
         results.extend(sync_units(ctx, actx, rest, previous, &listing, CONCURRENCY).await);

@@ -62,6 +62,14 @@ pub struct Monitor {
 /// By member: how many pauses hold its watches, and the switch they follow (`true`: running).
 type Switches = Arc<Mutex<HashMap<String, (usize, watch::Sender<bool>)>>>;
 
+/// The pause count and switch of `cluster`'s watches (running, unpaused, when new).
+fn switch_of<'a>(
+    switches: &'a mut HashMap<String, (usize, watch::Sender<bool>)>,
+    cluster: &str,
+) -> &'a mut (usize, watch::Sender<bool>) {
+    switches.entry(cluster.to_string()).or_insert_with(|| (0, watch::channel(true).0))
+}
+
 /// Holds a member's watches paused; they resume when the last such guard is dropped.
 pub struct Paused {
     switches: Switches,
@@ -93,7 +101,7 @@ impl Monitor {
     /// so that the caller asks the member.
     pub fn pause(&self, cluster: &str) -> Paused {
         let mut switches = self.switches.lock().unwrap();
-        let (pauses, running) = switches.entry(cluster.to_string()).or_insert_with(|| (0, watch::channel(true).0));
+        let (pauses, running) = switch_of(&mut switches, cluster);
         *pauses += 1;
         running.send_replace(false);
         Paused { switches: self.switches.clone(), cluster: cluster.to_string() }
@@ -105,8 +113,7 @@ impl Monitor {
 
     /// The switch the watches of `cluster` follow.
     fn switch(&self, cluster: &str) -> watch::Receiver<bool> {
-        let mut switches = self.switches.lock().unwrap();
-        switches.entry(cluster.to_string()).or_insert_with(|| (0, watch::channel(true).0)).1.subscribe()
+        switch_of(&mut self.switches.lock().unwrap(), cluster).1.subscribe()
     }
 
     /// How many objects the watches of `cluster` hold.
@@ -201,18 +208,24 @@ impl Monitor {
     }
 
     fn start(&self, cluster: &str, client: Client, resource: &ApiResource, client_key: &str) -> Watch {
-        let mut writer: Writer<DynamicObject> = Writer::new(resource.clone());
+        let writer: Writer<DynamicObject> = Writer::new(resource.clone());
         let store = writer.as_reader();
         let api: Api<DynamicObject> = Api::all_with(client, resource);
         let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
         let config = watcher::Config::default().labels(&selector).page_size(LIST_PAGE);
         let mut running = self.switch(cluster);
-        let wake = self.wake.clone();
-        let (applied, cluster, group) = (self.applied.clone(), cluster.to_string(), resource.group.clone());
-        let kind = resource.kind.clone();
         let (listed_tx, listed) = watch::channel(false);
+        let mut sink = Sink {
+            writer,
+            changes: Changes::default(),
+            listed: listed_tx,
+            wake: self.wake.clone(),
+            applied: self.applied.clone(),
+            cluster: cluster.to_string(),
+            group: resource.group.clone(),
+            kind: resource.kind.clone(),
+        };
         let task = tokio::spawn(async move {
-            let mut changes = Changes::default();
             loop {
                 // Paused: no watch open until resumed (then it lists again).
                 while !*running.borrow_and_update() {
@@ -231,35 +244,62 @@ impl Monitor {
                         },
                         event = events.next() => event,
                     };
-                    let Some(event) = event else { return };
-                    let Ok(event) = event else { continue };
-                    writer.apply_watcher_event(&event);
-                    match &event {
-                        watcher::Event::InitApply(_) => crate::metrics::watched("list"),
-                        watcher::Event::Apply(_) | watcher::Event::Delete(_) => crate::metrics::watched("event"),
-                        _ => {}
-                    }
-                    // A version rsync has seen already (its write's answer) is no news: the member
-                    // sends back every object rsync writes.
-                    let news = match &event {
-                        watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                            let (ns, name) = (o.namespace().unwrap_or_default(), o.name_any());
-                            let key = super::member::object_key(&group, &kind, &ns, &name);
-                            !applied.knows(&cluster, &key, o.resource_version().as_deref().unwrap_or_default())
-                        }
-                        _ => true,
-                    };
-                    if matches!(event, watcher::Event::InitDone) {
-                        listed_tx.send_replace(true);
-                    }
-                    for dig in changes.of(event).into_iter().filter(|_| news) {
-                        let _ = wake.send(dig);
+                    match event {
+                        None => return,
+                        Some(Ok(event)) => sink.take(event),
+                        Some(Err(_)) => {}
                     }
                 }
             }
         });
         let started = std::time::Instant::now();
         Watch { client_key: client_key.to_string(), resource: resource.clone(), store, listed, started, task }
+    }
+}
+
+/// Where a watch's events go: its cache, and the DIGs to wake.
+struct Sink {
+    writer: Writer<DynamicObject>,
+    changes: Changes,
+    /// Set once the watch has listed.
+    listed: watch::Sender<bool>,
+    wake: mpsc::UnboundedSender<Wakeup>,
+    applied: Arc<Applied>,
+    cluster: String,
+    group: String,
+    kind: String,
+}
+
+impl Sink {
+    fn take(&mut self, event: watcher::Event<DynamicObject>) {
+        self.writer.apply_watcher_event(&event);
+        // A version rsync has seen already (its write's answer) is no news: the member sends back
+        // every object rsync writes.
+        let news = match &event {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                let listed = matches!(event, watcher::Event::InitApply(_));
+                crate::metrics::watched(if listed { "list" } else { "event" });
+                let key = super::member::object_key(
+                    &self.group,
+                    &self.kind,
+                    &o.namespace().unwrap_or_default(),
+                    &o.name_any(),
+                );
+                !self.applied.knows(&self.cluster, &key, o.resource_version().as_deref().unwrap_or_default())
+            }
+            watcher::Event::Delete(_) => {
+                crate::metrics::watched("event");
+                true
+            }
+            watcher::Event::InitDone => {
+                self.listed.send_replace(true);
+                true
+            }
+            watcher::Event::Init => true,
+        };
+        for dig in self.changes.of(event).into_iter().filter(|_| news) {
+            let _ = self.wake.send(dig);
+        }
     }
 }
 
