@@ -4,8 +4,8 @@
 # test bed's hub as Clusters s0..s<N-1> (provider `scale`, label `scale`). For `just bench-scale`.
 #   scale.sh up N    start (or grow to) N members and register them
 #   scale.sh down    stop them, unregister them, remove their state
-# Needs the test bed's hub (`just up`) and openssl. SCALE_PROFILING=true serves Go's /debug/pprof on
-# the members (for a profile of a member during a bench; off by default). The members do not compact
+# Needs the test bed's hub (`just up`) and openssl. The members serve Go's /debug/pprof
+# (SCALE_PROFILING=false: not): the bench has each collect its garbage before a measured phase. The members do not compact
 # their etcd: a compaction at a random moment is noise in a timed phase, and one that passes a quiet
 # watch's resourceVersion makes it list again later. The bench compacts between runs, one run back.
 set -euo pipefail
@@ -50,7 +50,7 @@ start_member() {
     --service-account-signing-key-file "$dir/pki/sa.key" --service-cluster-ip-range 10.96.0.0/16 \
     --watch-cache=false --enable-priority-and-fairness=false --endpoint-reconciler-type none \
     --etcd-compaction-interval 0 \
-    --profiling="${SCALE_PROFILING:-false}" -v 0 >"$dir/s$i.log" 2>&1 &
+    --profiling="${SCALE_PROFILING:-true}" -v 0 >"$dir/s$i.log" 2>&1 &
   echo $! >"$dir/s$i.pid"
   local token ca
   token=$(cut -d, -f1 "$dir/pki/tokens.csv")

@@ -264,8 +264,10 @@ async fn scale_members(bed: &Bed) -> Result<Vec<(String, Client)>> {
 enum Order {
     /// Every app of one member, then the next member: each member serves a burst.
     MemberByMember,
-    /// Each app on every member, then the next app: the order rsync sends a level of apps in.
+    /// Each app on every member, then the next app: every member busy at once.
     Interleaved,
+    /// Two members at a time, their apps taking turns: the order rsync sends a level of apps in.
+    TwoAtATime,
 }
 
 /// Creates namespace `ns` on every member, before a direct baseline's clock starts. (rsync makes
@@ -285,6 +287,10 @@ async fn direct_apply(members: &[(String, Client)], ns: &str, apps: &[Vec<Value>
     let units: Vec<(Client, &Vec<Value>)> = match order {
         Order::MemberByMember => members.iter().flat_map(|(_, c)| apps.iter().map(move |a| (c.clone(), a))).collect(),
         Order::Interleaved => apps.iter().flat_map(|a| members.iter().map(move |(_, c)| (c.clone(), a))).collect(),
+        Order::TwoAtATime => members
+            .chunks(2)
+            .flat_map(|two| apps.iter().flat_map(move |a| two.iter().map(move |(_, c)| (c.clone(), a))))
+            .collect(),
     };
     let params = PatchParams::apply("bench-direct").force();
     let results: Vec<Result<()>> = futures::stream::iter(units)
@@ -340,6 +346,7 @@ struct Run {
     fanout: f64,
     direct: f64,
     interleaved: f64,
+    two_at_a_time: f64,
     update_p50: f64,
     update_p99: f64,
     hub_per_object: f64,
@@ -386,6 +393,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     let selector = format!("{}={ns}", emco::api::labels::DIG);
     let (arrivals, watches) = watch_arrivals(members, &selector, APPS * PER_APP);
     tokio::time::sleep(Duration::from_secs(1)).await;
+    collect_garbage(members).await;
     settle("fanout").await;
     let gcs_before = member_gcs(members).await;
     let pid = operator_pid()?;
@@ -429,6 +437,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
         }));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
+    collect_garbage(members).await;
     settle("update").await;
     let member_before = member_requests().await?;
     let start = Instant::now();
@@ -455,7 +464,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     for app in &actx.spec.apps {
         bundles.push(cache.load(hub, &ns, &app.bundles[0]).await?.as_ref().clone());
     }
-    let mut direct = [0.0; 2];
+    let mut direct = [0.0; 3];
     // `BENCH_DIRECT_REPEAT=k` measures the member-by-member baseline k times in a row (each
     // printed; the first one counts), to see its spread apart from the fan-out's.
     let repeat: usize = std::env::var("BENCH_DIRECT_REPEAT").ok().and_then(|r| r.parse().ok()).unwrap_or(1);
@@ -463,6 +472,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     let mut phases: Vec<(Order, String, Option<usize>)> = vec![(Order::MemberByMember, "direct".into(), Some(0))];
     phases.extend((1..repeat).map(|j| (Order::MemberByMember, format!("direct{j}"), None)));
     phases.push((Order::Interleaved, "inter".into(), Some(1)));
+    phases.push((Order::TwoAtATime, "pairs".into(), Some(2)));
     for (order, tag, slot) in phases {
         let target = format!("{tag}-{ns}");
         let mut rendered: Vec<Vec<Value>> = bundles.clone();
@@ -478,12 +488,15 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
             watch_arrivals(members, &format!("{}={target}", emco::api::labels::DIG), APPS * PER_APP);
         tokio::time::sleep(Duration::from_secs(1)).await;
         make_namespace(members, &target).await?;
+        collect_garbage(members).await;
         settle(&tag).await;
+        let gcs_before = member_gcs(members).await;
         mark(&format!("{tag} start"));
         let start = Instant::now();
         direct_apply(members, &target, &rendered, order).await?;
         let took = wait_all(&arrivals, n, Duration::from_secs(600)).await?.duration_since(start).as_secs_f64();
         eprintln!("{tag}: {took:.2} s");
+        eprintln!("member GCs in {tag} (3 members): {}", member_gcs(members).await.saturating_sub(gcs_before));
         if let Some(i) = slot {
             direct[i] = took;
         }
@@ -500,6 +513,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
         fanout,
         direct: direct[0],
         interleaved: direct[1],
+        two_at_a_time: direct[2],
         update_p50: percentile(delays.clone(), 0.5),
         update_p99: percentile(delays, 0.99),
         hub_per_object: hub_total as f64 / (n * APPS * PER_APP) as f64,
@@ -569,6 +583,19 @@ async fn member_gcs(members: &[(String, Client)]) -> u64 {
     gcs
 }
 
+/// Has every member collect its garbage (the Go runtime's, through `/debug/pprof/heap?gc=1`), so
+/// that each measured phase starts on members in the same state. Without it, whichever phase comes
+/// first after a quiet spell pays for the garbage the ones before left: the fan-out (first in a
+/// run) had each member collect once during its burst, the direct baseline after it none (members
+/// 7,830 against 5,384 perf samples, 1,400 of the difference in the collector).
+async fn collect_garbage(members: &[(String, Client)]) {
+    let collect = members.iter().map(|(_, client)| async move {
+        let req = http::Request::get("/debug/pprof/heap?gc=1").body(Vec::new()).expect("a request");
+        let _ = client.request_text(req).await;
+    });
+    futures::future::join_all(collect).await;
+}
+
 /// The release facts of an in-process render: release `name` in namespace `name`.
 fn release(name: &str) -> emco::render::RenderContext {
     emco::render::RenderContext {
@@ -615,12 +642,14 @@ async fn scale_fan_out_update_and_cost() -> Result<()> {
         last_start = etcd_revision();
         let r = one_run(&hub, &members, run, run + 1 == total).await?;
         println!(
-            "run {run}: fan-out {:.2} s (direct {:.2} s, {:.2}x; interleaved {:.2} s, {:.2}x), update P50 {:.3} s P99 {:.3} s, hub {:.3}/object {:?}, member requests fan-out {:?} update {:?}, peak RSS {:.0} MiB, CPU {:.1} s",
+            "run {run}: fan-out {:.2} s (direct {:.2} s, {:.2}x; interleaved {:.2} s, {:.2}x; two at a time {:.2} s, {:.2}x), update P50 {:.3} s P99 {:.3} s, hub {:.3}/object {:?}, member requests fan-out {:?} update {:?}, peak RSS {:.0} MiB, CPU {:.1} s",
             r.fanout,
             r.direct,
             r.fanout / r.direct,
             r.interleaved,
             r.fanout / r.interleaved,
+            r.two_at_a_time,
+            r.fanout / r.two_at_a_time,
             r.update_p50,
             r.update_p99,
             r.hub_per_object,
@@ -653,8 +682,10 @@ async fn scale_fan_out_update_and_cost() -> Result<()> {
          | fan-out (apply DIG -> all objects on every member) | {:.2} s |\n\
          | direct baseline, member by member (same objects, SSA, same concurrency{}) | {:.2} s |\n\
          | ratio | {:.2}x |\n\
-         | direct baseline, interleaved as rsync sends (same run) | {:.2} s |\n\
+         | direct baseline, interleaved: every member at once (same run) | {:.2} s |\n\
          | ratio to interleaved | {:.2}x |\n\
+         | direct baseline, two members at a time as rsync sends (same run) | {:.2} s |\n\
+         | ratio to two at a time | {:.2}x |\n\
          | update propagation P50 / P99 | {:.3} s / {:.3} s |\n\
          | hub requests per object delivered | {:.3} |\n\
          | member requests per object, fan-out | {:.2} |\n\
@@ -670,6 +701,8 @@ async fn scale_fan_out_update_and_cost() -> Result<()> {
         m(|r| r.fanout / r.direct),
         m(|r| r.interleaved),
         m(|r| r.fanout / r.interleaved),
+        m(|r| r.two_at_a_time),
+        m(|r| r.fanout / r.two_at_a_time),
         m(|r| r.update_p50),
         m(|r| r.update_p99),
         m(|r| r.hub_per_object),
