@@ -53,7 +53,7 @@ pub fn install_order(resources: &mut [&serde_json::Value]) {
 }
 
 /// Clusters whose units a pass sends side by side (see [`by_cluster`]).
-pub const SIDE_BY_SIDE: usize = 2;
+const SIDE_BY_SIDE: usize = 2;
 
 /// `units` cluster by cluster, [`SIDE_BY_SIDE`] clusters at a time: the units of two clusters
 /// take turns, then the next two; lower tiers first, clusters in the order they first appear,

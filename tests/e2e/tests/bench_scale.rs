@@ -393,8 +393,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     let selector = format!("{}={ns}", emco::api::labels::DIG);
     let (arrivals, watches) = watch_arrivals(members, &selector, APPS * PER_APP);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    collect_garbage(members).await;
-    settle("fanout").await;
+    fresh_and_settled(members, "fanout").await;
     let gcs_before = member_gcs(members).await;
     let pid = operator_pid()?;
     let (hub_before, cpu_before, member_before) =
@@ -437,8 +436,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
         }));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    collect_garbage(members).await;
-    settle("update").await;
+    fresh_and_settled(members, "update").await;
     let member_before = member_requests().await?;
     let start = Instant::now();
     apply(hub, &profile("2")).await?;
@@ -488,8 +486,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
             watch_arrivals(members, &format!("{}={target}", emco::api::labels::DIG), APPS * PER_APP);
         tokio::time::sleep(Duration::from_secs(1)).await;
         make_namespace(members, &target).await?;
-        collect_garbage(members).await;
-        settle(&tag).await;
+        fresh_and_settled(members, &tag).await;
         let gcs_before = member_gcs(members).await;
         mark(&format!("{tag} start"));
         let start = Instant::now();
@@ -583,17 +580,22 @@ async fn member_gcs(members: &[(String, Client)]) -> u64 {
     gcs
 }
 
-/// Has every member collect its garbage (the Go runtime's, through `/debug/pprof/heap?gc=1`), so
-/// that each measured phase starts on members in the same state. Without it, whichever phase comes
-/// first after a quiet spell pays for the garbage the ones before left: the fan-out (first in a
-/// run) had each member collect once during its burst, the direct baseline after it none (members
-/// 7,830 against 5,384 perf samples, 1,400 of the difference in the collector).
-async fn collect_garbage(members: &[(String, Client)]) {
+/// Before a measured phase: every member collects its garbage (the Go runtime's, through
+/// `/debug/pprof/heap?gc=1`), then the machine settles, so that each phase starts on members in
+/// the same state. Without it, whichever phase comes first after a quiet spell pays for the
+/// garbage the ones before left: the fan-out (first in a run) had each member collect once during
+/// its burst, the direct baseline after it none (members 7,830 against 5,384 perf samples, 1,400
+/// of the difference in the collector).
+async fn fresh_and_settled(members: &[(String, Client)], phase: &str) {
     let collect = members.iter().map(|(_, client)| async move {
         let req = http::Request::get("/debug/pprof/heap?gc=1").body(Vec::new()).expect("a request");
-        let _ = client.request_text(req).await;
+        client.request_text(req).await.is_ok()
     });
-    futures::future::join_all(collect).await;
+    let failed = futures::future::join_all(collect).await.iter().filter(|ok| !**ok).count();
+    if failed > 0 {
+        eprintln!("warning: {failed} members did not collect their garbage before {phase} (SCALE_PROFILING=false?)");
+    }
+    settle(phase).await;
 }
 
 /// The release facts of an in-process render: release `name` in namespace `name`.
