@@ -64,6 +64,9 @@ pub struct ServedKind {
     pub namespaced: bool,
 }
 
+/// By member and kind: how the member serves it, once asked.
+type Kinds = HashMap<(String, GroupVersionKind), Arc<tokio::sync::OnceCell<ServedKind>>>;
+
 struct CachedClient {
     secret_version: String,
     client: Client,
@@ -77,7 +80,7 @@ pub struct Members {
     operator_namespace: String,
     secrets: Store<Secret>,
     clients: Arc<Mutex<HashMap<String, CachedClient>>>,
-    kinds: Arc<Mutex<HashMap<(String, GroupVersionKind), ServedKind>>>,
+    kinds: Arc<Mutex<Kinds>>,
     /// Clients of logical cloud users, by cluster, user and credentials version.
     users: Arc<Mutex<HashMap<String, Client>>>,
 }
@@ -130,16 +133,17 @@ impl Members {
         self.clients.lock().unwrap().get(cluster).map(|c| c.secret_version.clone()).unwrap_or_default()
     }
 
-    /// How `cluster` serves `gvk`, asking it once and caching the answer.
+    /// How `cluster` serves `gvk`, asking it once and caching the answer: the many units that
+    /// start on a member at once wait for one request (a failure is not kept).
     pub async fn kind(&self, cluster: &str, client: &Client, gvk: &GroupVersionKind) -> kube::Result<ServedKind> {
-        let key = (cluster.to_string(), gvk.clone());
-        if let Some(k) = self.kinds.lock().unwrap().get(&key) {
-            return Ok(k.clone());
-        }
-        let (resource, caps): (ApiResource, ApiCapabilities) = pinned_kind(client, gvk).await?;
-        let served = ServedKind { resource, namespaced: caps.scope == Scope::Namespaced };
-        self.kinds.lock().unwrap().insert(key, served.clone());
-        Ok(served)
+        let cell = self.kinds.lock().unwrap().entry((cluster.to_string(), gvk.clone())).or_default().clone();
+        let served = cell
+            .get_or_try_init(|| async {
+                let (resource, caps): (ApiResource, ApiCapabilities) = pinned_kind(client, gvk).await?;
+                Ok::<_, kube::Error>(ServedKind { resource, namespaced: caps.scope == Scope::Namespaced })
+            })
+            .await?;
+        Ok(served.clone())
     }
 
     /// Forgets the client and discovery of a deleted cluster.

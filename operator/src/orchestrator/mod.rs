@@ -199,7 +199,9 @@ async fn reconcile(guard: Arc<DeserializeGuard<Dig>>, ctx: Arc<Context>) -> Resu
     let step = loop {
         match lifecycle::decide(&dig, current.as_ref(), &read) {
             Step::ReadInputs => {
+                let started = std::time::Instant::now();
                 let resolved = resolve::resolve(&ctx, &dig).await;
+                tracing::debug!(dig = %key(&dig), elapsed = ?started.elapsed(), "inputs read");
                 read = match &resolved {
                     Ok(i) => Read::Hash(input_hash(i)),
                     Err(e) if e.is_transient() => Read::Transient,

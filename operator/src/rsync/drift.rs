@@ -38,7 +38,7 @@ struct Seen {
 impl Applied {
     /// Remembers `live` (the member's answer to applying `desired`) as in sync.
     pub fn record(&self, cluster: &str, key: &str, desired: &Value, live: &Value) {
-        let (desired, live) = (compacted(desired), compacted(live));
+        let (desired, live) = (compacted(desired), compacted_live(live));
         let seen = Seen {
             digest: digest(&project(&desired, &live)),
             resource_version: resource_version(&live),
@@ -103,7 +103,7 @@ impl Applied {
     /// cache lagging behind) is not drift: the newer one is on its way.
     pub fn drifted(&self, cluster: &str, key: &str, desired: &Value, live: &Value) -> bool {
         let desired = without_others(desired, live);
-        self.judge(cluster, key, &compacted(&desired), &compacted(live))
+        self.judge(cluster, key, &compacted(&desired), &compacted_live(live))
     }
 
     /// Whether applying `desired` again would change nothing: rsync applied this very object
@@ -116,7 +116,7 @@ impl Applied {
             let last = seen.get(&(cluster.to_string(), key.to_string())).and_then(|s| s.applied.clone());
             last.is_some_and(|d| d == digest(&desired))
         };
-        same && !self.judge(cluster, key, &desired, &compacted(live))
+        same && !self.judge(cluster, key, &desired, &compacted_live(live))
     }
 
     /// [`Self::drifted`] on compacted objects.
@@ -234,6 +234,25 @@ const LEAVES: usize = 4096;
 /// `v` compacted: see [`compact`].
 pub fn compacted(v: &Value) -> Value {
     let mut v = v.clone();
+    compact(&mut v);
+    v
+}
+
+/// A member's copy of an object, compacted, without its managed fields: drift compares only the
+/// fields the bundle's object has, and a server-side apply refuses objects that name managed
+/// fields, so they never count; not copying them halves the work per object.
+fn compacted_live(live: &Value) -> Value {
+    let Some(fields) = live.as_object() else { return compacted(live) };
+    let copy = |(name, field): (&String, &Value)| {
+        let field = match field.as_object() {
+            Some(meta) if name == "metadata" => Value::Object(
+                meta.iter().filter(|(k, _)| *k != "managedFields").map(|(k, v)| (k.clone(), v.clone())).collect(),
+            ),
+            _ => field.clone(),
+        };
+        (name.clone(), field)
+    };
+    let mut v = Value::Object(fields.iter().map(copy).collect());
     compact(&mut v);
     v
 }
@@ -392,6 +411,21 @@ mod tests {
         fewer["data"] = json!({});
         assert!(!applied.unchanged("m", "c", &fewer, &live), "a field dropped by the revision must be applied");
         assert!(!applied.unchanged("m", "c", &desired(), &cm(json!({"k": "edited"}), "6")), "drift");
+    }
+
+    #[test]
+    fn managed_fields_never_count_for_drift() {
+        let applied = Applied::default();
+        let mut answer = cm(json!({"k": "v"}), "5");
+        answer["metadata"]["managedFields"] =
+            json!([{"manager": "emco-rsync-p-d", "fieldsV1": {"f:data": {"f:k": {}}}}]);
+        applied.record("m", "c", &desired(), &answer);
+        // The watch's copy of the same version keeps no managed fields of ours: in sync.
+        assert!(!applied.drifted("m", "c", &desired(), &cm(json!({"k": "v"}), "5")));
+        assert!(applied.unchanged("m", "c", &desired(), &cm(json!({"k": "v"}), "5")));
+        let mut edited = cm(json!({"k": "edited"}), "6");
+        edited["metadata"]["managedFields"] = answer["metadata"]["managedFields"].clone();
+        assert!(applied.drifted("m", "c", &desired(), &edited), "an edit still drifts");
     }
 
     #[test]

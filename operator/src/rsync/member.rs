@@ -19,6 +19,11 @@ use super::{order, ready};
 use crate::api::labels;
 use crate::members::Members;
 
+/// An object's `resourceVersion`.
+fn version(obj: &Value) -> Option<&str> {
+    obj["metadata"]["resourceVersion"].as_str()
+}
+
 /// Prefix of the field manager of everything rsync applies to members; one manager per DIG.
 pub const FIELD_MANAGER: &str = "emco-rsync";
 /// On a chart object: take over an object that exists on the member and is not this DIG's.
@@ -471,11 +476,14 @@ impl Member<'_> {
 
     /// Reads every resource back: how many are present and how many ready. `written` holds the
     /// member's answers to this pass's writes: one is read from the watch only once the watch
-    /// has caught up with it.
-    pub async fn observe(&self, resources: &[Value], written: &HashMap<String, Value>) -> Outcome {
+    /// has caught up with it, and that version needs no drift check (it was recorded in sync
+    /// as it was written).
+    pub async fn observe(&self, resources: &[Value], mut written: HashMap<String, Value>) -> Outcome {
         let mut out = Outcome { reachable: true, ..Default::default() };
         for obj in resources {
-            match self.read_back(obj, written).await {
+            let answer = written.remove(&self.key(obj));
+            let answered = answer.as_ref().and_then(version).map(str::to_string);
+            match self.read_back(obj, answer).await {
                 Ok(Some(live)) if shared(obj) && !self.owner.owns(&live) => {
                     out.present += 1;
                     out.ready += u32::from(ready::is_ready(&live));
@@ -485,7 +493,11 @@ impl Member<'_> {
                 }
                 Ok(Some(live)) => {
                     out.present += 1;
-                    if !drift::ignored(obj) && self.applied.drifted(self.name, &self.key(obj), obj, &live) {
+                    let as_written = answered.is_some() && answered.as_deref() == version(&live);
+                    if !as_written
+                        && !drift::ignored(obj)
+                        && self.applied.drifted(self.name, &self.key(obj), obj, &live)
+                    {
                         out.drifted.push(obj.clone());
                     }
                     let is_ready = ready::is_ready(&live);
@@ -511,15 +523,16 @@ impl Member<'_> {
     }
 
     /// `obj` as the member has it, asking the member only when nothing else will do: the watch's
-    /// copy unless it lags what rsync last wrote; then the member's answer to this pass's write,
-    /// or a lagging copy where readiness does not depend on status; else the member itself.
-    async fn read_back(&self, obj: &Value, written: &HashMap<String, Value>) -> Result<Option<Value>, Failure> {
+    /// copy unless it lags what rsync last wrote; then `answer`, the member's answer to this
+    /// pass's write, or a lagging copy where readiness does not depend on status; else the
+    /// member itself.
+    async fn read_back(&self, obj: &Value, answer: Option<Value>) -> Result<Option<Value>, Failure> {
         let (t, key) = (self.locate(obj).await?, self.key(obj));
         // Just written: the answer will do until a watch runs.
-        let watched = if written.contains_key(&key) { self.peeked(&t) } else { self.cached(&t).await };
-        match (watched, written.get(&key)) {
+        let watched = if answer.is_some() { self.peeked(&t) } else { self.cached(&t).await };
+        match (watched, answer) {
             (Some(live), _) if !self.applied.behind(self.name, &key, &live) => Ok(Some(live)),
-            (_, Some(answer)) => Ok(Some(answer.clone())),
+            (_, Some(answer)) => Ok(Some(answer)),
             (Some(live), None) if !ready::judged_by_status(obj["kind"].as_str().unwrap_or_default()) => Ok(Some(live)),
             _ => self.fetch(&t).await,
         }

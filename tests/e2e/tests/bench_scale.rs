@@ -118,6 +118,16 @@ fn watch_arrivals(
     (arrivals, tasks)
 }
 
+/// When each member was done, in order, in seconds after `start`: where a phase spends its time.
+fn timeline(arrivals: &Arc<Mutex<Arrivals>>, start: Instant) -> String {
+    let a = arrivals.lock().unwrap();
+    let mut done: Vec<f64> = a.done.values().map(|t| t.duration_since(start).as_secs_f64()).collect();
+    done.sort_by(f64::total_cmp);
+    let first = a.first.map(|t| t.duration_since(start).as_secs_f64()).unwrap_or_default();
+    let done: Vec<String> = done.iter().map(|d| format!("{d:.2}")).collect();
+    format!("first object {first:.2} s, members done at {}", done.join(" "))
+}
+
 async fn wait_all(arrivals: &Arc<Mutex<Arrivals>>, n: usize, timeout: Duration) -> Result<Instant> {
     let start = Instant::now();
     loop {
@@ -407,9 +417,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     apply(hub, &dig).await?;
     let fanout = wait_all(&arrivals, n, Duration::from_secs(600)).await?.duration_since(start).as_secs_f64();
     mark("fanout done");
-    if let Some(first) = arrivals.lock().unwrap().first {
-        eprintln!("first object on a member {:.2} s after the apply", first.duration_since(start).as_secs_f64());
-    }
+    eprintln!("fan-out: {}", timeline(&arrivals, start));
     eprintln!("member GCs in the fan-out (3 members): {}", member_gcs(members).await.saturating_sub(gcs_before));
     let (hub_after, cpu_after) = (hub_requests(hub).await?, cpu_seconds(pid));
     let member_fanout = moved(&member_before, &member_requests().await?);
@@ -492,7 +500,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
         let start = Instant::now();
         direct_apply(members, &target, &rendered, order).await?;
         let took = wait_all(&arrivals, n, Duration::from_secs(600)).await?.duration_since(start).as_secs_f64();
-        eprintln!("{tag}: {took:.2} s");
+        eprintln!("{tag}: {took:.2} s; {}", timeline(&arrivals, start));
         eprintln!("member GCs in {tag} (3 members): {}", member_gcs(members).await.saturating_sub(gcs_before));
         if let Some(i) = slot {
             direct[i] = took;
@@ -588,8 +596,9 @@ async fn member_gcs(members: &[(String, Client)]) -> u64 {
 /// of the difference in the collector).
 async fn fresh_and_settled(members: &[(String, Client)], phase: &str) {
     let collect = members.iter().map(|(_, client)| async move {
-        let req = http::Request::get("/debug/pprof/heap?gc=1").body(Vec::new()).expect("a request");
-        client.request_text(req).await.is_ok()
+        // The profile is binary; only whether the member answered counts.
+        let req = http::Request::get("/debug/pprof/heap?gc=1").body(Vec::new().into()).expect("a request");
+        client.send(req).await.is_ok_and(|r| r.status().is_success())
     });
     let failed = futures::future::join_all(collect).await.iter().filter(|ok| !**ok).count();
     if failed > 0 {
