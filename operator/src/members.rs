@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
-use kube::discovery::{ApiCapabilities, ApiResource, Scope, pinned_kind};
+use kube::discovery::{ApiResource, Scope, pinned_kind};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Config, ResourceExt};
 
@@ -65,7 +65,14 @@ pub struct ServedKind {
 }
 
 /// By member and kind: how the member serves it, once asked.
-type Kinds = HashMap<(String, GroupVersionKind), Arc<tokio::sync::OnceCell<ServedKind>>>;
+type Kinds = HashMap<(String, GroupVersionKind), Arc<tokio::sync::OnceCell<Result<ServedKind, KindFailure>>>>;
+
+/// Why a member did not say how it serves a kind: its answer, or what went wrong on the way.
+#[derive(Clone)]
+enum KindFailure {
+    Api(Box<kube::core::Status>),
+    Other(String),
+}
 
 struct CachedClient {
     secret_version: String,
@@ -133,17 +140,32 @@ impl Members {
         self.clients.lock().unwrap().get(cluster).map(|c| c.secret_version.clone()).unwrap_or_default()
     }
 
-    /// How `cluster` serves `gvk`, asking it once and caching the answer: the many units that
-    /// start on a member at once wait for one request (a failure is not kept).
+    /// How `cluster` serves `gvk`, asking it once and caching the answer. The many units that
+    /// start on a member at once wait for one request; a failure goes to those waiting for it
+    /// and is not kept (the next asks again).
     pub async fn kind(&self, cluster: &str, client: &Client, gvk: &GroupVersionKind) -> kube::Result<ServedKind> {
-        let cell = self.kinds.lock().unwrap().entry((cluster.to_string(), gvk.clone())).or_default().clone();
-        let served = cell
-            .get_or_try_init(|| async {
-                let (resource, caps): (ApiResource, ApiCapabilities) = pinned_kind(client, gvk).await?;
-                Ok::<_, kube::Error>(ServedKind { resource, namespaced: caps.scope == Scope::Namespaced })
+        let key = (cluster.to_string(), gvk.clone());
+        let cell = self.kinds.lock().unwrap().entry(key.clone()).or_default().clone();
+        let asked = cell
+            .get_or_init(|| async {
+                match pinned_kind(client, gvk).await {
+                    Ok((resource, caps)) => Ok(ServedKind { resource, namespaced: caps.scope == Scope::Namespaced }),
+                    Err(kube::Error::Api(status)) => Err(KindFailure::Api(status)),
+                    Err(other) => Err(KindFailure::Other(other.to_string())),
+                }
             })
-            .await?;
-        Ok(served.clone())
+            .await
+            .clone();
+        if asked.is_err() {
+            let mut kinds = self.kinds.lock().unwrap();
+            if kinds.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                kinds.remove(&key);
+            }
+        }
+        asked.map_err(|f| match f {
+            KindFailure::Api(status) => kube::Error::Api(status),
+            KindFailure::Other(message) => kube::Error::Service(message.into()),
+        })
     }
 
     /// Forgets the client and discovery of a deleted cluster.

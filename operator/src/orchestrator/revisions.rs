@@ -42,8 +42,8 @@ pub enum Stored {
     Taken(AppContext),
 }
 
-/// Bundle Secrets written at once: a revision of 20 apps in one round, not three (about 50 ms
-/// less before the first object reaches a member, docs/scale.md).
+/// Bundle Secrets written at once: a revision of 20 apps in one round, not three, on the way to
+/// the first object on a member. At most 32 parts of 512 KiB in flight per DIG.
 const BUNDLE_WRITES: usize = 32;
 
 /// Writes the bundles of `plan` as those of revision `revision` of `dig` (what an earlier try

@@ -478,11 +478,10 @@ impl Member<'_> {
     /// member's answers to this pass's writes: one is read from the watch only once the watch
     /// has caught up with it, and that version needs no drift check (it was recorded in sync
     /// as it was written).
-    pub async fn observe(&self, resources: &[Value], mut written: HashMap<String, Value>) -> Outcome {
+    pub async fn observe(&self, resources: &[Value], written: &HashMap<String, Value>) -> Outcome {
         let mut out = Outcome { reachable: true, ..Default::default() };
         for obj in resources {
-            let answer = written.remove(&self.key(obj));
-            let answered = answer.as_ref().and_then(version).map(str::to_string);
+            let answer = written.get(&self.key(obj));
             match self.read_back(obj, answer).await {
                 Ok(Some(live)) if shared(obj) && !self.owner.owns(&live) => {
                     out.present += 1;
@@ -493,7 +492,7 @@ impl Member<'_> {
                 }
                 Ok(Some(live)) => {
                     out.present += 1;
-                    let as_written = answered.is_some() && answered.as_deref() == version(&live);
+                    let as_written = answer.and_then(version).is_some_and(|v| version(&live) == Some(v));
                     if !as_written
                         && !drift::ignored(obj)
                         && self.applied.drifted(self.name, &self.key(obj), obj, &live)
@@ -526,13 +525,13 @@ impl Member<'_> {
     /// copy unless it lags what rsync last wrote; then `answer`, the member's answer to this
     /// pass's write, or a lagging copy where readiness does not depend on status; else the
     /// member itself.
-    async fn read_back(&self, obj: &Value, answer: Option<Value>) -> Result<Option<Value>, Failure> {
+    async fn read_back(&self, obj: &Value, answer: Option<&Value>) -> Result<Option<Value>, Failure> {
         let (t, key) = (self.locate(obj).await?, self.key(obj));
         // Just written: the answer will do until a watch runs.
         let watched = if answer.is_some() { self.peeked(&t) } else { self.cached(&t).await };
         match (watched, answer) {
             (Some(live), _) if !self.applied.behind(self.name, &key, &live) => Ok(Some(live)),
-            (_, Some(answer)) => Ok(Some(answer)),
+            (_, Some(answer)) => Ok(Some(answer.clone())),
             (Some(live), None) if !ready::judged_by_status(obj["kind"].as_str().unwrap_or_default()) => Ok(Some(live)),
             _ => self.fetch(&t).await,
         }

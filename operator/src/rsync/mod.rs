@@ -696,7 +696,7 @@ async fn sync_unit(
         applied
     };
     if outcome.reachable {
-        let mut seen = member.observe(&unit.resources, std::mem::take(&mut outcome.written)).await;
+        let mut seen = member.observe(&unit.resources, &outcome.written).await;
         let repaired = if seen.drifted.is_empty() { 0 } else { repair(ctx, actx, &member, &mut seen).await };
         let unit_id = (id(actx), unit.app.clone(), unit.cluster.clone());
         status.drift_repaired = {
