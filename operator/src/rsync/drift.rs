@@ -310,7 +310,8 @@ fn digest(v: &Value) -> String {
     crate::hex::digest(v.to_string().as_bytes(), 16)
 }
 
-fn resource_version(live: &Value) -> Option<u64> {
+/// An object's `resourceVersion`, as a number.
+pub(crate) fn resource_version(live: &Value) -> Option<u64> {
     live["metadata"]["resourceVersion"].as_str()?.parse().ok()
 }
 

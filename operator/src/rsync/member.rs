@@ -19,11 +19,6 @@ use super::{order, ready};
 use crate::api::labels;
 use crate::members::Members;
 
-/// An object's `resourceVersion`.
-fn version(obj: &Value) -> Option<&str> {
-    obj["metadata"]["resourceVersion"].as_str()
-}
-
 /// Prefix of the field manager of everything rsync applies to members; one manager per DIG.
 pub const FIELD_MANAGER: &str = "emco-rsync";
 /// On a chart object: take over an object that exists on the member and is not this DIG's.
@@ -492,7 +487,9 @@ impl Member<'_> {
                 }
                 Ok(Some(live)) => {
                     out.present += 1;
-                    let as_written = answer.and_then(version).is_some_and(|v| version(&live) == Some(v));
+                    let as_written = answer
+                        .and_then(drift::resource_version)
+                        .is_some_and(|v| drift::resource_version(&live) == Some(v));
                     if !as_written
                         && !drift::ignored(obj)
                         && self.applied.drifted(self.name, &self.key(obj), obj, &live)

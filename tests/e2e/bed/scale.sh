@@ -6,8 +6,9 @@
 #   scale.sh down    stop them, unregister them, remove their state
 # Needs the test bed's hub (`just up`) and openssl. The members serve Go's /debug/pprof
 # (SCALE_PROFILING=false: not): the bench has each collect its garbage before a measured phase.
-# The members do not compact their etcd: a compaction at a random moment is noise in a timed phase, and one that passes a quiet
-# watch's resourceVersion makes it list again later. The bench compacts between runs, one run back.
+# The members do not compact their etcd: a compaction at a random moment is noise in a timed
+# phase, and one that passes a quiet watch's resourceVersion makes it list again later. The bench
+# compacts between runs, one run back.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 dir=$BED_DIR/scale

@@ -297,10 +297,14 @@ async fn direct_apply(members: &[(String, Client)], ns: &str, apps: &[Vec<Value>
     let units: Vec<(Client, &Vec<Value>)> = match order {
         Order::MemberByMember => members.iter().flat_map(|(_, c)| apps.iter().map(move |a| (c.clone(), a))).collect(),
         Order::Interleaved => apps.iter().flat_map(|a| members.iter().map(move |(_, c)| (c.clone(), a))).collect(),
-        Order::TwoAtATime => members
-            .chunks(2)
-            .flat_map(|two| apps.iter().flat_map(move |a| two.iter().map(move |(_, c)| (c.clone(), a))))
-            .collect(),
+        // rsync's own order, from the same function.
+        Order::TwoAtATime => {
+            let by_member = members.iter().flat_map(|(m, c)| apps.iter().map(move |a| (m.as_str(), c.clone(), a)));
+            emco::rsync::order::by_cluster(by_member.collect(), |(m, _, _)| (0, m))
+                .into_iter()
+                .map(|(_, c, a)| (c, a))
+                .collect()
+        }
     };
     let params = PatchParams::apply("bench-direct").force();
     let results: Vec<Result<()>> = futures::stream::iter(units)
