@@ -1,16 +1,19 @@
-//! Rendering in a child process. The operator binary runs itself with [`WORKER_ARG`] for each
-//! chart: the child gets the chart, values and release facts on stdin, renders under
-//! [`limits`](super::limits) with its memory capped ([`limits::worker_memory`]) and an empty
-//! environment, and answers on stdout. Whatever a chart does to the child (exhausts its stack or
-//! memory, runs past the deadline), the operator goes on and the chart's DIG gets the reason.
-//! At most [`limits::workers`] charts are loaded and rendered at once ([`Slot`]); more wait
-//! their turn, so the pod's memory is bounded: the operator's own plus workers × the cap. The job
-//! streams to the child as it is serialized, the chart's files as base64, never copied whole.
-//! Without [`enable`] (unit tests, `crdgen`) charts render in the calling thread.
+//! Rendering in child processes. The operator binary runs itself with [`WORKER_ARG`] as a render
+//! worker: a child with its memory capped ([`limits::worker_memory`]) and an empty environment that
+//! renders job after job (chart, values and release facts, one JSON line each on stdin) under
+//! [`limits`](super::limits) and answers each with one line on stdout. Workers are kept between
+//! renders (a fresh process costs more than rendering a small chart) and replaced after
+//! [`JOBS_PER_WORKER`] renders or when idle for long. Whatever a chart does to a worker (exhausts
+//! its stack or memory, runs past the deadline, when it is killed), the operator goes on, the
+//! chart's DIG gets the reason, and the next render gets a new worker. At most
+//! [`limits::workers`] charts are loaded and rendered at once ([`Slot`]); more wait their turn, so
+//! the pod's memory is bounded: the operator's own plus workers × the cap. The job streams to the
+//! child as it is serialized, the chart's files as base64, never copied whole. Without [`enable`]
+//! (unit tests, `crdgen`) charts render in the calling thread.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -25,6 +28,8 @@ pub const WORKER_ARG: &str = "render-worker";
 const GRACE: Duration = Duration::from_secs(3);
 
 static WORKER: OnceLock<PathBuf> = OnceLock::new();
+/// Worker processes started so far.
+static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// Workers running now, and the wait for a free one.
 static RUNNING: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
 /// Passes the memory cap to the worker (whose environment is otherwise empty).
@@ -75,6 +80,11 @@ struct JobRef<'a> {
     ctx: &'a RenderContext,
 }
 
+/// Worker processes started since this process began.
+pub fn workers_started() -> usize {
+    STARTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Renders in a child process when enabled, else here.
 pub fn render(chart: &Chart, values: &Value, ctx: &RenderContext) -> Result<Vec<Value>, RenderError> {
     match WORKER.get() {
@@ -85,60 +95,140 @@ pub fn render(chart: &Chart, values: &Value, ctx: &RenderContext) -> Result<Vec<
 
 fn in_child(exe: &PathBuf, chart: &Chart, values: &Value, ctx: &RenderContext) -> Result<Vec<Value>, RenderError> {
     let limit = |limit: String| RenderError::Limit { chart: chart.name.clone(), limit };
-    let memory_mib = limits::worker_memory() / (1024 * 1024);
-    let mut child = Command::new(exe)
-        .arg(WORKER_ARG)
-        .env_clear()
-        .env(MEMORY_VAR, memory_mib.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| limit(format!("cannot start the renderer: {e}")))?;
-    let (stdin, mut stdout, mut stderr) =
-        (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
-    let (status, answer, complaints) = std::thread::scope(|s| {
-        // The job is written as it is serialized: the operator never holds a copy of it.
-        s.spawn(move || {
-            let mut job = std::io::BufWriter::with_capacity(64 * 1024, stdin);
-            let _ = serde_json::to_writer(&mut job, &JobRef { chart, values, ctx }).map(|_| job.flush());
-        });
-        let reader = s.spawn(move || {
-            let mut answer = Vec::new();
-            // Manifests are at most the output limit, as JSON a little more.
-            let _ = (&mut stdout).take(2 * limits::OUTPUT_BYTES as u64).read_to_end(&mut answer);
-            answer
-        });
-        let complaints = s.spawn(move || {
-            let mut text = String::new();
-            let _ = (&mut stderr).take(64 * 1024).read_to_string(&mut text);
-            text
-        });
-        let status = wait(&mut child);
-        (status, reader.join().unwrap_or_default(), complaints.join().unwrap_or_default())
-    });
-    match status {
-        Err(e) => Err(limit(format!("the renderer was lost: {e}"))),
-        Ok(None) => Err(limit(format!("rendering took longer than {} s", limits::DEADLINE.as_secs()))),
-        Ok(Some(s)) if s.success() => serde_json::from_slice::<Result<Vec<Value>, RenderError>>(&answer)
-            .unwrap_or_else(|_| Err(limit("the renderer's answer was cut short (output over the limit)".into()))),
-        Ok(Some(_)) => Err(limit(crash_reason(&complaints))),
+    let mut worker = match idle_worker() {
+        Some(worker) => worker,
+        None => Worker::start(exe).map_err(|e| limit(format!("cannot start the renderer: {e}")))?,
+    };
+    match worker.render(&JobRef { chart, values, ctx }) {
+        Ok(line) => {
+            let answer = serde_json::from_slice::<Result<Vec<Value>, RenderError>>(&line);
+            park(worker);
+            answer.unwrap_or_else(|_| Err(limit("the renderer's answer was unreadable".into())))
+        }
+        Err(lost) => Err(limit(worker.retire(lost))),
     }
 }
 
-/// The child's exit, or `None` when it ran past the deadline (then it is killed).
-fn wait(child: &mut std::process::Child) -> std::io::Result<Option<std::process::ExitStatus>> {
-    let deadline = Instant::now() + limits::DEADLINE + GRACE;
-    loop {
-        match child.try_wait()? {
-            Some(status) => return Ok(Some(status)),
-            None if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(None);
-            }
-            None => std::thread::sleep(Duration::from_millis(2)),
+/// Idle workers, at most [`limits::workers`].
+static IDLE: Mutex<Vec<Worker>> = Mutex::new(Vec::new());
+/// Renders one worker serves before it is replaced.
+const JOBS_PER_WORKER: u32 = 256;
+/// A worker idle this long is stopped when the next render comes.
+const IDLE_FOR: Duration = Duration::from_secs(120);
+
+/// A render worker: a child process that renders job after job, one per line of its stdin,
+/// answering each with one line on stdout.
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    jobs: u32,
+    idle_since: Instant,
+}
+
+/// How a worker was lost in a render.
+enum Lost {
+    /// It ran past the deadline and was killed.
+    Deadline,
+    /// Its answer was over the limit.
+    CutShort,
+    /// It died (a crash: stack or memory exhausted).
+    Died,
+}
+
+/// An idle worker, stopping those idle too long or worn out.
+fn idle_worker() -> Option<Worker> {
+    let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+    while let Some(worker) = idle.pop() {
+        if worker.idle_since.elapsed() < IDLE_FOR {
+            return Some(worker);
         }
+        worker.stop();
+    }
+    None
+}
+
+/// Back to the idle workers (or stopped, after [`JOBS_PER_WORKER`] renders or when
+/// [`limits::workers`] wait already).
+fn park(mut worker: Worker) {
+    worker.jobs += 1;
+    let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+    if worker.jobs >= JOBS_PER_WORKER || idle.len() >= limits::workers() {
+        drop(idle);
+        return worker.stop();
+    }
+    worker.idle_since = Instant::now();
+    idle.push(worker);
+}
+
+impl Worker {
+    fn start(exe: &PathBuf) -> std::io::Result<Worker> {
+        let memory_mib = limits::worker_memory() / (1024 * 1024);
+        let mut child = Command::new(exe)
+            .arg(WORKER_ARG)
+            .env_clear()
+            .env(MEMORY_VAR, memory_mib.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (stdin, stdout) = (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"));
+        Ok(Worker { child, stdin, stdout: BufReader::new(stdout), jobs: 0, idle_since: Instant::now() })
+    }
+
+    /// Sends `job` and reads the answer line. The job is written as it is serialized (the
+    /// operator never holds a copy of it); the worker is killed at the deadline.
+    fn render(&mut self, job: &JobRef) -> Result<Vec<u8>, Lost> {
+        let (stdin, stdout, pid) = (&mut self.stdin, &mut self.stdout, self.child.id());
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdin);
+                let _ = serde_json::to_writer(&mut out, job).map(|_| out.write_all(b"\n").and_then(|_| out.flush()));
+            });
+            let (answered, answer) = std::sync::mpsc::channel::<()>();
+            let watchdog = s.spawn(move || {
+                let wait = answer.recv_timeout(limits::DEADLINE + GRACE);
+                let late = matches!(wait, Err(std::sync::mpsc::RecvTimeoutError::Timeout));
+                // SAFETY: kill only sends a signal to our own child, not yet reaped.
+                late.then(|| unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) });
+                late
+            });
+            // Manifests are at most the output limit, as JSON a little more.
+            let mut line = Vec::new();
+            let read = stdout.take(2 * limits::OUTPUT_BYTES as u64).read_until(b'\n', &mut line);
+            drop(answered);
+            match (watchdog.join().unwrap_or(false), read) {
+                (true, _) => Err(Lost::Deadline),
+                (false, Ok(_)) if line.ends_with(b"\n") => Ok(line),
+                (false, Ok(n)) if n as u64 == 2 * limits::OUTPUT_BYTES as u64 => Err(Lost::CutShort),
+                _ => Err(Lost::Died),
+            }
+        })
+    }
+
+    /// Ends a worker lost in a render and says why, in the words of the limit it hit.
+    fn retire(mut self, lost: Lost) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        match lost {
+            Lost::Deadline => format!("rendering took longer than {} s", limits::DEADLINE.as_secs()),
+            Lost::CutShort => "the renderer's answer was cut short (output over the limit)".into(),
+            Lost::Died => {
+                let mut text = String::new();
+                if let Some(stderr) = self.child.stderr.take() {
+                    let _ = stderr.take(64 * 1024).read_to_string(&mut text);
+                }
+                crash_reason(&text)
+            }
+        }
+    }
+
+    /// Ends an idle worker: without a job to read it exits; it is reaped here.
+    fn stop(mut self) {
+        drop(self.stdin);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -153,29 +243,57 @@ fn crash_reason(stderr: &str) -> String {
     }
 }
 
-/// The child's side: caps its own memory, renders the job on stdin, answers on stdout.
+/// The child's side: caps its own memory, then renders job after job, one per line of stdin,
+/// answering each on one line of stdout, until stdin closes.
 pub fn worker_main() -> ! {
     cap_memory();
-    let mut input = Vec::new();
-    let answer = match std::io::stdin().read_to_end(&mut input) {
-        Ok(_) => match serde_json::from_slice::<Job>(&input) {
+    let (mut input, mut out) = (std::io::stdin().lock(), std::io::stdout().lock());
+    loop {
+        let mut line = Vec::new();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => std::process::exit(0),
+            Ok(_) => {}
+            Err(_) => std::process::exit(1),
+        }
+        cap_cpu();
+        let answer = match serde_json::from_slice::<Job>(&line) {
             Ok(job) => engine::render_templates(&job.chart, &job.values, &job.ctx),
             Err(e) => Err(RenderError::Limit { chart: "?".into(), limit: format!("unreadable job: {e}") }),
-        },
-        Err(e) => Err(RenderError::Limit { chart: "?".into(), limit: format!("unreadable job: {e}") }),
-    };
-    let mut out = std::io::stdout().lock();
-    let ok = serde_json::to_writer(&mut out, &answer).is_ok() && out.flush().is_ok();
-    std::process::exit(if ok { 0 } else { 1 })
+        };
+        drop(line);
+        let ok =
+            serde_json::to_writer(&mut out, &answer).is_ok() && out.write_all(b"\n").is_ok() && out.flush().is_ok();
+        if !ok {
+            std::process::exit(1);
+        }
+        drop(answer);
+        // What a large chart needed goes back to the system, not kept by an idle worker.
+        // SAFETY: malloc_trim only releases free memory of this process's heap.
+        unsafe { libc::malloc_trim(0) };
+    }
 }
 
 fn cap_memory() {
     let bytes = limits::worker_memory();
     let cap = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
     // SAFETY: setrlimit only reads the struct passed by reference.
+    unsafe { libc::setrlimit(libc::RLIMIT_DATA, &cap) };
+}
+
+/// CPU seconds one job may use beyond what the worker used before it (past the deadline, in case
+/// the renderer's own checks are not reached).
+const JOB_CPU_SECONDS: u64 = 15;
+
+/// Caps the CPU time of the next job: the worker is killed (`SIGXCPU`) if it goes over.
+fn cap_cpu() {
+    // SAFETY: getrusage, getrlimit and setrlimit only write or read the structs passed.
     unsafe {
-        libc::setrlimit(libc::RLIMIT_DATA, &cap);
-        let cpu = libc::rlimit { rlim_cur: 15, rlim_max: 15 };
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        let used = (usage.ru_utime.tv_sec + usage.ru_stime.tv_sec + 1) as u64;
+        let mut cpu: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_CPU, &mut cpu);
+        cpu.rlim_cur = (used + JOB_CPU_SECONDS).min(cpu.rlim_max);
         libc::setrlimit(libc::RLIMIT_CPU, &cpu);
     }
 }

@@ -416,6 +416,8 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     let sampler = sample_peak(pid, stop.clone());
     let mut dig = dig_manifest(&ns, json!({"genericPlacementIntent": "gpi"}));
     dig["spec"]["compositeProfile"] = json!("profile");
+    let with_hub: Vec<(String, Client)> = members.iter().cloned().chain([("hub".into(), hub.clone())]).collect();
+    let profiles = profile_members(&with_hub, &format!("fanout{run}"));
     mark("fanout start");
     let start = Instant::now();
     apply(hub, &dig).await?;
@@ -428,6 +430,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let peak = sampler.join().unwrap_or(0);
     watches.iter().for_each(|w| w.abort());
+    futures::future::join_all(profiles).await;
     let hub_by_verb = moved(&hub_before, &hub_after);
     let hub_total: u64 = hub_by_verb.values().sum();
 
@@ -500,6 +503,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
         make_namespace(members, &target).await?;
         fresh_and_settled(members, &tag).await;
         let gcs_before = member_gcs(members).await;
+        let profiles = profile_members(members, &format!("{tag}{run}"));
         mark(&format!("{tag} start"));
         let start = Instant::now();
         direct_apply(members, &target, &rendered, order).await?;
@@ -510,6 +514,7 @@ async fn one_run(hub: &Client, members: &[(String, Client)], run: usize, keep: b
             direct[i] = took;
         }
         mark(&format!("{tag} done"));
+        futures::future::join_all(profiles).await;
         watches.iter().for_each(|w| w.abort());
         remove_copies(members, &target).await?;
     }
@@ -578,6 +583,30 @@ async fn warm_up(members: &[(String, Client)]) -> Result<()> {
     remove_copies(members, "warm").await?;
     eprintln!("warmed the members up in {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// With `BENCH_PROFILE_DIR` set: every member's (and in a fan-out the hub's) CPU profile (`/debug/pprof/profile`) over the
+/// phase's first `BENCH_PROFILE_SECONDS` (4), saved as `{dir}/{phase}-{member}.pb.gz`, to compare
+/// what members do in a fan-out and in a direct baseline (`go tool pprof -top` merges them).
+fn profile_members(members: &[(String, Client)], phase: &str) -> Vec<tokio::task::JoinHandle<()>> {
+    let Ok(dir) = std::env::var("BENCH_PROFILE_DIR") else { return Vec::new() };
+    let seconds = std::env::var("BENCH_PROFILE_SECONDS").unwrap_or_else(|_| "4".into());
+    members
+        .iter()
+        .map(|(name, client)| {
+            let (client, path) = (client.clone(), format!("{dir}/{phase}-{name}.pb.gz"));
+            let uri = format!("/debug/pprof/profile?seconds={seconds}");
+            tokio::spawn(async move {
+                let req = http::Request::get(uri).body(Vec::new()).expect("a request");
+                let mut body = Vec::new();
+                if let Ok(mut stream) = client.request_stream(req).await
+                    && futures::AsyncReadExt::read_to_end(&mut stream, &mut body).await.is_ok()
+                {
+                    let _ = std::fs::write(path, body);
+                }
+            })
+        })
+        .collect()
 }
 
 /// Garbage collections so far of three members (first, middle, last), from their metrics.
