@@ -95,16 +95,31 @@ pub fn render(chart: &Chart, values: &Value, ctx: &RenderContext) -> Result<Vec<
 
 fn in_child(exe: &PathBuf, chart: &Chart, values: &Value, ctx: &RenderContext) -> Result<Vec<Value>, RenderError> {
     let limit = |limit: String| RenderError::Limit { chart: chart.name.clone(), limit };
+    let job = JobRef { chart, values, ctx };
+    let start = || Worker::start(exe).map_err(|e| limit(format!("cannot start the renderer: {e}")));
     let mut worker = match idle_worker() {
         Some(worker) => worker,
-        None => Worker::start(exe).map_err(|e| limit(format!("cannot start the renderer: {e}")))?,
+        None => start()?,
     };
-    match worker.render(&JobRef { chart, values, ctx }) {
-        Ok(line) => {
-            let answer = serde_json::from_slice::<Result<Vec<Value>, RenderError>>(&line);
-            park(worker);
-            answer.unwrap_or_else(|_| Err(limit("the renderer's answer was unreadable".into())))
-        }
+    let mut answered = worker.render(&job);
+    // A kept worker that died on this job may have been dying already (killed while idle): the
+    // chart gets a fresh worker before it is blamed.
+    if matches!(answered, Err(Lost::Died)) && worker.jobs > 0 {
+        worker.retire(Lost::Died);
+        worker = start()?;
+        answered = worker.render(&job);
+    }
+    match answered {
+        Ok(line) => match serde_json::from_slice::<Result<Vec<Value>, RenderError>>(&line) {
+            Ok(answer) => {
+                park(worker);
+                answer
+            }
+            Err(_) => {
+                worker.stop();
+                Err(limit("the renderer's answer was unreadable".into()))
+            }
+        },
         Err(lost) => Err(limit(worker.retire(lost))),
     }
 }
@@ -139,8 +154,9 @@ enum Lost {
 /// An idle worker, stopping those idle too long or worn out.
 fn idle_worker() -> Option<Worker> {
     let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
-    while let Some(worker) = idle.pop() {
-        if worker.idle_since.elapsed() < IDLE_FOR {
+    while let Some(mut worker) = idle.pop() {
+        let alive = matches!(worker.child.try_wait(), Ok(None));
+        if alive && worker.idle_since.elapsed() < IDLE_FOR {
             return Some(worker);
         }
         worker.stop();
@@ -268,8 +284,11 @@ pub fn worker_main() -> ! {
         }
         drop(answer);
         // What a large chart needed goes back to the system, not kept by an idle worker.
+        #[cfg(target_env = "gnu")]
         // SAFETY: malloc_trim only releases free memory of this process's heap.
-        unsafe { libc::malloc_trim(0) };
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 }
 
@@ -278,6 +297,13 @@ fn cap_memory() {
     let cap = libc::rlimit { rlim_cur: bytes, rlim_max: bytes };
     // SAFETY: setrlimit only reads the struct passed by reference.
     unsafe { libc::setrlimit(libc::RLIMIT_DATA, &cap) };
+    // Blocks of 1 MiB and more are mapped for themselves and unmapped when freed, so that what
+    // one job left fragmented in the heap does not count against the next job's cap.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1024 * 1024);
+    }
 }
 
 /// CPU seconds one job may use beyond what the worker used before it (past the deadline, in case
