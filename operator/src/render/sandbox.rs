@@ -105,7 +105,7 @@ fn in_child(exe: &PathBuf, chart: &Chart, values: &Value, ctx: &RenderContext) -
     // A kept worker that died on this job may have been dying already (killed while idle): the
     // chart gets a fresh worker before it is blamed.
     if matches!(answered, Err(Lost::Died)) && worker.jobs > 0 {
-        worker.retire(Lost::Died);
+        worker.stop();
         worker = start()?;
         answered = worker.render(&job);
     }
@@ -225,8 +225,7 @@ impl Worker {
 
     /// Ends a worker lost in a render and says why, in the words of the limit it hit.
     fn retire(mut self, lost: Lost) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.end();
         match lost {
             Lost::Deadline => format!("rendering took longer than {} s", limits::DEADLINE.as_secs()),
             Lost::CutShort => "the renderer's answer was cut short (output over the limit)".into(),
@@ -240,9 +239,13 @@ impl Worker {
         }
     }
 
-    /// Ends an idle worker: without a job to read it exits; it is reaped here.
+    /// Ends a worker that is not to be used again.
     fn stop(mut self) {
-        drop(self.stdin);
+        self.end();
+    }
+
+    /// Kills the worker (if it still runs) and reaps it.
+    fn end(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -585,9 +585,10 @@ async fn warm_up(members: &[(String, Client)]) -> Result<()> {
     Ok(())
 }
 
-/// With `BENCH_PROFILE_DIR` set: every member's (and in a fan-out the hub's) CPU profile (`/debug/pprof/profile`) over the
-/// phase's first `BENCH_PROFILE_SECONDS` (4), saved as `{dir}/{phase}-{member}.pb.gz`, to compare
-/// what members do in a fan-out and in a direct baseline (`go tool pprof -top` merges them).
+/// With `BENCH_PROFILE_DIR` set: every member's (and in a fan-out the hub's) CPU profile
+/// (`/debug/pprof/profile`) over the phase's first `BENCH_PROFILE_SECONDS` (4), saved as
+/// `{dir}/{phase}-{member}.pb.gz`, to compare what members do in a fan-out and in a direct
+/// baseline (`go tool pprof -top` merges them).
 fn profile_members(members: &[(String, Client)], phase: &str) -> Vec<tokio::task::JoinHandle<()>> {
     let Ok(dir) = std::env::var("BENCH_PROFILE_DIR") else { return Vec::new() };
     let seconds = std::env::var("BENCH_PROFILE_SECONDS").unwrap_or_else(|_| "4".into());
